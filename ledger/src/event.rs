@@ -1,0 +1,392 @@
+//! The event model and its canonical encoding.
+//!
+//! Every event is encoded with [`CANONICAL`] (bincode 2, little-endian, fixed-width
+//! integers) and hashed with BLAKE3 `derive_key`; `docs/FORMAT.md` specifies the bytes.
+//! Variant order of every enum is part of the format: append new variants at the end.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{Hash, Name};
+
+/// Largest canonical event accepted when decoding (untrusted input is bounded by it).
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// The one bincode configuration used for every hashed or stored event.
+pub const CANONICAL: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<MAX_EVENT_BYTES>,
+> = bincode::config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding()
+    .with_limit::<MAX_EVENT_BYTES>();
+
+/// Version of the event format written into the genesis event.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One immutable entry in the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the journal, gap-free from 0 (the genesis event).
+    pub seq: u64,
+    /// Hash of the event at `seq - 1`; [`Hash::ZERO`] for seq 0.
+    pub prev: Hash,
+    /// Wall-clock time in UTC microseconds since the Unix epoch. Shown, never used for order.
+    pub time_us: i64,
+    pub actor: Actor,
+    /// The change (agent action) this event belongs to.
+    pub change_id: String,
+    /// The request the action was made under, if the agent gave one.
+    pub correlation_id: Option<String>,
+    pub body: Body,
+    /// Free-form, already-redacted metadata (inputs, outputs, tool names...).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Who acted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub agent: String,
+    pub principal: Option<String>,
+    pub role: Option<String>,
+}
+
+/// The kind of an event and its payload. Variant indices are fixed by the format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// 0: first event of every ledger; names it.
+    Genesis(Genesis),
+    /// 1: an agent action changed resources (files, or other resource kinds).
+    Change(Change),
+    /// 2: an automated check ran against a change.
+    Check(Check),
+    /// 3: a human or policy approved or rejected a change.
+    Approval(Approval),
+    /// 4: a change was deployed somewhere.
+    Deployment(Deployment),
+    /// 5: a step of an action failed (for example the command `ledger exec` ran).
+    Failure(Failure),
+    /// 6: agents were stopped (or allowed again).
+    KillSwitch(KillSwitch),
+    /// 7: stored content was removed; its hash stays valid.
+    Redaction(Redaction),
+    /// 8: a signed statement of the journal head was made.
+    Checkpoint(Checkpoint),
+}
+
+impl Body {
+    /// Short lowercase name of the kind, as shown by the CLI.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Genesis(_) => "genesis",
+            Body::Change(_) => "change",
+            Body::Check(_) => "check",
+            Body::Approval(_) => "approval",
+            Body::Deployment(_) => "deployment",
+            Body::Failure(_) => "failure",
+            Body::KillSwitch(_) => "kill-switch",
+            Body::Redaction(_) => "redaction",
+            Body::Checkpoint(_) => "checkpoint",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// Random identity of this ledger, fixed at `ledger init`.
+    pub ledger_id: [u8; 16],
+    pub format_version: u32,
+}
+
+/// One agent action: the resources it touched, before and after.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub message: Option<String>,
+    /// Set when this change undoes another one: that change's ID.
+    pub reverts: Option<String>,
+    /// Sorted by key; each key at most once.
+    pub resources: Vec<ResourceChange>,
+}
+
+/// What a change did to one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub key: ResourceKey,
+    pub op: Op,
+    /// Content before; `None` for [`Op::Create`].
+    pub old: Option<Content>,
+    /// Content after; `None` for [`Op::Delete`].
+    pub new: Option<Content>,
+}
+
+/// A resource: `file:` plus a workspace-relative path for files, or another namespace
+/// (`flag`, `deploy`, ...) for things outside the workspace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceKey {
+    pub namespace: String,
+    /// For files: the path relative to the workspace root, `/`-separated, raw bytes.
+    pub name: Name,
+}
+
+impl ResourceKey {
+    pub const FILE: &'static str = "file";
+
+    pub fn file(path: &[u8]) -> Self {
+        ResourceKey { namespace: Self::FILE.to_string(), name: Name(path.to_vec()) }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.namespace == Self::FILE
+    }
+
+    /// `namespace:name`, with non-UTF-8 bytes escaped.
+    pub fn display(&self) -> String {
+        format!("{}:{}", self.namespace, self.name.display())
+    }
+
+    /// Index key: namespace, `:`, raw name bytes.
+    pub fn index_bytes(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.namespace.len() + 1 + self.name.0.len());
+        k.extend_from_slice(self.namespace.as_bytes());
+        k.push(b':');
+        k.extend_from_slice(&self.name.0);
+        k
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Create,
+    Modify,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Modify => "modify",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// A resource's content at one point: plain BLAKE3 of its bytes (for a symlink, of its
+/// target), how it is materialised, and its size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    pub hash: Hash,
+    pub mode: Mode,
+    pub size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    Regular,
+    Executable,
+    Symlink,
+}
+
+impl Mode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Regular => "regular",
+            Mode::Executable => "executable",
+            Mode::Symlink => "symlink",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    /// For example `info`, `warning`, `blocking`.
+    pub level: String,
+    pub passed: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub approver: String,
+    pub approved: bool,
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub environment: String,
+    /// Share of traffic, 0 to 100.
+    pub percent: u8,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub stage: String,
+    pub error: String,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitch {
+    pub engaged: bool,
+    /// Which agents: an agent ID or `*`.
+    pub scope: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    pub hash: Hash,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Number of events covered (seq 0 to `size - 1`).
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// What a writer supplies; the journal adds `seq` and `prev` when it appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub time_us: i64,
+    pub actor: Actor,
+    pub change_id: String,
+    pub correlation_id: Option<String>,
+    pub body: Body,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl NewEvent {
+    pub fn seal(self, seq: u64, prev: Hash) -> Event {
+        Event {
+            seq,
+            prev,
+            time_us: self.time_us,
+            actor: self.actor,
+            change_id: self.change_id,
+            correlation_id: self.correlation_id,
+            body: self.body,
+            meta: self.meta,
+        }
+    }
+}
+
+/// Why bytes are not a canonical event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("not a valid event encoding: {0}")]
+    Bincode(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the event")]
+    Trailing(usize),
+}
+
+impl Event {
+    /// The canonical bytes that are hashed and stored.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, CANONICAL)
+            .expect("an event in memory always encodes; sizes are checked on append")
+    }
+
+    /// Decodes canonical bytes; rejects trailing bytes and anything over [`MAX_EVENT_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let (ev, used): (Event, usize) = bincode::serde::decode_from_slice(bytes, CANONICAL)?;
+        if used != bytes.len() {
+            return Err(DecodeError::Trailing(bytes.len() - used));
+        }
+        Ok(ev)
+    }
+
+    /// `derive_key(EVENT_HASH_CONTEXT, encode(self))`.
+    pub fn hash(&self) -> Hash {
+        Hash::of_event_bytes(&self.encode())
+    }
+
+    /// The file changes of a `Change` event (empty for other kinds).
+    pub fn resources(&self) -> &[ResourceChange] {
+        match &self.body {
+            Body::Change(c) => &c.resources,
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn fixed_event() -> Event {
+        let mut meta = BTreeMap::new();
+        meta.insert("tool".to_string(), "edit".to_string());
+        Event {
+            seq: 1,
+            prev: Hash([0x11; 32]),
+            time_us: 1_700_000_000_000_000,
+            actor: Actor {
+                agent: "agent-7".into(),
+                principal: Some("alice@example.com".into()),
+                role: Some("coder".into()),
+            },
+            change_id: "ch-1".into(),
+            correlation_id: Some("req-42".into()),
+            body: Body::Change(Change {
+                message: Some("fix typo".into()),
+                reverts: None,
+                resources: vec![ResourceChange {
+                    key: ResourceKey::file(b"src/main.rs"),
+                    op: Op::Modify,
+                    old: Some(Content { hash: Hash::of_content(b"old\n"), mode: Mode::Regular, size: 4 }),
+                    new: Some(Content { hash: Hash::of_content(b"new\n"), mode: Mode::Executable, size: 4 }),
+                }],
+            }),
+            meta,
+        }
+    }
+
+    /// Any change to the canonical encoding or the hash context changes this digest;
+    /// `docs/FORMAT.md` walks through these exact bytes.
+    #[test]
+    fn pinned_event_hash() {
+        let ev = fixed_event();
+        let bytes = ev.encode();
+        assert_eq!(bytes.len(), 317);
+        assert_eq!(&bytes[0..8], &1u64.to_le_bytes());
+        assert_eq!(&bytes[8..40], &[0x11; 32]);
+        assert_eq!(
+            ev.hash().to_hex(),
+            "9ce183a3d495f9934ea2658d5a7e744b2ea927321d12f32f9d5fec2ea373cad9"
+        );
+    }
+
+    #[test]
+    fn decode_roundtrips_and_rejects_trailing_bytes() {
+        let ev = fixed_event();
+        let mut bytes = ev.encode();
+        assert_eq!(Event::decode(&bytes).unwrap(), ev);
+        bytes.push(0);
+        assert!(matches!(Event::decode(&bytes), Err(DecodeError::Trailing(1))));
+    }
+
+    #[test]
+    fn decode_rejects_every_truncation() {
+        let bytes = fixed_event().encode();
+        for cut in 0..bytes.len() {
+            assert!(Event::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn content_hash_is_plain_blake3() {
+        // b3sum of the empty input.
+        assert_eq!(
+            Hash::of_content(b"").to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+    }
+}
