@@ -1,9 +1,30 @@
-//! The agent action ledger's storage core.
+//! The agent action ledger's storage core. It never prints and never parses arguments.
 //!
-//! - [`Event`] and [`Body`]: the event model; [`event::CANONICAL`] is its encoding.
+//! - [`Event`], [`Body`], [`NewEvent`]: the event model; [`CANONICAL`] is its encoding.
 //! - [`Hash`]: BLAKE3 digests (event hashes via `derive_key`, content hashes plain).
+//! - [`Journal`] over a [`Storage`] ([`FsStorage`], [`MemStorage`] for fault tests):
+//!   hash-chained, fsynced, torn-tail recovery.
+//! - [`ContentStore`]: content-addressed, verified blobs.
+//! - [`Index`]: sled indexes, all rebuildable from the journal.
+//! - [`Ledger`]: one `.ledger/` directory: lock, group-committed appends, reads, verify.
+#![forbid(unsafe_code)]
+
+mod error;
 mod event;
 mod hash;
+mod index;
+mod journal;
+mod ledger;
+mod storage;
+mod store;
+mod verify;
 
+pub use error::{Error, Result};
 pub use event::*;
 pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};
+pub use index::{Index, IndexState};
+pub use journal::{decode_frame, encode_frame, FrameError, Head, Journal, Position, Record, Recovery, TailHint, FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET};
+pub use ledger::{open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition, LEDGER_DIR};
+pub use storage::{Fault, FsStorage, MemStorage, SegmentStamp, Storage};
+pub use store::{ContentStore, Pending, VerifyingReader};
+pub use verify::{Problem, VerifyOptions, VerifyReport};

@@ -1,0 +1,269 @@
+//! Derived indexes in sled. Everything here is rebuilt from the journal when missing,
+//! stale or unreadable; nothing here is needed to prove anything.
+//!
+//! Trees (keys big-endian so they sort; `0x00` separates a string from a seq):
+//! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
+//! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
+//! `meta` bookkeeping; `stat` and `snap` belong to the scanner and projections.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::event::Body;
+use crate::hash::Hash;
+use crate::journal::{Position, Record, TailHint};
+use crate::storage::SegmentStamp;
+
+pub struct Index {
+    db: sled::Db,
+    meta: sled::Tree,
+    pos: sled::Tree,
+    change: sled::Tree,
+    resource: sled::Tree,
+    agent: sled::Tree,
+    corr: sled::Tree,
+    time: sled::Tree,
+    redacted: sled::Tree,
+    stat: sled::Tree,
+    snap: sled::Tree,
+}
+
+/// Index bookkeeping, stored under `meta/state`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IndexState {
+    /// Hash of seq 0: which journal this index belongs to.
+    pub genesis: Option<Hash>,
+    /// Every seq below this is indexed.
+    pub indexed: u64,
+    pub tail: Option<TailHint>,
+    /// Stamps of segments as last seen, to notice edits behind the ledger's back.
+    pub stamps: Vec<(u64, SegmentStamp)>,
+}
+
+pub(crate) fn key_seq(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 9);
+    k.extend_from_slice(prefix);
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_suffix(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k[k.len() - 8..].try_into().expect("index keys end with a seq"))
+}
+
+fn time_key(t: i64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    // Flip the sign bit so negative times sort first.
+    k[..8].copy_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Index {
+    pub fn open(dir: &Path) -> Result<Index> {
+        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
+        let t = |n: &str| db.open_tree(n);
+        Ok(Index {
+            meta: t("meta")?,
+            pos: t("pos")?,
+            change: t("change")?,
+            resource: t("resource")?,
+            agent: t("agent")?,
+            corr: t("corr")?,
+            time: t("time")?,
+            redacted: t("redacted")?,
+            stat: t("stat")?,
+            snap: t("snap")?,
+            db,
+        })
+    }
+
+    pub fn state(&self) -> Result<IndexState> {
+        match self.meta.get("state")? {
+            None => Ok(IndexState::default()),
+            Some(v) => bincode::serde::decode_from_slice(&v, crate::event::CANONICAL)
+                .map(|(s, _)| s)
+                .map_err(|e| Error::Index(format!("unreadable index state: {e}"))),
+        }
+    }
+
+    pub fn set_state(&self, s: &IndexState) -> Result<()> {
+        let v = bincode::serde::encode_to_vec(s, crate::event::CANONICAL).map_err(|e| Error::Index(e.to_string()))?;
+        self.meta.insert("state", v)?;
+        Ok(())
+    }
+
+    /// Empties every journal-derived tree (not the stat cache).
+    pub fn clear(&self) -> Result<()> {
+        for t in [&self.meta, &self.pos, &self.change, &self.resource, &self.agent, &self.corr, &self.time, &self.redacted, &self.snap] {
+            t.clear()?;
+        }
+        Ok(())
+    }
+
+    /// Adds records (in seq order) to every index.
+    pub fn add(&self, records: &[Record]) -> Result<()> {
+        let mut pos = sled::Batch::default();
+        let mut change = sled::Batch::default();
+        let mut resource = sled::Batch::default();
+        let mut agent = sled::Batch::default();
+        let mut corr = sled::Batch::default();
+        let mut time = sled::Batch::default();
+        let mut redacted = sled::Batch::default();
+        for r in records {
+            let ev = &r.event;
+            let mut p = [0u8; 16];
+            p[..8].copy_from_slice(&r.pos.segment.to_be_bytes());
+            p[8..].copy_from_slice(&r.pos.offset.to_be_bytes());
+            pos.insert(&ev.seq.to_be_bytes(), &p);
+            change.insert(key_seq(ev.change_id.as_bytes(), ev.seq), &[]);
+            agent.insert(key_seq(ev.actor.agent.as_bytes(), ev.seq), &[]);
+            if let Some(c) = &ev.correlation_id {
+                corr.insert(key_seq(c.as_bytes(), ev.seq), &[]);
+            }
+            time.insert(&time_key(ev.time_us, ev.seq), &[]);
+            for rc in ev.resources() {
+                resource.insert(key_seq(&rc.key.index_bytes(), ev.seq), &[]);
+            }
+            if let Body::Redaction(rd) = &ev.body {
+                redacted.insert(rd.hash.as_bytes(), &ev.seq.to_be_bytes());
+            }
+        }
+        self.pos.apply_batch(pos)?;
+        self.change.apply_batch(change)?;
+        self.resource.apply_batch(resource)?;
+        self.agent.apply_batch(agent)?;
+        self.corr.apply_batch(corr)?;
+        self.time.apply_batch(time)?;
+        self.redacted.apply_batch(redacted)?;
+        Ok(())
+    }
+
+    pub fn position(&self, seq: u64) -> Result<Option<Position>> {
+        Ok(self.pos.get(seq.to_be_bytes())?.map(|v| Position {
+            segment: u64::from_be_bytes(v[..8].try_into().unwrap()),
+            offset: u64::from_be_bytes(v[8..16].try_into().unwrap()),
+        }))
+    }
+
+    fn seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<u64>> {
+        let mut p = prefix.to_vec();
+        p.push(0);
+        tree.scan_prefix(&p).keys().map(|k| Ok(seq_suffix(&k?))).collect()
+    }
+
+    pub fn change_seqs(&self, change_id: &str) -> Result<Vec<u64>> {
+        Self::seqs(&self.change, change_id.as_bytes())
+    }
+
+    pub fn change_exists(&self, change_id: &str) -> Result<Option<u64>> {
+        let mut p = change_id.as_bytes().to_vec();
+        p.push(0);
+        Ok(self.change.scan_prefix(&p).keys().next().transpose()?.map(|k| seq_suffix(&k)))
+    }
+
+    /// Change IDs starting with `prefix` (at most `limit`), for short IDs on the CLI.
+    pub fn changes_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for k in self.change.scan_prefix(prefix.as_bytes()).keys() {
+            let k = k?;
+            let id = String::from_utf8_lossy(&k[..k.len() - 9]).into_owned();
+            if out.last() != Some(&id) {
+                out.push(id);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn resource_seqs(&self, key: &[u8]) -> Result<Vec<u64>> {
+        Self::seqs(&self.resource, key)
+    }
+
+    /// Seqs of events on resources whose index key starts with `prefix` (a directory).
+    pub fn resource_prefix_seqs(&self, prefix: &[u8]) -> Result<Vec<u64>> {
+        let mut v: Vec<u64> = self.resource.scan_prefix(prefix).keys().map(|k| Ok(seq_suffix(&k?))).collect::<Result<_>>()?;
+        v.sort_unstable();
+        v.dedup();
+        Ok(v)
+    }
+
+    pub fn agent_seqs(&self, agent: &str) -> Result<Vec<u64>> {
+        Self::seqs(&self.agent, agent.as_bytes())
+    }
+
+    pub fn correlation_seqs(&self, corr: &str) -> Result<Vec<u64>> {
+        Self::seqs(&self.corr, corr.as_bytes())
+    }
+
+    /// Seqs of events whose recorded time lies in `[since, until)`, ascending by seq.
+    pub fn time_seqs(&self, since: Option<i64>, until: Option<i64>) -> Result<Vec<u64>> {
+        let lo = time_key(since.unwrap_or(i64::MIN), 0);
+        let hi = time_key(until.unwrap_or(i64::MAX), 0);
+        let mut v: Vec<u64> = self.time.range(lo..hi).keys().map(|k| Ok(seq_suffix(&k?))).collect::<Result<_>>()?;
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Seq of the redaction event for `hash`, if it was redacted.
+    pub fn redaction(&self, hash: &Hash) -> Result<Option<u64>> {
+        Ok(self.redacted.get(hash.as_bytes())?.map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())))
+    }
+
+    /// The scanner's stat cache.
+    pub fn stat_tree(&self) -> &sled::Tree {
+        &self.stat
+    }
+
+    /// Projection snapshots: name|0|seq -> bytes.
+    pub fn put_snapshot(&self, name: &str, seq: u64, bytes: &[u8]) -> Result<()> {
+        self.snap.insert(key_seq(name.as_bytes(), seq), bytes)?;
+        Ok(())
+    }
+
+    /// The newest snapshot of `name` at or before `seq`.
+    pub fn snapshot_at_or_before(&self, name: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let lo = key_seq(name.as_bytes(), 0);
+        let hi = key_seq(name.as_bytes(), seq);
+        Ok(self.snap.range(lo..=hi).next_back().transpose()?.map(|(k, v)| (seq_suffix(&k), v.to_vec())))
+    }
+
+    /// Drops snapshots of `name` older than `keep_from`.
+    pub fn prune_snapshots(&self, name: &str, keep_from: u64) -> Result<()> {
+        let lo = key_seq(name.as_bytes(), 0);
+        let hi = key_seq(name.as_bytes(), keep_from);
+        for k in self.snap.range(lo..hi).keys() {
+            self.snap.remove(k?)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Number of indexed event positions (for `verify`).
+    pub fn position_count(&self) -> usize {
+        self.pos.len()
+    }
+}
+
+impl Index {
+    /// Every (seq, position) in seq order.
+    pub fn positions_iter(&self) -> impl Iterator<Item = Result<(u64, Position)>> {
+        self.pos.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((
+                u64::from_be_bytes(k[..8].try_into().map_err(|_| Error::Index("bad position key".into()))?),
+                Position {
+                    segment: u64::from_be_bytes(v[..8].try_into().map_err(|_| Error::Index("bad position value".into()))?),
+                    offset: u64::from_be_bytes(v[8..16].try_into().map_err(|_| Error::Index("bad position value".into()))?),
+                },
+            ))
+        })
+    }
+}

@@ -1,0 +1,518 @@
+//! The journal: hash-chained event records in append-only segments.
+//!
+//! Frame layout (all integers little-endian; `docs/FORMAT.md` is the reference):
+//!
+//! ```text
+//! magic "LJR1" | payload_len u32 | batch_first u64 | batch_last u64 | payload | event hash (32)
+//! ```
+//!
+//! `payload` is the canonical event encoding; the hash is `derive_key` over it, so a
+//! frame checks itself. `batch_first..=batch_last` are the seqs written by one fsync:
+//! a batch is durable as a whole, which is what lets recovery tell a torn tail (the
+//! unfinished last batch, cut back and reported) from damage to acknowledged records
+//! (refused, never skipped).
+//!
+//! **Invariant:** an append returns only after `Storage::sync` succeeded; after a failed
+//! sync the journal refuses every further append until reopened (no retry can turn an
+//! fsync failure into a false success).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, NewEvent, MAX_EVENT_BYTES};
+use crate::hash::Hash;
+use crate::storage::{read_segment, SegmentStamp, Storage};
+
+pub const FRAME_MAGIC: [u8; 4] = *b"LJR1";
+pub const FRAME_HEADER: usize = 24;
+pub const FRAME_TRAILER: usize = 32;
+/// A new segment is started (at a batch boundary) once the active one reaches this size.
+pub const SEGMENT_TARGET: u64 = 16 << 20;
+
+/// Where a record starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// The last event in the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// One decoded, self-checked record.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub event: Event,
+    pub hash: Hash,
+    pub pos: Position,
+    pub frame_len: u64,
+    pub batch_first: u64,
+    pub batch_last: u64,
+}
+
+/// Why one frame is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes remain than the frame needs.
+    Short,
+    BadMagic,
+    TooLarge(u32),
+    HashMismatch,
+    Decode(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Short => write!(f, "record cut short"),
+            FrameError::BadMagic => write!(f, "no record marker"),
+            FrameError::TooLarge(n) => write!(f, "record length {n} exceeds the {MAX_EVENT_BYTES}-byte limit"),
+            FrameError::HashMismatch => write!(f, "stored event hash does not match the record's bytes"),
+            FrameError::Decode(e) => write!(f, "record bytes are not a valid event: {e}"),
+        }
+    }
+}
+
+/// Encodes one frame.
+pub fn encode_frame(payload: &[u8], hash: &Hash, batch_first: u64, batch_last: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&batch_first.to_le_bytes());
+    out.extend_from_slice(&batch_last.to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(hash.as_bytes());
+}
+
+/// Parses and checks the frame at the start of `buf`. Returns the record (with `pos`
+/// left for the caller to fill) and the frame length.
+pub fn decode_frame(buf: &[u8]) -> std::result::Result<Record, FrameError> {
+    if buf.len() < FRAME_HEADER {
+        return Err(FrameError::Short);
+    }
+    if buf[0..4] != FRAME_MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let len = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len as usize > MAX_EVENT_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let batch_first = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    let batch_last = u64::from_le_bytes(buf[16..24].try_into().unwrap());
+    let end = FRAME_HEADER + len as usize + FRAME_TRAILER;
+    if buf.len() < end {
+        return Err(FrameError::Short);
+    }
+    let payload = &buf[FRAME_HEADER..FRAME_HEADER + len as usize];
+    let stored = Hash(buf[end - FRAME_TRAILER..end].try_into().unwrap());
+    let hash = Hash::of_event_bytes(payload);
+    if hash != stored {
+        return Err(FrameError::HashMismatch);
+    }
+    let event = Event::decode(payload).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(Record { event, hash, pos: Position { segment: 0, offset: 0 }, frame_len: end as u64, batch_first, batch_last })
+}
+
+/// What the chain requires of the next record.
+#[derive(Clone, Copy, Debug)]
+struct Expect {
+    seq: u64,
+    prev: Hash,
+    /// `Some(first, last)` while inside an unfinished batch.
+    batch: Option<(u64, u64)>,
+}
+
+impl Expect {
+    fn after(r: &Record) -> Expect {
+        let batch = (r.event.seq < r.batch_last).then_some((r.batch_first, r.batch_last));
+        Expect { seq: r.event.seq + 1, prev: r.hash, batch }
+    }
+
+    /// Checks chain, seq and batch fields of a self-consistent record.
+    fn check(&self, r: &Record) -> std::result::Result<(), String> {
+        if r.event.seq != self.seq {
+            return Err(format!("expected seq {}, found seq {}", self.seq, r.event.seq));
+        }
+        if r.event.prev != self.prev {
+            return Err(format!("prev hash {} does not match the hash of seq {} ({})", r.event.prev, self.seq.wrapping_sub(1), self.prev));
+        }
+        let ok = match self.batch {
+            Some((f, l)) => r.batch_first == f && r.batch_last == l,
+            None => r.batch_first == r.event.seq && r.batch_last >= r.event.seq,
+        };
+        if !ok {
+            return Err(format!("batch fields {}..={} are inconsistent at seq {}", r.batch_first, r.batch_last, r.event.seq));
+        }
+        Ok(())
+    }
+}
+
+/// A problem found while walking records.
+#[derive(Debug, Clone)]
+pub struct Break {
+    pub seq: u64,
+    pub pos: Position,
+    pub reason: String,
+}
+
+/// Walks the records of `bytes` (segment `segment`, starting at `base`), checking each
+/// frame and its chain link. Calls `f` for every good record. Stops at the first bad
+/// one and returns it, or `None` at a clean end.
+fn walk(
+    segment: u64,
+    base: u64,
+    bytes: &[u8],
+    expect: &mut Option<Expect>,
+    f: &mut dyn FnMut(&Record) -> Result<()>,
+) -> Result<Option<(Break, u64)>> {
+    let mut off = 0usize;
+    while off < bytes.len() {
+        let pos = Position { segment, offset: base + off as u64 };
+        let seq = expect.map_or(segment, |e| e.seq);
+        let mut rec = match decode_frame(&bytes[off..]) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some((Break { seq, pos, reason: e.to_string() }, off as u64))),
+        };
+        rec.pos = pos;
+        let exp = expect.unwrap_or(Expect { seq: rec.event.seq, prev: rec.event.prev, batch: None });
+        if rec.event.seq == 0 && rec.event.prev != Hash::ZERO {
+            return Ok(Some((Break { seq, pos, reason: "seq 0 must have the zero prev hash".into() }, off as u64)));
+        }
+        if let Err(reason) = exp.check(&rec) {
+            return Ok(Some((Break { seq, pos, reason }, off as u64)));
+        }
+        f(&rec)?;
+        *expect = Some(Expect::after(&rec));
+        off += rec.frame_len as usize;
+    }
+    Ok(None)
+}
+
+/// What opening found at the tail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut from the end of the last segment (0 when the tail was whole).
+    pub cut_bytes: u64,
+    /// Seqs of whole records dropped because their batch was never completed.
+    pub dropped: Vec<u64>,
+    pub segment: Option<String>,
+}
+
+/// A trusted starting point for opening without reading the whole last segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailHint {
+    pub head: Head,
+    pub segment: u64,
+    /// End of the last record of `head`.
+    pub end: u64,
+    pub stamp: SegmentStamp,
+}
+
+pub struct Journal {
+    storage: Box<dyn Storage>,
+    head: Option<Head>,
+    /// (segment, length) of the segment appends go to.
+    active: Option<(u64, u64)>,
+    poisoned: Option<String>,
+    segment_target: u64,
+}
+
+impl Journal {
+    /// Opens the journal, checking the tail and cutting back a torn last batch.
+    ///
+    /// `hint` (from the index database) lets opening skip records known good;
+    /// `acknowledged` is a seq known to have been acknowledged: recovery never cuts
+    /// below it and reports damage instead.
+    pub fn open(storage: Box<dyn Storage>, hint: Option<TailHint>, acknowledged: Option<u64>) -> Result<(Journal, Recovery)> {
+        let mut j = Journal { storage, head: None, active: None, poisoned: None, segment_target: SEGMENT_TARGET };
+        let rec = j.recover(hint, acknowledged)?;
+        Ok((j, rec))
+    }
+
+    /// Sets the segment size (tests use small segments to exercise rotation).
+    pub fn set_segment_target(&mut self, bytes: u64) {
+        self.segment_target = bytes;
+    }
+
+    fn io(&self, segment: u64, what: &'static str, e: std::io::Error) -> Error {
+        Error::io(what, self.storage.describe(segment), e)
+    }
+
+    fn recover(&mut self, hint: Option<TailHint>, acknowledged: Option<u64>) -> Result<Recovery> {
+        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
+        let Some(&last) = segs.last() else {
+            return Ok(Recovery::default());
+        };
+        let len = self.storage.len(last).map_err(|e| self.io(last, "reading", e))?;
+        // Fast path: the index recorded exactly this tail and the file is untouched.
+        if let Some(h) = hint {
+            if h.segment == last {
+                let stamp = self.storage.stamp(last).map_err(|e| self.io(last, "reading", e))?;
+                if stamp == h.stamp && h.end == len {
+                    self.head = Some(h.head);
+                    self.active = Some((last, len));
+                    return Ok(Recovery::default());
+                }
+            }
+        }
+        if len == 0 {
+            // A segment created just before a crash. Its name must follow the previous one.
+            if segs.len() == 1 && last != 0 {
+                return Err(Error::Damaged { seq: 0, location: self.storage.describe(last), reason: "the only segment does not start at seq 0".into() });
+            }
+            if segs.len() > 1 {
+                self.storage.remove(last).map_err(|e| self.io(last, "removing empty segment", e))?;
+                return self.recover(None, acknowledged);
+            }
+            return Ok(Recovery::default());
+        }
+        let bytes = read_segment(self.storage.as_ref(), last, 0).map_err(|e| self.io(last, "reading", e))?;
+        let mut expect = None;
+        let mut last_rec: Option<(Head, u64, u64, u64)> = None; // head, end offset, batch_first, batch_first offset
+        let mut batch_start_off = 0u64;
+        let mut cb = |r: &Record| -> Result<()> {
+            if r.batch_first == r.event.seq {
+                batch_start_off = r.pos.offset;
+            }
+            last_rec = Some((Head { seq: r.event.seq, hash: r.hash }, r.pos.offset + r.frame_len, r.batch_first, batch_start_off));
+            Ok(())
+        };
+        let brk = walk(last, 0, &bytes, &mut expect, &mut cb)?;
+        if let Some(r) = last_rec {
+            if last != segs[0] && r.0.seq < last {
+                return Err(Error::Damaged { seq: last, location: self.storage.describe(last), reason: "segment name does not match its first record".into() });
+            }
+        }
+        let incomplete = expect.and_then(|e| e.batch);
+        let (cut_at, torn_first) = match (&brk, incomplete) {
+            (None, None) => {
+                let (head, end, _, _) = last_rec.expect("non-empty segment without a break has records");
+                self.head = Some(head);
+                self.active = Some((last, end));
+                return Ok(Recovery::default());
+            }
+            (_, Some((first, _))) => (last_rec.map(|r| r.3).unwrap_or(0), first),
+            (Some((b, _)), None) => (b.pos.offset, b.seq),
+        };
+        if let Some((b, off)) = &brk {
+            // Any intact record of a later batch beyond the break means acknowledged
+            // records were damaged: refuse instead of cutting.
+            if let Some(seq) = intact_later_batch(&bytes[*off as usize + 1..], torn_first) {
+                return Err(Error::Damaged {
+                    seq: b.seq,
+                    location: format!("{} offset {}", self.storage.describe(last), b.pos.offset),
+                    reason: format!("{} (an intact record with seq {seq} follows it)", b.reason),
+                });
+            }
+        }
+        if let Some(ack) = acknowledged {
+            if torn_first <= ack {
+                let (seq, reason) = brk.as_ref().map_or((torn_first, "batch never completed".to_string()), |(b, _)| (b.seq, b.reason.clone()));
+                return Err(Error::Damaged {
+                    seq,
+                    location: self.storage.describe(last),
+                    reason: format!("{reason}; seq {ack} was acknowledged, so this is damage, not a torn write"),
+                });
+            }
+        }
+        // Records of the unfinished batch that survived whole are dropped with it.
+        let mut dropped = Vec::new();
+        let mut e2 = None;
+        walk(last, cut_at, &bytes[cut_at as usize..], &mut e2, &mut |r| {
+            dropped.push(r.event.seq);
+            Ok(())
+        })?;
+        self.storage.truncate(last, cut_at).map_err(|e| self.io(last, "cutting back the torn tail of", e))?;
+        let recovery = Recovery { cut_bytes: len - cut_at, dropped, segment: Some(self.storage.describe(last)) };
+        if cut_at == 0 {
+            if segs.len() > 1 {
+                self.storage.remove(last).map_err(|e| self.io(last, "removing empty segment", e))?;
+                let r = self.recover(None, acknowledged)?;
+                return Ok(Recovery { cut_bytes: recovery.cut_bytes + r.cut_bytes, dropped: recovery.dropped, segment: recovery.segment });
+            }
+            self.head = None;
+            self.active = Some((last, 0));
+        } else {
+            // Re-walk the kept part to find the head.
+            let mut e3 = None;
+            let mut head = None;
+            walk(last, 0, &bytes[..cut_at as usize], &mut e3, &mut |r| {
+                head = Some(Head { seq: r.event.seq, hash: r.hash });
+                Ok(())
+            })?;
+            self.head = head;
+            self.active = Some((last, cut_at));
+        }
+        Ok(recovery)
+    }
+
+    pub fn head(&self) -> Option<Head> {
+        self.head
+    }
+
+    /// Seq the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.head.map_or(0, |h| h.seq + 1)
+    }
+
+    /// A hint describing the current tail, for the next [`Journal::open`].
+    pub fn tail_hint(&self) -> Option<TailHint> {
+        let head = self.head?;
+        let (segment, end) = self.active?;
+        let stamp = self.storage.stamp(segment).ok()?;
+        Some(TailHint { head, segment, end, stamp })
+    }
+
+    /// Segments with their stamps, for noticing later edits to sealed segments.
+    pub fn stamps(&self) -> Result<Vec<(u64, SegmentStamp)>> {
+        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
+        segs.into_iter().map(|s| Ok((s, self.storage.stamp(s).map_err(|e| self.io(s, "reading", e))?))).collect()
+    }
+
+    /// Appends events as one batch with one sync. Returns the sealed records.
+    pub fn append(&mut self, events: Vec<NewEvent>) -> Result<Vec<Record>> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Refused(why.clone()));
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next_seq();
+        let last = first + events.len() as u64 - 1;
+        let (mut segment, mut len) = match self.active {
+            Some(a) => a,
+            None => (first, 0),
+        };
+        if self.active.is_none() || (len >= self.segment_target && len > 0) {
+            segment = first;
+            len = 0;
+            self.storage.create(segment).map_err(|e| self.io(segment, "creating journal segment", e))?;
+            self.active = Some((segment, 0));
+        }
+        let mut buf = Vec::with_capacity(events.len() * 400);
+        let mut out = Vec::with_capacity(events.len());
+        let mut prev = self.head.map_or(Hash::ZERO, |h| h.hash);
+        for (i, ne) in events.into_iter().enumerate() {
+            let ev = ne.seal(first + i as u64, prev);
+            let payload = bincode::serde::encode_to_vec(&ev, crate::event::CANONICAL)
+                .map_err(|e| Error::Invalid(format!("event {} cannot be encoded: {e}", ev.seq)))?;
+            let hash = Hash::of_event_bytes(&payload);
+            let offset = len + buf.len() as u64;
+            encode_frame(&payload, &hash, first, last, &mut buf);
+            let frame_len = (FRAME_HEADER + payload.len() + FRAME_TRAILER) as u64;
+            out.push(Record { event: ev, hash, pos: Position { segment, offset }, frame_len, batch_first: first, batch_last: last });
+            prev = hash;
+        }
+        if let Err(e) = self.storage.append(segment, &buf) {
+            // Put the segment back to its last good length so it stays a valid journal.
+            if let Err(t) = self.storage.truncate(segment, len) {
+                self.poisoned = Some(format!("a failed write could not be undone ({t}); reopen the ledger to recover"));
+            }
+            return Err(self.io(segment, "writing to", e));
+        }
+        if let Err(e) = self.storage.sync(segment) {
+            // fsync failure: the kernel may have dropped the dirty pages; never retry.
+            let _ = self.storage.truncate(segment, len);
+            self.poisoned = Some(format!("fsync of {} failed ({e}); nothing after seq {} is acknowledged; reopen the ledger to recover", self.storage.describe(segment), first.wrapping_sub(1)));
+            return Err(self.io(segment, "syncing", e));
+        }
+        self.head = Some(Head { seq: last, hash: prev });
+        self.active = Some((segment, len + buf.len() as u64));
+        Ok(out)
+    }
+
+    /// Reads the record at `pos`.
+    pub fn read_at(&self, pos: Position) -> Result<Record> {
+        let mut header = [0u8; FRAME_HEADER];
+        let n = self.storage.read_at(pos.segment, pos.offset, &mut header).map_err(|e| self.io(pos.segment, "reading", e))?;
+        let damaged = |reason: String| Error::Damaged { seq: pos.segment, location: format!("{} offset {}", self.storage.describe(pos.segment), pos.offset), reason };
+        if n < FRAME_HEADER {
+            return Err(damaged("record cut short".into()));
+        }
+        let len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+        let total = FRAME_HEADER + len.min(MAX_EVENT_BYTES) + FRAME_TRAILER;
+        let mut buf = vec![0u8; total];
+        let n = self.storage.read_at(pos.segment, pos.offset, &mut buf).map_err(|e| self.io(pos.segment, "reading", e))?;
+        buf.truncate(n);
+        let mut rec = decode_frame(&buf).map_err(|e| damaged(e.to_string()))?;
+        rec.pos = pos;
+        Ok(rec)
+    }
+
+    /// Calls `f` for every record from `from` (a record start) to the head, checking
+    /// frames and chain links; `prev` is the hash of the record before `from` when known.
+    pub fn scan_from(&self, from: Position, prev: Option<(u64, Hash)>, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
+        let mut expect = prev.map(|(seq, hash)| Expect { seq: seq + 1, prev: hash, batch: None });
+        let mut first = true;
+        for seg in segs.into_iter().filter(|s| *s >= from.segment) {
+            let start = if first { from.offset } else { 0 };
+            first = false;
+            if expect.is_none() && seg != from.segment {
+                expect = Some(Expect { seq: seg, prev: Hash::ZERO, batch: None });
+            }
+            if let Some(e) = &expect {
+                if start == 0 && e.seq != seg {
+                    return Err(Error::Damaged { seq: e.seq, location: self.storage.describe(seg), reason: format!("segment starts at seq {seg}, expected {}", e.seq) });
+                }
+            }
+            let bytes = read_segment(self.storage.as_ref(), seg, start).map_err(|e| self.io(seg, "reading", e))?;
+            if let Some((b, _)) = walk(seg, start, &bytes, &mut expect, f)? {
+                return Err(Error::Damaged { seq: b.seq, location: format!("{} offset {}", self.storage.describe(seg), b.pos.offset), reason: b.reason });
+            }
+        }
+        if let (Some(e), Some(h)) = (expect, self.head) {
+            if e.seq != h.seq + 1 {
+                return Err(Error::Damaged { seq: e.seq, location: "journal end".into(), reason: format!("journal ends at seq {} but its head is seq {}", e.seq.wrapping_sub(1), h.seq) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.
+    pub fn scan_all(&self, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
+        let Some(&first) = segs.first() else { return Ok(()) };
+        if first != 0 {
+            return Err(Error::Damaged { seq: 0, location: self.storage.describe(first), reason: format!("the first segment starts at seq {first}; seqs 0..{first} are missing") });
+        }
+        let mut saw_genesis = false;
+        self.scan_from(Position { segment: 0, offset: 0 }, None, &mut |r| {
+            if !saw_genesis {
+                if r.event.seq != 0 || r.event.prev != Hash::ZERO {
+                    return Err(Error::Damaged { seq: r.event.seq, location: "journal start".into(), reason: "the journal does not start with seq 0".into() });
+                }
+                saw_genesis = true;
+            }
+            f(r)
+        })
+    }
+}
+
+/// Looks for an intact record after a break whose batch started after `torn_first`:
+/// such a record was written after the torn batch was synced, so the break is damage.
+fn intact_later_batch(bytes: &[u8], torn_first: u64) -> Option<u64> {
+    let mut i = 0;
+    while i + FRAME_HEADER <= bytes.len() {
+        match memchr_magic(&bytes[i..]) {
+            None => return None,
+            Some(k) => {
+                i += k;
+                if let Ok(r) = decode_frame(&bytes[i..]) {
+                    if r.batch_first > torn_first && r.event.seq > torn_first {
+                        return Some(r.event.seq);
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+fn memchr_magic(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| w == FRAME_MAGIC)
+}
