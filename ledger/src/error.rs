@@ -12,10 +12,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 
     #[error("journal damaged at seq {seq} ({location}): {reason}")]
-    Damaged { seq: u64, location: String, reason: String },
+    Damaged {
+        seq: u64,
+        location: String,
+        reason: String,
+    },
 
     #[error("the ledger is in use by another process ({holder}); retry when it has finished")]
     Locked { holder: String },
@@ -39,7 +47,12 @@ pub enum Error {
     CorruptContent { hash: Hash, actual: Hash },
 
     #[error("content {hash} was redacted at seq {seq}: {reason}")]
-    Redacted { hash: Hash, seq: u64, time_us: i64, reason: String },
+    Redacted {
+        hash: Hash,
+        seq: u64,
+        time_us: i64,
+        reason: String,
+    },
 
     #[error("index database: {0}")]
     Index(String),
@@ -53,7 +66,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io { what, path: path.into(), source }
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -134,7 +134,10 @@ impl ResourceKey {
     pub const FILE: &'static str = "file";
 
     pub fn file(path: &[u8]) -> Self {
-        ResourceKey { namespace: Self::FILE.to_string(), name: Name(path.to_vec()) }
+        ResourceKey {
+            namespace: Self::FILE.to_string(),
+            name: Name(path.to_vec()),
+        }
     }
 
     pub fn is_file(&self) -> bool {
@@ -317,6 +320,21 @@ impl Event {
     }
 }
 
+/// Encodes any value with [`CANONICAL`] (snapshots, caches, index values).
+pub fn encode_canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, CANONICAL)
+}
+
+/// Decodes a value written by [`encode_canonical`], bounded by [`MAX_EVENT_BYTES`]
+/// per allocation; whole-input use is checked.
+pub fn decode_canonical<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (v, used): (T, usize) = bincode::serde::decode_from_slice(bytes, CANONICAL)?;
+    if used != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,8 +359,16 @@ mod tests {
                 resources: vec![ResourceChange {
                     key: ResourceKey::file(b"src/main.rs"),
                     op: Op::Modify,
-                    old: Some(Content { hash: Hash::of_content(b"old\n"), mode: Mode::Regular, size: 4 }),
-                    new: Some(Content { hash: Hash::of_content(b"new\n"), mode: Mode::Executable, size: 4 }),
+                    old: Some(Content {
+                        hash: Hash::of_content(b"old\n"),
+                        mode: Mode::Regular,
+                        size: 4,
+                    }),
+                    new: Some(Content {
+                        hash: Hash::of_content(b"new\n"),
+                        mode: Mode::Executable,
+                        size: 4,
+                    }),
                 }],
             }),
             meta,
@@ -370,14 +396,20 @@ mod tests {
         let mut bytes = ev.encode();
         assert_eq!(Event::decode(&bytes).unwrap(), ev);
         bytes.push(0);
-        assert!(matches!(Event::decode(&bytes), Err(DecodeError::Trailing(1))));
+        assert!(matches!(
+            Event::decode(&bytes),
+            Err(DecodeError::Trailing(1))
+        ));
     }
 
     #[test]
     fn decode_rejects_every_truncation() {
         let bytes = fixed_event().encode();
         for cut in 0..bytes.len() {
-            assert!(Event::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+            assert!(
+                Event::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
         }
     }
 

@@ -93,7 +93,8 @@ impl<'de> Deserialize<'de> for Hash {
                 f.write_str("a 32-byte hash (64 hex digits)")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Hash, E> {
-                Hash::from_hex(v).ok_or_else(|| E::custom(format!("not a 64-hex-digit hash: {v:?}")))
+                Hash::from_hex(v)
+                    .ok_or_else(|| E::custom(format!("not a 64-hex-digit hash: {v:?}")))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Hash, A::Error> {
                 let mut out = [0u8; 32];

@@ -4,6 +4,7 @@
 //! Trees (keys big-endian so they sort; `0x00` separates a string from a seq):
 //! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
 //! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
+//! `reverts` reverted change id -> reverting change id;
 //! `meta` bookkeeping; `stat` and `snap` belong to the scanner and projections.
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub struct Index {
     corr: sled::Tree,
     time: sled::Tree,
     redacted: sled::Tree,
+    reverts: sled::Tree,
     stat: sled::Tree,
     snap: sled::Tree,
 }
@@ -49,7 +51,11 @@ pub(crate) fn key_seq(prefix: &[u8], seq: u64) -> Vec<u8> {
 }
 
 fn seq_suffix(k: &[u8]) -> u64 {
-    u64::from_be_bytes(k[k.len() - 8..].try_into().expect("index keys end with a seq"))
+    u64::from_be_bytes(
+        k[k.len() - 8..]
+            .try_into()
+            .expect("index keys end with a seq"),
+    )
 }
 
 fn time_key(t: i64, seq: u64) -> [u8; 16] {
@@ -62,7 +68,10 @@ fn time_key(t: i64, seq: u64) -> [u8; 16] {
 
 impl Index {
     pub fn open(dir: &Path) -> Result<Index> {
-        let db = sled::Config::new().path(dir).cache_capacity(64 << 20).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()?;
         let t = |n: &str| db.open_tree(n);
         Ok(Index {
             meta: t("meta")?,
@@ -73,6 +82,7 @@ impl Index {
             corr: t("corr")?,
             time: t("time")?,
             redacted: t("redacted")?,
+            reverts: t("reverts")?,
             stat: t("stat")?,
             snap: t("snap")?,
             db,
@@ -89,14 +99,26 @@ impl Index {
     }
 
     pub fn set_state(&self, s: &IndexState) -> Result<()> {
-        let v = bincode::serde::encode_to_vec(s, crate::event::CANONICAL).map_err(|e| Error::Index(e.to_string()))?;
+        let v = bincode::serde::encode_to_vec(s, crate::event::CANONICAL)
+            .map_err(|e| Error::Index(e.to_string()))?;
         self.meta.insert("state", v)?;
         Ok(())
     }
 
     /// Empties every journal-derived tree (not the stat cache).
     pub fn clear(&self) -> Result<()> {
-        for t in [&self.meta, &self.pos, &self.change, &self.resource, &self.agent, &self.corr, &self.time, &self.redacted, &self.snap] {
+        for t in [
+            &self.meta,
+            &self.pos,
+            &self.change,
+            &self.resource,
+            &self.agent,
+            &self.corr,
+            &self.time,
+            &self.redacted,
+            &self.reverts,
+            &self.snap,
+        ] {
             t.clear()?;
         }
         Ok(())
@@ -111,6 +133,7 @@ impl Index {
         let mut corr = sled::Batch::default();
         let mut time = sled::Batch::default();
         let mut redacted = sled::Batch::default();
+        let mut reverts = sled::Batch::default();
         for r in records {
             let ev = &r.event;
             let mut p = [0u8; 16];
@@ -126,6 +149,11 @@ impl Index {
             for rc in ev.resources() {
                 resource.insert(key_seq(&rc.key.index_bytes(), ev.seq), &[]);
             }
+            if let Body::Change(c) = &ev.body {
+                if let Some(target) = &c.reverts {
+                    reverts.insert(target.as_bytes(), ev.change_id.as_bytes());
+                }
+            }
             if let Body::Redaction(rd) = &ev.body {
                 redacted.insert(rd.hash.as_bytes(), &ev.seq.to_be_bytes());
             }
@@ -137,6 +165,7 @@ impl Index {
         self.corr.apply_batch(corr)?;
         self.time.apply_batch(time)?;
         self.redacted.apply_batch(redacted)?;
+        self.reverts.apply_batch(reverts)?;
         Ok(())
     }
 
@@ -150,7 +179,10 @@ impl Index {
     fn seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<u64>> {
         let mut p = prefix.to_vec();
         p.push(0);
-        tree.scan_prefix(&p).keys().map(|k| Ok(seq_suffix(&k?))).collect()
+        tree.scan_prefix(&p)
+            .keys()
+            .map(|k| Ok(seq_suffix(&k?)))
+            .collect()
     }
 
     pub fn change_seqs(&self, change_id: &str) -> Result<Vec<u64>> {
@@ -160,7 +192,13 @@ impl Index {
     pub fn change_exists(&self, change_id: &str) -> Result<Option<u64>> {
         let mut p = change_id.as_bytes().to_vec();
         p.push(0);
-        Ok(self.change.scan_prefix(&p).keys().next().transpose()?.map(|k| seq_suffix(&k)))
+        Ok(self
+            .change
+            .scan_prefix(&p)
+            .keys()
+            .next()
+            .transpose()?
+            .map(|k| seq_suffix(&k)))
     }
 
     /// Change IDs starting with `prefix` (at most `limit`), for short IDs on the CLI.
@@ -185,7 +223,12 @@ impl Index {
 
     /// Seqs of events on resources whose index key starts with `prefix` (a directory).
     pub fn resource_prefix_seqs(&self, prefix: &[u8]) -> Result<Vec<u64>> {
-        let mut v: Vec<u64> = self.resource.scan_prefix(prefix).keys().map(|k| Ok(seq_suffix(&k?))).collect::<Result<_>>()?;
+        let mut v: Vec<u64> = self
+            .resource
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| Ok(seq_suffix(&k?)))
+            .collect::<Result<_>>()?;
         v.sort_unstable();
         v.dedup();
         Ok(v)
@@ -203,14 +246,30 @@ impl Index {
     pub fn time_seqs(&self, since: Option<i64>, until: Option<i64>) -> Result<Vec<u64>> {
         let lo = time_key(since.unwrap_or(i64::MIN), 0);
         let hi = time_key(until.unwrap_or(i64::MAX), 0);
-        let mut v: Vec<u64> = self.time.range(lo..hi).keys().map(|k| Ok(seq_suffix(&k?))).collect::<Result<_>>()?;
+        let mut v: Vec<u64> = self
+            .time
+            .range(lo..hi)
+            .keys()
+            .map(|k| Ok(seq_suffix(&k?)))
+            .collect::<Result<_>>()?;
         v.sort_unstable();
         Ok(v)
     }
 
     /// Seq of the redaction event for `hash`, if it was redacted.
     pub fn redaction(&self, hash: &Hash) -> Result<Option<u64>> {
-        Ok(self.redacted.get(hash.as_bytes())?.map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())))
+        Ok(self
+            .redacted
+            .get(hash.as_bytes())?
+            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())))
+    }
+
+    /// The change that reverted `change_id`, if any.
+    pub fn reverted_by(&self, change_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .reverts
+            .get(change_id.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// The scanner's stat cache.
@@ -228,7 +287,12 @@ impl Index {
     pub fn snapshot_at_or_before(&self, name: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>> {
         let lo = key_seq(name.as_bytes(), 0);
         let hi = key_seq(name.as_bytes(), seq);
-        Ok(self.snap.range(lo..=hi).next_back().transpose()?.map(|(k, v)| (seq_suffix(&k), v.to_vec())))
+        Ok(self
+            .snap
+            .range(lo..=hi)
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| (seq_suffix(&k), v.to_vec())))
     }
 
     /// Drops snapshots of `name` older than `keep_from`.
@@ -258,10 +322,22 @@ impl Index {
         self.pos.iter().map(|kv| {
             let (k, v) = kv?;
             Ok((
-                u64::from_be_bytes(k[..8].try_into().map_err(|_| Error::Index("bad position key".into()))?),
+                u64::from_be_bytes(
+                    k[..8]
+                        .try_into()
+                        .map_err(|_| Error::Index("bad position key".into()))?,
+                ),
                 Position {
-                    segment: u64::from_be_bytes(v[..8].try_into().map_err(|_| Error::Index("bad position value".into()))?),
-                    offset: u64::from_be_bytes(v[8..16].try_into().map_err(|_| Error::Index("bad position value".into()))?),
+                    segment: u64::from_be_bytes(
+                        v[..8]
+                            .try_into()
+                            .map_err(|_| Error::Index("bad position value".into()))?,
+                    ),
+                    offset: u64::from_be_bytes(
+                        v[8..16]
+                            .try_into()
+                            .map_err(|_| Error::Index("bad position value".into()))?,
+                    ),
                 },
             ))
         })

@@ -70,15 +70,26 @@ impl std::fmt::Display for FrameError {
         match self {
             FrameError::Short => write!(f, "record cut short"),
             FrameError::BadMagic => write!(f, "no record marker"),
-            FrameError::TooLarge(n) => write!(f, "record length {n} exceeds the {MAX_EVENT_BYTES}-byte limit"),
-            FrameError::HashMismatch => write!(f, "stored event hash does not match the record's bytes"),
+            FrameError::TooLarge(n) => write!(
+                f,
+                "record length {n} exceeds the {MAX_EVENT_BYTES}-byte limit"
+            ),
+            FrameError::HashMismatch => {
+                write!(f, "stored event hash does not match the record's bytes")
+            }
             FrameError::Decode(e) => write!(f, "record bytes are not a valid event: {e}"),
         }
     }
 }
 
 /// Encodes one frame.
-pub fn encode_frame(payload: &[u8], hash: &Hash, batch_first: u64, batch_last: u64, out: &mut Vec<u8>) {
+pub fn encode_frame(
+    payload: &[u8],
+    hash: &Hash,
+    batch_first: u64,
+    batch_last: u64,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(&FRAME_MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&batch_first.to_le_bytes());
@@ -113,7 +124,17 @@ pub fn decode_frame(buf: &[u8]) -> std::result::Result<Record, FrameError> {
         return Err(FrameError::HashMismatch);
     }
     let event = Event::decode(payload).map_err(|e| FrameError::Decode(e.to_string()))?;
-    Ok(Record { event, hash, pos: Position { segment: 0, offset: 0 }, frame_len: end as u64, batch_first, batch_last })
+    Ok(Record {
+        event,
+        hash,
+        pos: Position {
+            segment: 0,
+            offset: 0,
+        },
+        frame_len: end as u64,
+        batch_first,
+        batch_last,
+    })
 }
 
 /// What the chain requires of the next record.
@@ -128,23 +149,38 @@ struct Expect {
 impl Expect {
     fn after(r: &Record) -> Expect {
         let batch = (r.event.seq < r.batch_last).then_some((r.batch_first, r.batch_last));
-        Expect { seq: r.event.seq + 1, prev: r.hash, batch }
+        Expect {
+            seq: r.event.seq + 1,
+            prev: r.hash,
+            batch,
+        }
     }
 
     /// Checks chain, seq and batch fields of a self-consistent record.
     fn check(&self, r: &Record) -> std::result::Result<(), String> {
         if r.event.seq != self.seq {
-            return Err(format!("expected seq {}, found seq {}", self.seq, r.event.seq));
+            return Err(format!(
+                "expected seq {}, found seq {}",
+                self.seq, r.event.seq
+            ));
         }
         if r.event.prev != self.prev {
-            return Err(format!("prev hash {} does not match the hash of seq {} ({})", r.event.prev, self.seq.wrapping_sub(1), self.prev));
+            return Err(format!(
+                "prev hash {} does not match the hash of seq {} ({})",
+                r.event.prev,
+                self.seq.wrapping_sub(1),
+                self.prev
+            ));
         }
         let ok = match self.batch {
             Some((f, l)) => r.batch_first == f && r.batch_last == l,
             None => r.batch_first == r.event.seq && r.batch_last >= r.event.seq,
         };
         if !ok {
-            return Err(format!("batch fields {}..={} are inconsistent at seq {}", r.batch_first, r.batch_last, r.event.seq));
+            return Err(format!(
+                "batch fields {}..={} are inconsistent at seq {}",
+                r.batch_first, r.batch_last, r.event.seq
+            ));
         }
         Ok(())
     }
@@ -170,16 +206,39 @@ fn walk(
 ) -> Result<Option<(Break, u64)>> {
     let mut off = 0usize;
     while off < bytes.len() {
-        let pos = Position { segment, offset: base + off as u64 };
+        let pos = Position {
+            segment,
+            offset: base + off as u64,
+        };
         let seq = expect.map_or(segment, |e| e.seq);
         let mut rec = match decode_frame(&bytes[off..]) {
             Ok(r) => r,
-            Err(e) => return Ok(Some((Break { seq, pos, reason: e.to_string() }, off as u64))),
+            Err(e) => {
+                return Ok(Some((
+                    Break {
+                        seq,
+                        pos,
+                        reason: e.to_string(),
+                    },
+                    off as u64,
+                )))
+            }
         };
         rec.pos = pos;
-        let exp = expect.unwrap_or(Expect { seq: rec.event.seq, prev: rec.event.prev, batch: None });
+        let exp = expect.unwrap_or(Expect {
+            seq: rec.event.seq,
+            prev: rec.event.prev,
+            batch: None,
+        });
         if rec.event.seq == 0 && rec.event.prev != Hash::ZERO {
-            return Ok(Some((Break { seq, pos, reason: "seq 0 must have the zero prev hash".into() }, off as u64)));
+            return Ok(Some((
+                Break {
+                    seq,
+                    pos,
+                    reason: "seq 0 must have the zero prev hash".into(),
+                },
+                off as u64,
+            )));
         }
         if let Err(reason) = exp.check(&rec) {
             return Ok(Some((Break { seq, pos, reason }, off as u64)));
@@ -226,8 +285,18 @@ impl Journal {
     /// `hint` (from the index database) lets opening skip records known good;
     /// `acknowledged` is a seq known to have been acknowledged: recovery never cuts
     /// below it and reports damage instead.
-    pub fn open(storage: Box<dyn Storage>, hint: Option<TailHint>, acknowledged: Option<u64>) -> Result<(Journal, Recovery)> {
-        let mut j = Journal { storage, head: None, active: None, poisoned: None, segment_target: SEGMENT_TARGET };
+    pub fn open(
+        storage: Box<dyn Storage>,
+        hint: Option<TailHint>,
+        acknowledged: Option<u64>,
+    ) -> Result<(Journal, Recovery)> {
+        let mut j = Journal {
+            storage,
+            head: None,
+            active: None,
+            poisoned: None,
+            segment_target: SEGMENT_TARGET,
+        };
         let rec = j.recover(hint, acknowledged)?;
         Ok((j, rec))
     }
@@ -242,15 +311,24 @@ impl Journal {
     }
 
     fn recover(&mut self, hint: Option<TailHint>, acknowledged: Option<u64>) -> Result<Recovery> {
-        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
         let Some(&last) = segs.last() else {
             return Ok(Recovery::default());
         };
-        let len = self.storage.len(last).map_err(|e| self.io(last, "reading", e))?;
+        let len = self
+            .storage
+            .len(last)
+            .map_err(|e| self.io(last, "reading", e))?;
         // Fast path: the index recorded exactly this tail and the file is untouched.
         if let Some(h) = hint {
             if h.segment == last {
-                let stamp = self.storage.stamp(last).map_err(|e| self.io(last, "reading", e))?;
+                let stamp = self
+                    .storage
+                    .stamp(last)
+                    .map_err(|e| self.io(last, "reading", e))?;
                 if stamp == h.stamp && h.end == len {
                     self.head = Some(h.head);
                     self.active = Some((last, len));
@@ -261,15 +339,22 @@ impl Journal {
         if len == 0 {
             // A segment created just before a crash. Its name must follow the previous one.
             if segs.len() == 1 && last != 0 {
-                return Err(Error::Damaged { seq: 0, location: self.storage.describe(last), reason: "the only segment does not start at seq 0".into() });
+                return Err(Error::Damaged {
+                    seq: 0,
+                    location: self.storage.describe(last),
+                    reason: "the only segment does not start at seq 0".into(),
+                });
             }
             if segs.len() > 1 {
-                self.storage.remove(last).map_err(|e| self.io(last, "removing empty segment", e))?;
+                self.storage
+                    .remove(last)
+                    .map_err(|e| self.io(last, "removing empty segment", e))?;
                 return self.recover(None, acknowledged);
             }
             return Ok(Recovery::default());
         }
-        let bytes = read_segment(self.storage.as_ref(), last, 0).map_err(|e| self.io(last, "reading", e))?;
+        let bytes = read_segment(self.storage.as_ref(), last, 0)
+            .map_err(|e| self.io(last, "reading", e))?;
         let mut expect = None;
         let mut last_rec: Option<(Head, u64, u64, u64)> = None; // head, end offset, batch_first, batch_first offset
         let mut batch_start_off = 0u64;
@@ -277,19 +362,32 @@ impl Journal {
             if r.batch_first == r.event.seq {
                 batch_start_off = r.pos.offset;
             }
-            last_rec = Some((Head { seq: r.event.seq, hash: r.hash }, r.pos.offset + r.frame_len, r.batch_first, batch_start_off));
+            last_rec = Some((
+                Head {
+                    seq: r.event.seq,
+                    hash: r.hash,
+                },
+                r.pos.offset + r.frame_len,
+                r.batch_first,
+                batch_start_off,
+            ));
             Ok(())
         };
         let brk = walk(last, 0, &bytes, &mut expect, &mut cb)?;
         if let Some(r) = last_rec {
             if last != segs[0] && r.0.seq < last {
-                return Err(Error::Damaged { seq: last, location: self.storage.describe(last), reason: "segment name does not match its first record".into() });
+                return Err(Error::Damaged {
+                    seq: last,
+                    location: self.storage.describe(last),
+                    reason: "segment name does not match its first record".into(),
+                });
             }
         }
         let incomplete = expect.and_then(|e| e.batch);
         let (cut_at, torn_first) = match (&brk, incomplete) {
             (None, None) => {
-                let (head, end, _, _) = last_rec.expect("non-empty segment without a break has records");
+                let (head, end, _, _) =
+                    last_rec.expect("non-empty segment without a break has records");
                 self.head = Some(head);
                 self.active = Some((last, end));
                 return Ok(Recovery::default());
@@ -310,11 +408,16 @@ impl Journal {
         }
         if let Some(ack) = acknowledged {
             if torn_first <= ack {
-                let (seq, reason) = brk.as_ref().map_or((torn_first, "batch never completed".to_string()), |(b, _)| (b.seq, b.reason.clone()));
+                let (seq, reason) = brk.as_ref().map_or(
+                    (torn_first, "batch never completed".to_string()),
+                    |(b, _)| (b.seq, b.reason.clone()),
+                );
                 return Err(Error::Damaged {
                     seq,
                     location: self.storage.describe(last),
-                    reason: format!("{reason}; seq {ack} was acknowledged, so this is damage, not a torn write"),
+                    reason: format!(
+                        "{reason}; seq {ack} was acknowledged, so this is damage, not a torn write"
+                    ),
                 });
             }
         }
@@ -325,13 +428,25 @@ impl Journal {
             dropped.push(r.event.seq);
             Ok(())
         })?;
-        self.storage.truncate(last, cut_at).map_err(|e| self.io(last, "cutting back the torn tail of", e))?;
-        let recovery = Recovery { cut_bytes: len - cut_at, dropped, segment: Some(self.storage.describe(last)) };
+        self.storage
+            .truncate(last, cut_at)
+            .map_err(|e| self.io(last, "cutting back the torn tail of", e))?;
+        let recovery = Recovery {
+            cut_bytes: len - cut_at,
+            dropped,
+            segment: Some(self.storage.describe(last)),
+        };
         if cut_at == 0 {
             if segs.len() > 1 {
-                self.storage.remove(last).map_err(|e| self.io(last, "removing empty segment", e))?;
+                self.storage
+                    .remove(last)
+                    .map_err(|e| self.io(last, "removing empty segment", e))?;
                 let r = self.recover(None, acknowledged)?;
-                return Ok(Recovery { cut_bytes: recovery.cut_bytes + r.cut_bytes, dropped: recovery.dropped, segment: recovery.segment });
+                return Ok(Recovery {
+                    cut_bytes: recovery.cut_bytes + r.cut_bytes,
+                    dropped: recovery.dropped,
+                    segment: recovery.segment,
+                });
             }
             self.head = None;
             self.active = Some((last, 0));
@@ -340,7 +455,10 @@ impl Journal {
             let mut e3 = None;
             let mut head = None;
             walk(last, 0, &bytes[..cut_at as usize], &mut e3, &mut |r| {
-                head = Some(Head { seq: r.event.seq, hash: r.hash });
+                head = Some(Head {
+                    seq: r.event.seq,
+                    hash: r.hash,
+                });
                 Ok(())
             })?;
             self.head = head;
@@ -363,13 +481,30 @@ impl Journal {
         let head = self.head?;
         let (segment, end) = self.active?;
         let stamp = self.storage.stamp(segment).ok()?;
-        Some(TailHint { head, segment, end, stamp })
+        Some(TailHint {
+            head,
+            segment,
+            end,
+            stamp,
+        })
     }
 
     /// Segments with their stamps, for noticing later edits to sealed segments.
     pub fn stamps(&self) -> Result<Vec<(u64, SegmentStamp)>> {
-        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
-        segs.into_iter().map(|s| Ok((s, self.storage.stamp(s).map_err(|e| self.io(s, "reading", e))?))).collect()
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        segs.into_iter()
+            .map(|s| {
+                Ok((
+                    s,
+                    self.storage
+                        .stamp(s)
+                        .map_err(|e| self.io(s, "reading", e))?,
+                ))
+            })
+            .collect()
     }
 
     /// Appends events as one batch with one sync. Returns the sealed records.
@@ -389,7 +524,9 @@ impl Journal {
         if self.active.is_none() || (len >= self.segment_target && len > 0) {
             segment = first;
             len = 0;
-            self.storage.create(segment).map_err(|e| self.io(segment, "creating journal segment", e))?;
+            self.storage
+                .create(segment)
+                .map_err(|e| self.io(segment, "creating journal segment", e))?;
             self.active = Some((segment, 0));
         }
         let mut buf = Vec::with_capacity(events.len() * 400);
@@ -403,13 +540,22 @@ impl Journal {
             let offset = len + buf.len() as u64;
             encode_frame(&payload, &hash, first, last, &mut buf);
             let frame_len = (FRAME_HEADER + payload.len() + FRAME_TRAILER) as u64;
-            out.push(Record { event: ev, hash, pos: Position { segment, offset }, frame_len, batch_first: first, batch_last: last });
+            out.push(Record {
+                event: ev,
+                hash,
+                pos: Position { segment, offset },
+                frame_len,
+                batch_first: first,
+                batch_last: last,
+            });
             prev = hash;
         }
         if let Err(e) = self.storage.append(segment, &buf) {
             // Put the segment back to its last good length so it stays a valid journal.
             if let Err(t) = self.storage.truncate(segment, len) {
-                self.poisoned = Some(format!("a failed write could not be undone ({t}); reopen the ledger to recover"));
+                self.poisoned = Some(format!(
+                    "a failed write could not be undone ({t}); reopen the ledger to recover"
+                ));
             }
             return Err(self.io(segment, "writing to", e));
         }
@@ -419,7 +565,10 @@ impl Journal {
             self.poisoned = Some(format!("fsync of {} failed ({e}); nothing after seq {} is acknowledged; reopen the ledger to recover", self.storage.describe(segment), first.wrapping_sub(1)));
             return Err(self.io(segment, "syncing", e));
         }
-        self.head = Some(Head { seq: last, hash: prev });
+        self.head = Some(Head {
+            seq: last,
+            hash: prev,
+        });
         self.active = Some((segment, len + buf.len() as u64));
         Ok(out)
     }
@@ -427,15 +576,29 @@ impl Journal {
     /// Reads the record at `pos`.
     pub fn read_at(&self, pos: Position) -> Result<Record> {
         let mut header = [0u8; FRAME_HEADER];
-        let n = self.storage.read_at(pos.segment, pos.offset, &mut header).map_err(|e| self.io(pos.segment, "reading", e))?;
-        let damaged = |reason: String| Error::Damaged { seq: pos.segment, location: format!("{} offset {}", self.storage.describe(pos.segment), pos.offset), reason };
+        let n = self
+            .storage
+            .read_at(pos.segment, pos.offset, &mut header)
+            .map_err(|e| self.io(pos.segment, "reading", e))?;
+        let damaged = |reason: String| Error::Damaged {
+            seq: pos.segment,
+            location: format!(
+                "{} offset {}",
+                self.storage.describe(pos.segment),
+                pos.offset
+            ),
+            reason,
+        };
         if n < FRAME_HEADER {
             return Err(damaged("record cut short".into()));
         }
         let len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
         let total = FRAME_HEADER + len.min(MAX_EVENT_BYTES) + FRAME_TRAILER;
         let mut buf = vec![0u8; total];
-        let n = self.storage.read_at(pos.segment, pos.offset, &mut buf).map_err(|e| self.io(pos.segment, "reading", e))?;
+        let n = self
+            .storage
+            .read_at(pos.segment, pos.offset, &mut buf)
+            .map_err(|e| self.io(pos.segment, "reading", e))?;
         buf.truncate(n);
         let mut rec = decode_frame(&buf).map_err(|e| damaged(e.to_string()))?;
         rec.pos = pos;
@@ -444,29 +607,62 @@ impl Journal {
 
     /// Calls `f` for every record from `from` (a record start) to the head, checking
     /// frames and chain links; `prev` is the hash of the record before `from` when known.
-    pub fn scan_from(&self, from: Position, prev: Option<(u64, Hash)>, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
-        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
-        let mut expect = prev.map(|(seq, hash)| Expect { seq: seq + 1, prev: hash, batch: None });
+    pub fn scan_from(
+        &self,
+        from: Position,
+        prev: Option<(u64, Hash)>,
+        f: &mut dyn FnMut(&Record) -> Result<()>,
+    ) -> Result<()> {
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        let mut expect = prev.map(|(seq, hash)| Expect {
+            seq: seq + 1,
+            prev: hash,
+            batch: None,
+        });
         let mut first = true;
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
             let start = if first { from.offset } else { 0 };
             first = false;
             if expect.is_none() && seg != from.segment {
-                expect = Some(Expect { seq: seg, prev: Hash::ZERO, batch: None });
+                expect = Some(Expect {
+                    seq: seg,
+                    prev: Hash::ZERO,
+                    batch: None,
+                });
             }
             if let Some(e) = &expect {
                 if start == 0 && e.seq != seg {
-                    return Err(Error::Damaged { seq: e.seq, location: self.storage.describe(seg), reason: format!("segment starts at seq {seg}, expected {}", e.seq) });
+                    return Err(Error::Damaged {
+                        seq: e.seq,
+                        location: self.storage.describe(seg),
+                        reason: format!("segment starts at seq {seg}, expected {}", e.seq),
+                    });
                 }
             }
-            let bytes = read_segment(self.storage.as_ref(), seg, start).map_err(|e| self.io(seg, "reading", e))?;
+            let bytes = read_segment(self.storage.as_ref(), seg, start)
+                .map_err(|e| self.io(seg, "reading", e))?;
             if let Some((b, _)) = walk(seg, start, &bytes, &mut expect, f)? {
-                return Err(Error::Damaged { seq: b.seq, location: format!("{} offset {}", self.storage.describe(seg), b.pos.offset), reason: b.reason });
+                return Err(Error::Damaged {
+                    seq: b.seq,
+                    location: format!("{} offset {}", self.storage.describe(seg), b.pos.offset),
+                    reason: b.reason,
+                });
             }
         }
         if let (Some(e), Some(h)) = (expect, self.head) {
             if e.seq != h.seq + 1 {
-                return Err(Error::Damaged { seq: e.seq, location: "journal end".into(), reason: format!("journal ends at seq {} but its head is seq {}", e.seq.wrapping_sub(1), h.seq) });
+                return Err(Error::Damaged {
+                    seq: e.seq,
+                    location: "journal end".into(),
+                    reason: format!(
+                        "journal ends at seq {} but its head is seq {}",
+                        e.seq.wrapping_sub(1),
+                        h.seq
+                    ),
+                });
             }
         }
         Ok(())
@@ -474,21 +670,43 @@ impl Journal {
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.
     pub fn scan_all(&self, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
-        let segs = self.storage.segments().map_err(|e| self.io(0, "listing journal segments", e))?;
-        let Some(&first) = segs.first() else { return Ok(()) };
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        let Some(&first) = segs.first() else {
+            return Ok(());
+        };
         if first != 0 {
-            return Err(Error::Damaged { seq: 0, location: self.storage.describe(first), reason: format!("the first segment starts at seq {first}; seqs 0..{first} are missing") });
+            return Err(Error::Damaged {
+                seq: 0,
+                location: self.storage.describe(first),
+                reason: format!(
+                    "the first segment starts at seq {first}; seqs 0..{first} are missing"
+                ),
+            });
         }
         let mut saw_genesis = false;
-        self.scan_from(Position { segment: 0, offset: 0 }, None, &mut |r| {
-            if !saw_genesis {
-                if r.event.seq != 0 || r.event.prev != Hash::ZERO {
-                    return Err(Error::Damaged { seq: r.event.seq, location: "journal start".into(), reason: "the journal does not start with seq 0".into() });
+        self.scan_from(
+            Position {
+                segment: 0,
+                offset: 0,
+            },
+            None,
+            &mut |r| {
+                if !saw_genesis {
+                    if r.event.seq != 0 || r.event.prev != Hash::ZERO {
+                        return Err(Error::Damaged {
+                            seq: r.event.seq,
+                            location: "journal start".into(),
+                            reason: "the journal does not start with seq 0".into(),
+                        });
+                    }
+                    saw_genesis = true;
                 }
-                saw_genesis = true;
-            }
-            f(r)
-        })
+                f(r)
+            },
+        )
     }
 }
 

@@ -29,7 +29,9 @@ pub struct OpenOptions2 {
 
 impl Default for OpenOptions2 {
     fn default() -> Self {
-        OpenOptions2 { lock_timeout: Duration::from_secs(10) }
+        OpenOptions2 {
+            lock_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -76,23 +78,37 @@ pub struct Ledger {
 }
 
 fn now_us() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Rejects IDs that would be ambiguous in indexes or on a command line.
 pub fn validate_id(what: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 200 {
-        return Err(Error::Invalid(format!("{what} must be 1 to 200 bytes long, got {} bytes", id.len())));
+        return Err(Error::Invalid(format!(
+            "{what} must be 1 to 200 bytes long, got {} bytes",
+            id.len()
+        )));
     }
     if let Some(c) = id.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::Invalid(format!("{what} {id:?} contains {c:?}; use letters, digits and punctuation")));
+        return Err(Error::Invalid(format!(
+            "{what} {id:?} contains {c:?}; use letters, digits and punctuation"
+        )));
     }
     Ok(())
 }
 
 fn lock(dir: &Path, timeout: Duration) -> Result<File> {
     let path = dir.join("lock");
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| Error::io("opening", &path, e))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("opening", &path, e))?;
     let start = Instant::now();
     loop {
         match f.try_lock() {
@@ -101,7 +117,11 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
                 if start.elapsed() >= timeout {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
                     let holder = holder.trim();
-                    let holder = if holder.is_empty() { "unknown process".to_string() } else { format!("pid {holder}") };
+                    let holder = if holder.is_empty() {
+                        "unknown process".to_string()
+                    } else {
+                        format!("pid {holder}")
+                    };
                     return Err(Error::Locked { holder });
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -110,7 +130,9 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
         }
     }
     // The pid is only for messages; the kernel releases the lock when the process dies.
-    let _ = f.set_len(0).and_then(|_| f.write_all(std::process::id().to_string().as_bytes()));
+    let _ = f
+        .set_len(0)
+        .and_then(|_| f.write_all(std::process::id().to_string().as_bytes()));
     Ok(f)
 }
 
@@ -120,14 +142,18 @@ impl Ledger {
         let dir = workspace.join(LEDGER_DIR);
         match fs::create_dir(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(dir))
+            }
             Err(e) => return Err(Error::io("creating", &dir, e)),
         }
         let result = (|| {
-            fs::write(dir.join(FORMAT_FILE), FORMAT_LINE).map_err(|e| Error::io("writing", dir.join(FORMAT_FILE), e))?;
+            fs::write(dir.join(FORMAT_FILE), FORMAT_LINE)
+                .map_err(|e| Error::io("writing", dir.join(FORMAT_FILE), e))?;
             let (ledger, _) = Self::open_dir(&dir, &OpenOptions2::default())?;
             let mut id = [0u8; 16];
-            let seed = blake3::hash(format!("{}:{}:{:?}", std::process::id(), now_us(), dir).as_bytes());
+            let seed =
+                blake3::hash(format!("{}:{}:{:?}", std::process::id(), now_us(), dir).as_bytes());
             id.copy_from_slice(&seed.as_bytes()[..16]);
             ledger.append(
                 vec![NewEvent {
@@ -135,7 +161,10 @@ impl Ledger {
                     actor,
                     change_id: "genesis".into(),
                     correlation_id: None,
-                    body: Body::Genesis(Genesis { ledger_id: id, format_version: FORMAT_VERSION }),
+                    body: Body::Genesis(Genesis {
+                        ledger_id: id,
+                        format_version: FORMAT_VERSION,
+                    }),
                     meta: BTreeMap::new(),
                 }],
                 Precondition::None,
@@ -168,7 +197,14 @@ impl Ledger {
     pub fn open_dir(dir: &Path, opts: &OpenOptions2) -> Result<(Ledger, OpenReport)> {
         match fs::read_to_string(dir.join(FORMAT_FILE)) {
             Ok(s) if s == FORMAT_LINE => {}
-            Ok(s) => return Err(Error::Invalid(format!("{} says {:?}; this build reads {:?}", dir.join(FORMAT_FILE).display(), s.trim(), FORMAT_LINE.trim()))),
+            Ok(s) => {
+                return Err(Error::Invalid(format!(
+                    "{} says {:?}; this build reads {:?}",
+                    dir.join(FORMAT_FILE).display(),
+                    s.trim(),
+                    FORMAT_LINE.trim()
+                )))
+            }
             Err(_) => return Err(Error::NotFound(dir.to_path_buf())),
         }
         let lock = lock(dir, opts.lock_timeout)?;
@@ -185,16 +221,24 @@ impl Ledger {
             }
         };
         let (index, state) = index;
-        let storage = FsStorage::new(&dir.join("journal")).map_err(|e| Error::io("opening", dir.join("journal"), e))?;
+        let storage = FsStorage::new(&dir.join("journal"))
+            .map_err(|e| Error::io("opening", dir.join("journal"), e))?;
         let store = ContentStore::open(&dir.join("objects"))?;
         let acknowledged = state.tail.map(|t| t.head.seq);
         let (journal, recovery) = match Journal::open(Box::new(storage), state.tail, acknowledged) {
             Ok(x) => x,
-            Err(Error::Damaged { seq, location, reason }) if state.tail.is_some() => {
+            Err(Error::Damaged {
+                seq,
+                location,
+                reason,
+            }) if state.tail.is_some() => {
                 // The index's idea of what was acknowledged may be what is wrong (an
                 // index copied from elsewhere); without it the tail check stands alone.
-                let storage = FsStorage::new(&dir.join("journal")).map_err(|e| Error::io("opening", dir.join("journal"), e))?;
-                report.damaged = Some(format!("journal damaged at seq {seq} ({location}): {reason}"));
+                let storage = FsStorage::new(&dir.join("journal"))
+                    .map_err(|e| Error::io("opening", dir.join("journal"), e))?;
+                report.damaged = Some(format!(
+                    "journal damaged at seq {seq} ({location}): {reason}"
+                ));
                 Journal::open(Box::new(storage), None, None)?
             }
             Err(e) => return Err(e),
@@ -202,8 +246,15 @@ impl Ledger {
         report.recovery = recovery;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
-            writer: Mutex::new(Writer { journal, damaged: report.damaged.clone() }),
-            queue: Mutex::new(Queue { next: 0, items: Vec::new(), done: BTreeMap::new() }),
+            writer: Mutex::new(Writer {
+                journal,
+                damaged: report.damaged.clone(),
+            }),
+            queue: Mutex::new(Queue {
+                next: 0,
+                items: Vec::new(),
+                done: BTreeMap::new(),
+            }),
             store,
             index,
             _lock: lock,
@@ -219,20 +270,34 @@ impl Ledger {
         let next = head.map_or(0, |h| h.seq + 1);
         let stamps = w.journal.stamps()?;
         let genesis_ok = match (state.genesis, head) {
-            (Some(g), Some(_)) => self.index.position(0)?.is_some() && w.journal.read_at(Position { segment: 0, offset: 0 }).map(|r| r.hash == g).unwrap_or(false),
+            (Some(g), Some(_)) => {
+                self.index.position(0)?.is_some()
+                    && w.journal
+                        .read_at(Position {
+                            segment: 0,
+                            offset: 0,
+                        })
+                        .map(|r| r.hash == g)
+                        .unwrap_or(false)
+            }
             (None, _) => state.indexed == 0,
             (Some(_), None) => false,
         };
         let sealed_changed = {
             let old: BTreeMap<u64, _> = state.stamps.iter().copied().collect();
             let last = stamps.last().map(|s| s.0);
-            stamps.iter().any(|(seg, st)| Some(*seg) != last && old.get(seg) != Some(st))
+            stamps
+                .iter()
+                .any(|(seg, st)| Some(*seg) != last && old.get(seg) != Some(st))
                 || old.keys().any(|k| !stamps.iter().any(|(s, _)| s == k))
         };
         let rebuild = if !genesis_ok {
             Some("index belongs to another journal or is empty".to_string())
         } else if state.indexed > next {
-            Some(format!("index covers seq {} but the journal ends at {}", state.indexed, next))
+            Some(format!(
+                "index covers seq {} but the journal ends at {}",
+                state.indexed, next
+            ))
         } else if sealed_changed && state.indexed > 0 {
             Some("journal segments changed since they were indexed".to_string())
         } else {
@@ -247,9 +312,19 @@ impl Ledger {
         } else if state.indexed < next {
             let prev = match state.indexed.checked_sub(1) {
                 Some(s) => {
-                    let pos = self.index.position(s)?.ok_or_else(|| Error::Index(format!("no position for seq {s}")))?;
+                    let pos = self
+                        .index
+                        .position(s)?
+                        .ok_or_else(|| Error::Index(format!("no position for seq {s}")))?;
                     let r = w.journal.read_at(pos)?;
-                    Some((s, r.hash, Position { segment: pos.segment, offset: pos.offset + r.frame_len }))
+                    Some((
+                        s,
+                        r.hash,
+                        Position {
+                            segment: pos.segment,
+                            offset: pos.offset + r.frame_len,
+                        },
+                    ))
                 }
                 None => None,
             };
@@ -258,7 +333,12 @@ impl Ledger {
         Ok(())
     }
 
-    fn index_from(&self, w: &mut MutexGuard<'_, Writer>, from: u64, prev: Option<(u64, Hash, Position)>) -> Result<()> {
+    fn index_from(
+        &self,
+        w: &mut MutexGuard<'_, Writer>,
+        from: u64,
+        prev: Option<(u64, Hash, Position)>,
+    ) -> Result<()> {
         let mut batch = Vec::with_capacity(4096);
         let mut genesis = None;
         let mut indexed = from;
@@ -351,8 +431,14 @@ impl Ledger {
             let check = match &pre {
                 Precondition::None => Ok(()),
                 Precondition::NewChange(id) => match self.index.change_exists(id)? {
-                    Some(seq) => Err(Error::DuplicateChange { id: id.clone(), seq }),
-                    None if new_ids.contains(id) => Err(Error::DuplicateChange { id: id.clone(), seq: w.journal.next_seq() }),
+                    Some(seq) => Err(Error::DuplicateChange {
+                        id: id.clone(),
+                        seq,
+                    }),
+                    None if new_ids.contains(id) => Err(Error::DuplicateChange {
+                        id: id.clone(),
+                        seq: w.journal.next_seq(),
+                    }),
                     None => Ok(()),
                 },
                 Precondition::ExistingChange(id) => match self.index.change_exists(id)? {
@@ -371,7 +457,9 @@ impl Ledger {
             batch.extend(evs);
         }
         let outcome = match &w.damaged {
-            Some(d) if !batch.is_empty() => Err(Error::Refused(format!("{d}; run `ledger verify`"))),
+            Some(d) if !batch.is_empty() => {
+                Err(Error::Refused(format!("{d}; run `ledger verify`")))
+            }
             _ => w.journal.append(batch),
         };
         match outcome {
@@ -389,12 +477,18 @@ impl Ledger {
                 let msg = e.to_string();
                 let mut first = Some(e);
                 for (t, _) in owners {
-                    let err = if t == ticket { first.take().unwrap_or_else(|| Error::Refused(msg.clone())) } else { Error::Refused(msg.clone()) };
+                    let err = if t == ticket {
+                        first.take().unwrap_or_else(|| Error::Refused(msg.clone()))
+                    } else {
+                        Error::Refused(msg.clone())
+                    };
                     results.insert(t, Err(err));
                 }
             }
         }
-        let mine = results.remove(&ticket).unwrap_or_else(|| Err(Error::Refused("append lost its ticket".into())));
+        let mine = results
+            .remove(&ticket)
+            .unwrap_or_else(|| Err(Error::Refused("append lost its ticket".into())));
         self.queue.lock().unwrap().done.extend(results);
         drop(w);
         mine
@@ -429,10 +523,17 @@ impl Ledger {
 
     /// Reads one event by seq.
     pub fn event(&self, seq: u64) -> Result<Record> {
-        let pos = self.index.position(seq)?.ok_or_else(|| Error::Invalid(format!("no event with seq {seq}")))?;
+        let pos = self
+            .index
+            .position(seq)?
+            .ok_or_else(|| Error::Invalid(format!("no event with seq {seq}")))?;
         let r = self.writer.lock().unwrap().journal.read_at(pos)?;
         if r.event.seq != seq {
-            return Err(Error::Damaged { seq, location: format!("segment {} offset {}", pos.segment, pos.offset), reason: format!("index points at seq {}", r.event.seq) });
+            return Err(Error::Damaged {
+                seq,
+                location: format!("segment {} offset {}", pos.segment, pos.offset),
+                reason: format!("index points at seq {}", r.event.seq),
+            });
         }
         Ok(r)
     }
@@ -459,7 +560,10 @@ impl Ledger {
         match found.len() {
             1 => Ok(found.into_iter().next().unwrap()),
             0 => Err(Error::UnknownChange(id.to_string())),
-            _ => Err(Error::Invalid(format!("change ID prefix {id:?} is ambiguous ({} and more)", found.join(", ")))),
+            _ => Err(Error::Invalid(format!(
+                "change ID prefix {id:?} is ambiguous ({} and more)",
+                found.join(", ")
+            ))),
         }
     }
 
@@ -469,9 +573,16 @@ impl Ledger {
         if from_seq == 0 {
             return w.journal.scan_all(f);
         }
-        let Some(pos) = self.index.position(from_seq)? else { return Ok(()) };
-        let before = w.journal.read_at(self.index.position(from_seq - 1)?.ok_or_else(|| Error::Index(format!("no position for seq {}", from_seq - 1)))?)?;
-        w.journal.scan_from(pos, Some((from_seq - 1, before.hash)), f)
+        let Some(pos) = self.index.position(from_seq)? else {
+            return Ok(());
+        };
+        let before = w.journal.read_at(
+            self.index
+                .position(from_seq - 1)?
+                .ok_or_else(|| Error::Index(format!("no position for seq {}", from_seq - 1)))?,
+        )?;
+        w.journal
+            .scan_from(pos, Some((from_seq - 1, before.hash)), f)
     }
 
     /// Rebuilds every index from the journal.

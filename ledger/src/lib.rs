@@ -23,8 +23,14 @@ pub use error::{Error, Result};
 pub use event::*;
 pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};
 pub use index::{Index, IndexState};
-pub use journal::{decode_frame, encode_frame, FrameError, Head, Journal, Position, Record, Recovery, TailHint, FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET};
-pub use ledger::{open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition, LEDGER_DIR};
+pub use journal::{
+    decode_frame, encode_frame, FrameError, Head, Journal, Position, Record, Recovery, TailHint,
+    FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET,
+};
+pub use ledger::{
+    open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition,
+    LEDGER_DIR,
+};
 pub use storage::{Fault, FsStorage, MemStorage, SegmentStamp, Storage};
 pub use store::{ContentStore, Pending, VerifyingReader};
 pub use verify::{Problem, VerifyOptions, VerifyReport};

@@ -51,7 +51,10 @@ pub struct FsStorage {
 impl FsStorage {
     pub fn new(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(FsStorage { dir: dir.to_path_buf(), open: BTreeMap::new() })
+        Ok(FsStorage {
+            dir: dir.to_path_buf(),
+            open: BTreeMap::new(),
+        })
     }
 
     pub fn path(&self, segment: u64) -> PathBuf {
@@ -60,7 +63,10 @@ impl FsStorage {
 
     fn file(&mut self, segment: u64) -> io::Result<&mut File> {
         if !self.open.contains_key(&segment) {
-            let f = OpenOptions::new().read(true).append(true).open(self.path(segment))?;
+            let f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(self.path(segment))?;
             self.open.insert(segment, f);
         }
         Ok(self.open.get_mut(&segment).expect("inserted above"))
@@ -99,7 +105,11 @@ impl Storage for FsStorage {
 
     fn stamp(&self, segment: u64) -> io::Result<SegmentStamp> {
         let m = fs::metadata(self.path(segment))?;
-        Ok(SegmentStamp { len: m.len(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(), ino: m.ino() })
+        Ok(SegmentStamp {
+            len: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ino: m.ino(),
+        })
     }
 
     fn read_at(&self, segment: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -121,7 +131,11 @@ impl Storage for FsStorage {
     }
 
     fn create(&mut self, segment: u64) -> io::Result<()> {
-        let f = OpenOptions::new().read(true).append(true).create_new(true).open(self.path(segment))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(self.path(segment))?;
         f.sync_all()?;
         sync_dir(&self.dir)?;
         self.open.insert(segment, f);
@@ -203,8 +217,14 @@ impl MemStorage {
 
     /// Starts from the given durable image (as after a reboot).
     pub fn from_image(image: BTreeMap<u64, Vec<u8>>) -> Self {
-        let st = MemState { written: image.clone(), durable: image, ..Default::default() };
-        MemStorage { state: Arc::new(Mutex::new(st)) }
+        let st = MemState {
+            written: image.clone(),
+            durable: image,
+            ..Default::default()
+        };
+        MemStorage {
+            state: Arc::new(Mutex::new(st)),
+        }
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -267,10 +287,17 @@ impl Storage for MemStorage {
     }
     fn len(&self, segment: u64) -> io::Result<u64> {
         let st = self.state.lock().unwrap();
-        st.written.get(&segment).map(|v| v.len() as u64).ok_or_else(|| io::ErrorKind::NotFound.into())
+        st.written
+            .get(&segment)
+            .map(|v| v.len() as u64)
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
     fn stamp(&self, segment: u64) -> io::Result<SegmentStamp> {
-        Ok(SegmentStamp { len: self.len(segment)?, mtime_ns: 0, ino: segment })
+        Ok(SegmentStamp {
+            len: self.len(segment)?,
+            mtime_ns: 0,
+            ino: segment,
+        })
     }
     fn read_at(&self, segment: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let st = self.state.lock().unwrap();
@@ -296,12 +323,18 @@ impl Storage for MemStorage {
         match fault {
             Some(Fault::ShortAppend(_)) => {
                 let half = &bytes[..bytes.len() / 2];
-                st.written.entry(segment).or_default().extend_from_slice(half);
+                st.written
+                    .entry(segment)
+                    .or_default()
+                    .extend_from_slice(half);
                 Err(injected("short write"))
             }
             Some(_) => Err(injected("write")),
             None => {
-                st.written.entry(segment).or_default().extend_from_slice(bytes);
+                st.written
+                    .entry(segment)
+                    .or_default()
+                    .extend_from_slice(bytes);
                 Ok(())
             }
         }

@@ -43,13 +43,28 @@ impl Pending {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+    /// Takes over another set of pending blobs (from a parallel scan), dropping duplicates.
+    pub fn merge(&mut self, other: Pending) {
+        for (tmp, hash) in other.items {
+            if self.items.iter().any(|(_, h)| *h == hash) {
+                let _ = fs::remove_file(tmp);
+            } else {
+                self.items.push((tmp, hash));
+            }
+        }
+    }
 }
 
 impl ContentStore {
     pub fn open(dir: &Path) -> Result<Self> {
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        Ok(ContentStore { dir: dir.to_path_buf(), tmp, compress: true, counter: AtomicU64::new(0) })
+        Ok(ContentStore {
+            dir: dir.to_path_buf(),
+            tmp,
+            compress: true,
+            counter: AtomicU64::new(0),
+        })
     }
 
     /// Whether new objects are LZ4-compressed (on by default).
@@ -80,7 +95,11 @@ impl ContentStore {
     pub fn put_file(&self, path: &Path, pending: &mut Pending) -> Result<(Hash, u64)> {
         let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
         self.put_reader(f, pending).map_err(|e| match e {
-            Error::Io { what, source, .. } if what == "reading input" => Error::io("reading", path, source),
+            Error::Io {
+                what: "reading input",
+                source,
+                ..
+            } => Error::io("reading", path, source),
             other => other,
         })
     }
@@ -88,16 +107,27 @@ impl ContentStore {
     /// Streams any reader into the store. Returns the content hash and size.
     pub fn put_reader(&self, mut input: impl Read, pending: &mut Pending) -> Result<(Hash, u64)> {
         let tmp = self.temp_path();
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating", &tmp, e))?;
         let result = (|| -> Result<(Hash, u64)> {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 256 * 1024];
             // Read the first block to decide on the codec.
-            let first = read_full(&mut input, &mut buf).map_err(|e| Error::io("reading input", "", e))?;
+            let first =
+                read_full(&mut input, &mut buf).map_err(|e| Error::io("reading input", "", e))?;
             let mut out = io::BufWriter::with_capacity(256 * 1024, file);
             let small = first < buf.len() && (first as u64) < COMPRESS_MIN;
-            let codec = if self.compress && !small { CODEC_LZ4 } else { CODEC_RAW };
-            out.write_all(OBJECT_MAGIC).and_then(|_| out.write_all(&[codec])).map_err(|e| Error::io("writing", &tmp, e))?;
+            let codec = if self.compress && !small {
+                CODEC_LZ4
+            } else {
+                CODEC_RAW
+            };
+            out.write_all(OBJECT_MAGIC)
+                .and_then(|_| out.write_all(&[codec]))
+                .map_err(|e| Error::io("writing", &tmp, e))?;
             let mut size = first as u64;
             hasher.update(&buf[..first]);
             let werr = |e| Error::io("writing", &tmp, e);
@@ -105,7 +135,8 @@ impl ContentStore {
                 let mut enc = lz4_flex::frame::FrameEncoder::new(out);
                 enc.write_all(&buf[..first]).map_err(werr)?;
                 loop {
-                    let n = read_full(&mut input, &mut buf).map_err(|e| Error::io("reading input", "", e))?;
+                    let n = read_full(&mut input, &mut buf)
+                        .map_err(|e| Error::io("reading input", "", e))?;
                     if n == 0 {
                         break;
                     }
@@ -113,12 +144,16 @@ impl ContentStore {
                     enc.write_all(&buf[..n]).map_err(werr)?;
                     size += n as u64;
                 }
-                let out = enc.finish().map_err(|e| Error::io("writing", &tmp, io::Error::other(e)))?;
-                out.into_inner().map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+                let out = enc
+                    .finish()
+                    .map_err(|e| Error::io("writing", &tmp, io::Error::other(e)))?;
+                out.into_inner()
+                    .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
             } else {
                 out.write_all(&buf[..first]).map_err(werr)?;
                 loop {
-                    let n = read_full(&mut input, &mut buf).map_err(|e| Error::io("reading input", "", e))?;
+                    let n = read_full(&mut input, &mut buf)
+                        .map_err(|e| Error::io("reading input", "", e))?;
                     if n == 0 {
                         break;
                     }
@@ -126,7 +161,8 @@ impl ContentStore {
                     out.write_all(&buf[..n]).map_err(werr)?;
                     size += n as u64;
                 }
-                out.into_inner().map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+                out.into_inner()
+                    .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
             }
             Ok((Hash::from(hasher.finalize()), size))
         })();
@@ -156,7 +192,9 @@ impl ContentStore {
             syncfs(&self.dir)?;
         } else {
             for (tmp, _) in &pending.items {
-                File::open(tmp).and_then(|f| f.sync_data()).map_err(|e| Error::io("syncing", tmp, e))?;
+                File::open(tmp)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| Error::io("syncing", tmp, e))?;
             }
         }
         let mut dirs = std::collections::BTreeSet::new();
@@ -192,21 +230,39 @@ impl ContentStore {
         let path = self.path_of(hash);
         let f = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::MissingContent(*hash)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingContent(*hash))
+            }
             Err(e) => return Err(Error::io("reading", &path, e)),
         };
         let mut r = BufReader::with_capacity(256 * 1024, f);
         let mut head = [0u8; 5];
-        r.read_exact(&mut head).map_err(|_| Error::CorruptContent { hash: *hash, actual: Hash::ZERO })?;
+        r.read_exact(&mut head).map_err(|_| Error::CorruptContent {
+            hash: *hash,
+            actual: Hash::ZERO,
+        })?;
         if &head[..4] != OBJECT_MAGIC {
-            return Err(Error::CorruptContent { hash: *hash, actual: Hash::ZERO });
+            return Err(Error::CorruptContent {
+                hash: *hash,
+                actual: Hash::ZERO,
+            });
         }
         let inner: Box<dyn Read + Send> = match head[4] {
             CODEC_RAW => Box::new(r),
             CODEC_LZ4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
-            _ => return Err(Error::CorruptContent { hash: *hash, actual: Hash::ZERO }),
+            _ => {
+                return Err(Error::CorruptContent {
+                    hash: *hash,
+                    actual: Hash::ZERO,
+                })
+            }
         };
-        Ok(VerifyingReader { inner, hasher: blake3::Hasher::new(), expected: *hash, done: false })
+        Ok(VerifyingReader {
+            inner,
+            hasher: blake3::Hasher::new(),
+            expected: *hash,
+            done: false,
+        })
     }
 
     /// Reads a whole object into memory, verified.
@@ -257,11 +313,20 @@ impl ContentStore {
 fn read_error(hash: &Hash, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::InvalidData {
         if let Some(actual) = e.get_ref().and_then(|i| i.downcast_ref::<Mismatch>()) {
-            return Error::CorruptContent { hash: *hash, actual: actual.0 };
+            return Error::CorruptContent {
+                hash: *hash,
+                actual: actual.0,
+            };
         }
-        return Error::CorruptContent { hash: *hash, actual: Hash::ZERO };
+        return Error::CorruptContent {
+            hash: *hash,
+            actual: Hash::ZERO,
+        };
     }
-    Error::CorruptContent { hash: *hash, actual: Hash::ZERO }
+    Error::CorruptContent {
+        hash: *hash,
+        actual: Hash::ZERO,
+    }
 }
 
 #[derive(Debug)]
@@ -287,7 +352,10 @@ impl Read for VerifyingReader {
         if self.done {
             return Ok(0);
         }
-        let n = self.inner.read(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let n = self
+            .inner
+            .read(buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if n == 0 {
             self.done = true;
             let actual = Hash::from(self.hasher.finalize());
@@ -347,7 +415,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = ContentStore::open(&d.path().join("objects")).unwrap();
         let mut p = Pending::default();
-        let h = s.put_bytes(b"some content that is long enough", &mut p).unwrap();
+        let h = s
+            .put_bytes(b"some content that is long enough", &mut p)
+            .unwrap();
         s.commit(p).unwrap();
         let path = s.path_of(&h);
         let mut bytes = fs::read(&path).unwrap();
@@ -357,10 +427,16 @@ mod tests {
         match s.get(&h) {
             Err(Error::CorruptContent { hash, actual }) => {
                 assert_eq!(hash, h);
-                assert_eq!(actual, Hash::of_content(b"some content that is long enougi"));
+                assert_eq!(
+                    actual,
+                    Hash::of_content(b"some content that is long enougi")
+                );
             }
             other => panic!("expected corruption error, got {other:?}"),
         }
-        assert!(matches!(s.get(&Hash([9; 32])), Err(Error::MissingContent(_))));
+        assert!(matches!(
+            s.get(&Hash([9; 32])),
+            Err(Error::MissingContent(_))
+        ));
     }
 }

@@ -47,7 +47,10 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { contents: true, indexes: true }
+        VerifyOptions {
+            contents: true,
+            indexes: true,
+        }
     }
 }
 
@@ -58,7 +61,11 @@ impl Ledger {
         let mut rep = VerifyReport::default();
         let mut hashes: BTreeMap<Hash, u64> = BTreeMap::new();
         let mut redacted: BTreeMap<Hash, u64> = BTreeMap::new();
-        let mut positions = if opts.indexes { Some(self.index().positions_iter()) } else { None };
+        let mut positions = if opts.indexes {
+            Some(self.index().positions_iter())
+        } else {
+            None
+        };
         let mut index_problem: Option<Problem> = None;
         let walk = self.with_journal(|j| {
             j.scan_all(&mut |r| {
@@ -94,7 +101,12 @@ impl Ledger {
                 Error::Damaged { seq, .. } => (Some(*seq), e.to_string()),
                 _ => (None, e.to_string()),
             };
-            rep.problems.push(Problem { kind: "journal", seq, hash: None, detail });
+            rep.problems.push(Problem {
+                kind: "journal",
+                seq,
+                hash: None,
+                detail,
+            });
         }
         if let Some(p) = index_problem {
             rep.problems.push(p);
@@ -106,7 +118,15 @@ impl Ledger {
         if opts.indexes && rep.problems.is_empty() {
             let st = self.index().state()?;
             if st.indexed != rep.events {
-                rep.problems.push(Problem { kind: "index", seq: Some(st.indexed), hash: None, detail: format!("index covers {} events, the journal has {}; run `ledger reindex`", st.indexed, rep.events) });
+                rep.problems.push(Problem {
+                    kind: "index",
+                    seq: Some(st.indexed),
+                    hash: None,
+                    detail: format!(
+                        "index covers {} events, the journal has {}; run `ledger reindex`",
+                        st.indexed, rep.events
+                    ),
+                });
             }
         }
         let mut seen = BTreeSet::new();
@@ -120,7 +140,14 @@ impl Ledger {
             }
             if !opts.contents {
                 if !self.store().contains(hash) {
-                    rep.problems.push(Problem { kind: "content", seq: Some(*seq), hash: Some(*hash), detail: format!("content {hash} named by seq {seq} is missing from the store") });
+                    rep.problems.push(Problem {
+                        kind: "content",
+                        seq: Some(*seq),
+                        hash: Some(*hash),
+                        detail: format!(
+                            "content {hash} named by seq {seq} is missing from the store"
+                        ),
+                    });
                 }
                 continue;
             }
@@ -129,10 +156,16 @@ impl Ledger {
                     rep.contents_checked += 1;
                     rep.content_bytes_checked += n;
                 }
-                Err(e) => rep.problems.push(Problem { kind: "content", seq: Some(*seq), hash: Some(*hash), detail: format!("{e} (first named by seq {seq})") }),
+                Err(e) => rep.problems.push(Problem {
+                    kind: "content",
+                    seq: Some(*seq),
+                    hash: Some(*hash),
+                    detail: format!("{e} (first named by seq {seq})"),
+                }),
             }
         }
-        rep.problems.sort_by_key(|p| (p.seq.unwrap_or(u64::MAX), p.kind));
+        rep.problems
+            .sort_by_key(|p| (p.seq.unwrap_or(u64::MAX), p.kind));
         Ok(rep)
     }
 }

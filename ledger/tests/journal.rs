@@ -7,10 +7,18 @@ use ledger::*;
 fn ev(i: u64) -> NewEvent {
     NewEvent {
         time_us: 1_700_000_000_000_000 + i as i64,
-        actor: Actor { agent: "agent-a".into(), principal: None, role: None },
+        actor: Actor {
+            agent: "agent-a".into(),
+            principal: None,
+            role: None,
+        },
         change_id: format!("c{i}"),
         correlation_id: None,
-        body: Body::Failure(Failure { stage: "test".into(), error: format!("event {i}"), exit_code: None }),
+        body: Body::Failure(Failure {
+            stage: "test".into(),
+            error: format!("event {i}"),
+            exit_code: None,
+        }),
         meta: BTreeMap::new(),
     }
 }
@@ -144,12 +152,20 @@ fn acknowledged_tail_is_never_cut() {
     let n = seg.len();
     seg[n - 5] ^= 1;
     let r = Journal::open(Box::new(MemStorage::from_image(image)), None, Some(2));
-    assert!(matches!(r, Err(Error::Damaged { seq: 2, .. })), "{:?}", r.err());
+    assert!(
+        matches!(r, Err(Error::Damaged { seq: 2, .. })),
+        "{:?}",
+        r.err()
+    );
 }
 
 #[test]
 fn failed_write_leaves_journal_valid_and_unacknowledged() {
-    for fault in [Fault::AppendOnce(1), Fault::ShortAppend(1), Fault::AppendFrom(1)] {
+    for fault in [
+        Fault::AppendOnce(1),
+        Fault::ShortAppend(1),
+        Fault::AppendFrom(1),
+    ] {
         let mem = MemStorage::new();
         let (mut j, _) = open_journal(Box::new(mem.clone())).unwrap();
         j.append(vec![ev(0)]).unwrap();

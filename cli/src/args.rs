@@ -1,0 +1,143 @@
+//! Every command, flag and help text of the `ledger` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ledger",
+    version,
+    about = "Record every agent action as a hash-chained event; inspect, verify and undo them.",
+    long_about = "ledger records what autonomous agents do to a workspace. Each action becomes one \
+change: the files it created, modified or deleted with the BLAKE3 hash of their content before \
+and after, who acted and why. Records are appended to a hash-chained journal in .ledger/ that \
+`ledger verify` checks end to end.\n\nTypical use:\n  ledger init\n  ledger exec --agent bot-1 -- ./agent-step.sh\n  ledger log\n  ledger show <change-id> --diff\n  ledger verify",
+    after_help = "Exit codes: 0 ok, 1 error, 2 bad usage, 3 verification failed or journal damaged, \
+4 revert conflict, 5 ledger busy (locked by another process). `ledger exec` exits with the command's code."
+)]
+pub struct Cli {
+    /// The workspace (or its .ledger directory) to use instead of searching upwards from
+    /// the current directory.
+    #[arg(long = "ledger", global = true, env = "LEDGER_DIR", value_name = "DIR")]
+    pub ledger: Option<PathBuf>,
+
+    /// Seconds to wait for another ledger process to finish before giving up.
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
+    pub lock_timeout: f64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Who {
+    /// ID of the agent that acted (required): e.g. `claude-7` or `deploy-bot`.
+    #[arg(long, value_name = "ID")]
+    pub agent: String,
+    /// Change ID to use; generated (time-ordered) when omitted. Must be new.
+    #[arg(long = "change", value_name = "ID")]
+    pub change: Option<String>,
+    /// Why the agent acted.
+    #[arg(long, short = 'm', value_name = "TEXT")]
+    pub message: Option<String>,
+    /// The request this action was part of.
+    #[arg(long, value_name = "ID")]
+    pub correlation: Option<String>,
+    /// The human or service the agent acted for.
+    #[arg(long, value_name = "P")]
+    pub principal: Option<String>,
+    /// The role the agent acted in.
+    #[arg(long, value_name = "R")]
+    pub role: Option<String>,
+    /// Extra metadata, KEY=VALUE (repeatable). Redact secrets before passing them.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create .ledger/ in the current directory (refuses if one exists).
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the workspace's unrecorded differences (or those under PATHs) as one change.
+    Record {
+        #[command(flatten)]
+        who: Who,
+        /// Only record differences under these paths.
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command and record everything it changed as one change.
+    ///
+    /// Refuses if the workspace has unrecorded changes. A non-zero exit is recorded as a
+    /// failure event of the same change; ledger exits with the command's code.
+    Exec {
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        cmd: Vec<std::ffi::OsString>,
+    },
+    /// Show unrecorded differences between the workspace and the ledger.
+    Status {
+        /// Only look under these paths.
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List changes, newest first.
+    Log {
+        /// Only changes by this agent.
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// Only changes touching this path (a file or a directory).
+        #[arg(long, value_name = "P")]
+        path: Option<PathBuf>,
+        /// Only changes at or after this time (RFC 3339, YYYY-MM-DD, or 2h/30m/7d ago).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only changes before this time.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// At most N changes.
+        #[arg(long, short = 'n', value_name = "N")]
+        limit: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one change: its events and every file with op, hashes, mode and size.
+    Show {
+        /// A change ID or an unambiguous prefix of one.
+        change: String,
+        /// Add a unified diff for text files.
+        #[arg(long)]
+        diff: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the stored bytes of a content hash to stdout.
+    Cat {
+        /// 64 hex digits, as in `ledger show` or `b3sum`.
+        hash: String,
+    },
+    /// Check every event hash, link and seq, every content hash, and the indexes.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// Check that content is present without re-hashing it (faster).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Rebuild the indexes and projection snapshots from the journal.
+    Reindex {
+        #[arg(long)]
+        json: bool,
+    },
+}
