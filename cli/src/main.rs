@@ -1,14 +1,6 @@
-//! The `ledger` binary. Everything lives in the modules; this only sets the exit code.
+//! The `ledger` binary: everything lives in the `ledger_cli` library.
 #![forbid(unsafe_code)]
 
-mod args;
-mod commands;
-mod context;
-mod output;
-mod scan;
-mod state;
-mod timeparse;
-
 fn main() {
-    std::process::exit(commands::run());
+    std::process::exit(ledger_cli::run());
 }

@@ -1,0 +1,14 @@
+//! The `ledger` command-line interface as a library: [`run`] parses the process
+//! arguments, runs one command and returns the exit code. The `ledger` binary is a
+//! one-line wrapper; the end-to-end tests build an identical wrapper of their own.
+#![forbid(unsafe_code)]
+
+mod args;
+mod commands;
+mod context;
+mod output;
+mod scan;
+mod state;
+mod timeparse;
+
+pub use commands::run;
