@@ -718,12 +718,17 @@ fn cat(cli: &Cli, hash: &str) -> CliResult {
             ),
         ));
     }
-    // Buffer so damaged content is never partly written out.
-    let bytes = ctx.ledger.store().get(&h)?;
+    // Streamed, so a large file needs no memory; the hash is checked at the end and a
+    // mismatch fails the command (exit 3) after the bytes were written.
     let mut out = std::io::stdout().lock();
-    match out.write_all(&bytes).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.map_err(Into::into),
+    match ctx.ledger.store().copy_to(&h, &mut out) {
+        Ok(_) => Ok(()),
+        Err(ledger::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

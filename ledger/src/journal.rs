@@ -276,6 +276,8 @@ pub struct Journal {
     /// (segment, length) of the segment appends go to.
     active: Option<(u64, u64)>,
     poisoned: Option<String>,
+    /// Damage to acknowledged records found on open: reads work, appends are refused.
+    damage: Option<String>,
     segment_target: u64,
 }
 
@@ -295,6 +297,7 @@ impl Journal {
             head: None,
             active: None,
             poisoned: None,
+            damage: None,
             segment_target: SEGMENT_TARGET,
         };
         let rec = j.recover(hint, acknowledged)?;
@@ -399,11 +402,12 @@ impl Journal {
             // Any intact record of a later batch beyond the break means acknowledged
             // records were damaged: refuse instead of cutting.
             if let Some(seq) = intact_later_batch(&bytes[*off as usize + 1..], torn_first) {
-                return Err(Error::Damaged {
+                let e = Error::Damaged {
                     seq: b.seq,
                     location: format!("{} offset {}", self.storage.describe(last), b.pos.offset),
                     reason: format!("{} (an intact record with seq {seq} follows it)", b.reason),
-                });
+                };
+                return Ok(self.mark_damaged(e, last_rec.map(|r| r.0)));
             }
         }
         if let Some(ack) = acknowledged {
@@ -465,6 +469,21 @@ impl Journal {
             self.active = Some((last, cut_at));
         }
         Ok(recovery)
+    }
+
+    /// Leaves the journal readable but refusing appends; nothing is cut.
+    fn mark_damaged(&mut self, e: Error, last_good: Option<Head>) -> Recovery {
+        let msg = e.to_string();
+        self.head = last_good;
+        self.active = None;
+        self.poisoned = Some(format!("{msg}; nothing was changed, run `ledger verify`"));
+        self.damage = Some(msg);
+        Recovery::default()
+    }
+
+    /// Damage to acknowledged records found when opening, if any.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
     }
 
     pub fn head(&self) -> Option<Head> {

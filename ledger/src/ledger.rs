@@ -225,24 +225,8 @@ impl Ledger {
             .map_err(|e| Error::io("opening", dir.join("journal"), e))?;
         let store = ContentStore::open(&dir.join("objects"))?;
         let acknowledged = state.tail.map(|t| t.head.seq);
-        let (journal, recovery) = match Journal::open(Box::new(storage), state.tail, acknowledged) {
-            Ok(x) => x,
-            Err(Error::Damaged {
-                seq,
-                location,
-                reason,
-            }) if state.tail.is_some() => {
-                // The index's idea of what was acknowledged may be what is wrong (an
-                // index copied from elsewhere); without it the tail check stands alone.
-                let storage = FsStorage::new(&dir.join("journal"))
-                    .map_err(|e| Error::io("opening", dir.join("journal"), e))?;
-                report.damaged = Some(format!(
-                    "journal damaged at seq {seq} ({location}): {reason}"
-                ));
-                Journal::open(Box::new(storage), None, None)?
-            }
-            Err(e) => return Err(e),
-        };
+        let (journal, recovery) = Journal::open(Box::new(storage), state.tail, acknowledged)?;
+        report.damaged = journal.damage().map(str::to_string);
         report.recovery = recovery;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
@@ -293,6 +277,8 @@ impl Ledger {
         };
         let rebuild = if !genesis_ok {
             Some("index belongs to another journal or is empty".to_string())
+        } else if state.indexed == 0 && next > 0 {
+            Some("index was empty".to_string())
         } else if state.indexed > next {
             Some(format!(
                 "index covers seq {} but the journal ends at {}",
@@ -304,7 +290,7 @@ impl Ledger {
             None
         };
         if let Some(why) = rebuild {
-            if report.reindexed.is_none() && state.indexed > 0 {
+            if report.reindexed.is_none() {
                 report.reindexed = Some(why);
             }
             self.index.clear()?;

@@ -276,7 +276,19 @@ impl ContentStore {
     /// Streams an object into `out`, verified. On a mismatch the caller must discard `out`.
     pub fn copy_to(&self, hash: &Hash, out: &mut dyn Write) -> Result<u64> {
         let mut r = self.open_reader(hash)?;
-        io::copy(&mut r, out).map_err(|e| read_error(hash, e))
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(hash, e)),
+            };
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing", "output", e))?;
+            total += n as u64;
+        }
     }
 
     /// Re-hashes an object without keeping it.

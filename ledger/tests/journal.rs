@@ -130,14 +130,18 @@ fn damage_before_the_last_batch_is_refused_not_cut() {
     let recs = all(&j);
     let off = recs[2].pos.offset as usize + FRAME_HEADER + 3;
     seg[off] ^= 0x40;
-    match open_journal(Box::new(MemStorage::from_image(image))) {
-        Err(Error::Damaged { seq, reason, .. }) => {
-            assert_eq!(seq, 2);
-            assert!(reason.contains("hash"), "{reason}");
-        }
-        Err(e) => panic!("expected damage at seq 2, got {e}"),
-        Ok(_) => panic!("damaged journal opened"),
-    }
+    let mem2 = MemStorage::from_image(image.clone());
+    let (mut j2, rec) = open_journal(Box::new(mem2.clone())).unwrap();
+    assert_eq!(rec, Recovery::default(), "nothing is cut");
+    let damage = j2.damage().expect("damage is reported").to_string();
+    assert!(
+        damage.contains("seq 2") && damage.contains("hash"),
+        "{damage}"
+    );
+    assert!(matches!(j2.append(vec![ev(5)]), Err(Error::Refused(_))));
+    assert_eq!(mem2.written_image(), image, "journal bytes unchanged");
+    let err = j2.scan_all(&mut |_| Ok(())).unwrap_err();
+    assert!(matches!(err, Error::Damaged { seq: 2, .. }), "{err}");
 }
 
 #[test]
