@@ -154,13 +154,9 @@ fn missing_index_catches_up_and_reindex_matches() {
     assert_eq!(l2.change("c7").unwrap()[0].event.seq, 8);
     assert_eq!(l2.reindex().unwrap(), 11);
     assert_eq!(l2.change("c7").unwrap()[0].event.seq, 8);
-    assert_eq!(
-        l2.resolve_change("c")
-            .unwrap_err()
-            .to_string()
-            .contains("ambiguous"),
-        true
-    );
+    let err = l2.resolve_change("c").unwrap_err().to_string();
+    assert!(err.contains("ambiguous"), "{err}");
+    assert_eq!(l2.resolve_change("c7").unwrap(), "c7");
 }
 
 #[test]
