@@ -38,19 +38,21 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
     /// Seq of the last event applied; `None` before the first one.
     fn seq(&self) -> Option<u64>;
 
-    /// Folds `events` up to and including `until_seq`. Events this projection has
-    /// already seen are skipped, so a snapshot can be caught up from any earlier
-    /// position in the journal; iteration stops at the first event past `until_seq`.
+    /// Folds `events` up to and including `until_seq`. Events at or before the seq the
+    /// projection had when called are skipped, so a snapshot can be caught up from any
+    /// earlier position in the journal; after that, events out of order are an
+    /// [`Error::OutOfOrder`]. Iteration stops at the first event past `until_seq`.
     fn apply_until<'a>(
         &mut self,
         events: impl IntoIterator<Item = &'a Event>,
         until_seq: u64,
     ) -> Result<(), Error> {
+        let seen = self.seq();
         for ev in events {
             if ev.seq > until_seq {
                 break;
             }
-            if self.seq().is_some_and(|s| ev.seq <= s) {
+            if seen.is_some_and(|s| ev.seq <= s) {
                 continue;
             }
             self.apply(ev)?;

@@ -81,7 +81,9 @@ pub enum Payload {
 /// What to do to one file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionKind {
-    /// Replace (or create) the file with these bytes, materialised as `mode`.
+    /// Replace (or create) the file with these bytes, materialised as `mode` (for
+    /// [`Mode::Symlink`], a symlink whose target is the bytes). Replace what is at the
+    /// path, never write through it: the current file may be a symlink.
     Write { payload: Payload, mode: Mode },
     /// The bytes on disk are already right; only switch between regular and executable.
     SetMode { mode: Mode },

@@ -276,6 +276,18 @@ fn out_of_order_events_are_rejected_and_change_nothing() {
     assert_eq!(p, Projections::replay(&sim.events, 5).unwrap());
     p.apply_until(&sim.events, u64::MAX).unwrap();
     assert_eq!(p, sim.proj);
+    // Unsorted input is an error, not silently skipped.
+    let shuffled = [
+        &sim.events[0],
+        &sim.events[1],
+        &sim.events[3],
+        &sim.events[2],
+    ];
+    let err = state_at(shuffled, u64::MAX).unwrap_err();
+    assert!(
+        matches!(err, Error::OutOfOrder { last: 3, got: 2 }),
+        "{err}"
+    );
 }
 
 #[test]
