@@ -31,7 +31,7 @@ mod tree;
 
 pub use agents::{AgentInfo, Agents};
 pub use changes::{ChangeInfo, Changes, Recorded};
-pub use path::{safe_relative_path, SafePath, UnsafePath, LEDGER_DIR};
+pub use path::{safe_relative_path, SafePath, UnsafePath};
 pub use projection::{Projection, Projections, SNAPSHOT_VERSION};
 pub use revert::{
     later_changes_from_events, plan_revert, ActionKind, Conflict, ConflictReason, ContentError,

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The ledger's own directory at the workspace root. A revert never writes into it,
-/// whatever an event names (a forged or corrupt event must not overwrite the journal).
-pub const LEDGER_DIR: &[u8] = b".ledger";
+/// The ledger's own directory at the workspace root (`ledger::LEDGER_DIR` on main).
+/// A revert never writes into it, whatever an event names: a forged or corrupt event
+/// must not overwrite the journal.
+const LEDGER_DIR: &[u8] = b".ledger";
 
 /// Why a file name is not a safe workspace-relative path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum UnsafePath {
 }
 
 /// A checked workspace-relative path: one or more components, none empty, `.`, `..`
-/// or containing NUL or `/`, the first not [`LEDGER_DIR`].
+/// or containing NUL or `/`, the first not `.ledger`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SafePath<'a> {
     components: Vec<&'a [u8]>,
