@@ -135,6 +135,78 @@ pub enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Undo one change, keeping every change made since.
+    ///
+    /// Files nothing touched since are restored; text files that later changes edited
+    /// are merged three-way (as `git revert` does). Any conflict, or an unrecorded edit
+    /// in a file the revert must touch, writes nothing and exits 4 with every file, the
+    /// reason and the later changes involved. The revert is recorded as a new change.
+    Revert {
+        /// The change to undo (ID or unambiguous prefix).
+        change: String,
+        /// Who is reverting (default: `ledger`).
+        #[arg(long, value_name = "ID", default_value = "ledger")]
+        agent: String,
+        #[arg(long, short = 'm', value_name = "TEXT")]
+        message: Option<String>,
+        /// ID for the revert change; generated when omitted.
+        #[arg(long = "change-id", value_name = "ID")]
+        change_id: Option<String>,
+        #[arg(long, value_name = "P")]
+        principal: Option<String>,
+        #[arg(long, value_name = "ID")]
+        correlation: Option<String>,
+        /// Print the plan (files, actions, conflicts) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the workspace as it was at a point into a new or empty directory.
+    Replay {
+        /// The point: a seq number, a change ID (state right after it), or a time.
+        #[arg(long, value_name = "SEQ|CHANGE|TIME", conflicts_with = "before", required_unless_present = "before")]
+        at: Option<String>,
+        /// The state right before this change.
+        #[arg(long, value_name = "CHANGE")]
+        before: Option<String>,
+        /// Target directory (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event in order, with time, actor, change, kind, files and the gap between steps.
+    Timeline {
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        #[arg(long, value_name = "ID")]
+        correlation: Option<String>,
+        #[arg(long, value_name = "P")]
+        path: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every change that touched a path, by whom, with old and new hashes.
+    Blame {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// File-level differences between two points (seq, change ID or time).
+    Diff {
+        from: String,
+        to: String,
+        /// Add unified diffs for text files.
+        #[arg(long)]
+        patch: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild the indexes and projection snapshots from the journal.
     Reindex {
         #[arg(long)]

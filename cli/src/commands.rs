@@ -12,7 +12,10 @@ use ledger::{
 };
 use serde_json::json;
 
+use replay::Projection;
+
 use crate::args::{Cli, Command, Who};
+use crate::forensics;
 use crate::context::{self, Ctx};
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
 use crate::scan::{display_path, StatCache};
@@ -72,6 +75,23 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
         Command::Cat { hash } => cat(cli, hash).map(|_| 0),
         Command::Verify { json, quick } => verify(cli, *json, *quick),
         Command::Reindex { json } => reindex(cli, *json).map(|_| 0),
+        Command::Revert { change, agent, message, change_id, principal, correlation, dry_run, json } => forensics::revert(
+            cli,
+            change,
+            agent,
+            message.as_deref(),
+            change_id.as_deref(),
+            principal.as_deref(),
+            correlation.as_deref(),
+            *dry_run,
+            *json,
+        ),
+        Command::Replay { at, before, out, json } => forensics::replay_cmd(cli, at.as_deref(), before.as_deref(), out, *json).map(|_| 0),
+        Command::Timeline { since, until, agent, correlation, path, json } => {
+            forensics::timeline(cli, since.as_deref(), until.as_deref(), agent.as_deref(), correlation.as_deref(), path.as_deref(), *json).map(|_| 0)
+        }
+        Command::Blame { path, json } => forensics::blame(cli, path, *json).map(|_| 0),
+        Command::Diff { from, to, patch, json } => forensics::diff(cli, from, to, *patch, *json).map(|_| 0),
     }
 }
 
@@ -133,6 +153,15 @@ fn new_change_id() -> String {
     format!("{}-{}", now.format("%Y%m%d-%H%M%S"), &seed.to_hex()[..6])
 }
 
+/// A generated change ID not yet in the ledger.
+pub(crate) fn fresh_change_id(ledger: &Ledger) -> CliResult<String> {
+    let mut id = new_change_id();
+    while ledger.index().change_exists(&id)?.is_some() {
+        id = new_change_id();
+    }
+    Ok(id)
+}
+
 fn check_change_id(ledger: &Ledger, who: &Who) -> CliResult<String> {
     match &who.change {
         Some(id) => {
@@ -175,9 +204,9 @@ fn record_changes(
     meta: BTreeMap<String, String>,
 ) -> CliResult<Option<(Vec<ResourceChange>, Vec<Record>)>> {
     let ledger = &ctx.ledger;
-    let (files, snap) = state::head_files(ledger)?;
+    let (tree, snap) = state::head_tree(ledger)?;
     let mut cache = StatCache::load(ledger);
-    let scan = ctx.ws.scan(ledger, &files, scope, true, &mut cache)?;
+    let scan = ctx.ws.scan(ledger, &state::files(&tree), scope, true, &mut cache)?;
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
@@ -215,19 +244,22 @@ fn record_changes(
             meta,
         });
     }
-    let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
+    let records = append_change(ledger, events, change_id, tree, snap)?;
     cache.save(ledger);
-    let mut files = files;
-    for r in &records {
-        state::apply(&mut files, &r.event);
-    }
-    if let Err(e) = state::maybe_snapshot(ledger, &files, snap) {
-        eprintln!(
-            "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
-            e.message
-        );
-    }
     Ok(Some((scan.changes, records)))
+}
+
+/// Appends the events of a new change, then moves the head tree snapshot along.
+pub(crate) fn append_change(ledger: &Ledger, events: Vec<NewEvent>, change_id: &str, mut tree: replay::Tree, snap: Option<u64>) -> CliResult<Vec<Record>> {
+    let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
+    // The change is durable; snapshots are only a speed-up from here on.
+    let advanced = records.iter().all(|r| tree.apply(&r.event).is_ok());
+    if advanced && tree.seq() == ledger.head().map(|h| h.seq) {
+        if let Err(e) = state::save_snapshots(ledger, &tree, snap) {
+            eprintln!("ledger: warning: could not save a snapshot ({}); it will be rebuilt", e.message);
+        }
+    }
+    Ok(records)
 }
 
 fn summary(changes: &[ResourceChange]) -> String {
@@ -278,9 +310,9 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
     let meta = parse_meta(who)?;
     let ctx = context::open(cli)?;
     let id = check_change_id(&ctx.ledger, who)?;
-    let (files, _) = state::head_files(&ctx.ledger)?;
+    let (tree, _) = state::head_tree(&ctx.ledger)?;
     let mut cache = StatCache::load(&ctx.ledger);
-    let before = ctx.ws.scan(&ctx.ledger, &files, &[], false, &mut cache)?;
+    let before = ctx.ws.scan(&ctx.ledger, &state::files(&tree), &[], false, &mut cache)?;
     cache.save(&ctx.ledger);
     if !before.changes.is_empty() {
         return Err(CliError::new(
@@ -364,11 +396,9 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
 fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let scope = ctx.ws.scope(paths)?;
-    let (files, _) = state::head_files(&ctx.ledger)?;
+    let (tree, _) = state::head_tree(&ctx.ledger)?;
     let mut cache = StatCache::load(&ctx.ledger);
-    let scan = ctx
-        .ws
-        .scan(&ctx.ledger, &files, &scope, false, &mut cache)?;
+    let scan = ctx.ws.scan(&ctx.ledger, &state::files(&tree), &scope, false, &mut cache)?;
     cache.save(&ctx.ledger);
     if json {
         let v: Vec<_> = scan.changes.iter().map(file_json).collect();

@@ -3,8 +3,10 @@
 //! one-line wrapper; the end-to-end tests build an identical wrapper of their own.
 #![forbid(unsafe_code)]
 
+mod apply;
 mod args;
 mod commands;
+mod forensics;
 mod context;
 mod output;
 mod scan;

@@ -17,7 +17,9 @@ use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceK
 use serde::{Deserialize, Serialize};
 
 use crate::output::{CliError, CliResult, EXIT_ERROR};
-use crate::state::Files;
+
+/// Recorded workspace files (from [`crate::state::files`]): path bytes -> content.
+pub type Files<'a> = BTreeMap<&'a [u8], Content>;
 
 /// Files whose mtime is this close to the scan are re-read next time: a write in the
 /// same timestamp tick would not change the stat data.
@@ -46,6 +48,13 @@ impl StatCache {
         match ledger.index().stat_tree().get(STAT_KEY) {
             Ok(Some(v)) => ledger::decode_canonical(&v).unwrap_or_default(),
             _ => StatCache::default(),
+        }
+    }
+
+    /// Drops entries so these paths are read again on the next scan.
+    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
+        for p in paths {
+            self.dirty |= self.entries.remove(p).is_some();
         }
     }
 
@@ -159,7 +168,7 @@ impl Workspace {
     pub fn scan(
         &self,
         ledger: &Ledger,
-        head: &Files,
+        head: &Files<'_>,
         scope: &[Vec<u8>],
         store: bool,
         cache: &mut StatCache,
@@ -172,13 +181,13 @@ impl Workspace {
         let mut extra = Vec::new();
         for rel in head
             .keys()
-            .filter(|k| in_scope(k, scope) && !seen.contains(*k))
+            .filter(|k| in_scope(k, scope) && !seen.contains(**k))
         {
             let abs = self.root.join(OsStr::from_bytes(rel));
             if let Ok(meta) = fs::symlink_metadata(&abs) {
                 if meta.is_file() || meta.file_type().is_symlink() {
                     extra.push(Found {
-                        rel: rel.clone(),
+                        rel: rel.to_vec(),
                         abs,
                         meta,
                     });
@@ -254,7 +263,7 @@ impl Workspace {
 
         let mut changes = Vec::new();
         for (rel, now) in &known {
-            match head.get(rel) {
+            match head.get(rel.as_slice()) {
                 None => changes.push(ResourceChange {
                     key: ResourceKey::file(rel),
                     op: Op::Create,
@@ -274,7 +283,7 @@ impl Workspace {
         }
         for (rel, old) in head
             .iter()
-            .filter(|(k, _)| in_scope(k, scope) && !known.contains_key(*k))
+            .filter(|(k, _)| in_scope(k, scope) && !known.contains_key(**k))
         {
             changes.push(ResourceChange {
                 key: ResourceKey::file(rel),

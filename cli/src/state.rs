@@ -1,69 +1,103 @@
-//! The recorded file tree at the journal head, kept as a snapshot in the index database
+//! The recorded tree at any seq: the nearest projection snapshot in the index database
 //! plus the events after it.
+//!
+//! Two kinds of snapshot are kept: `tree-head`, the newest (replaced as the head moves,
+//! so loading the head folds at most [`HEAD_EVERY`] events), and `tree`, kept for good
+//! at least every [`KEEP_EVERY`] events, so the state at any past point costs at most
+//! that many events. Both are derived and rebuilt when missing or unreadable.
 
 use std::collections::BTreeMap;
 
-use ledger::{Body, Content, Event, Ledger};
+use ledger::{Content, Ledger};
+use replay::{Projection, Tree};
 
-use crate::output::{CliError, CliResult};
+use crate::output::CliResult;
 
-/// Workspace-relative path bytes -> recorded content.
-pub type Files = BTreeMap<Vec<u8>, Content>;
+const HEAD_SNAPSHOT: &str = "tree-head";
+const KEPT_SNAPSHOT: &str = "tree";
+pub const HEAD_EVERY: u64 = 64;
+pub const KEEP_EVERY: u64 = 4096;
 
-const SNAPSHOT: &str = "cli-files";
-/// Save a new snapshot once this many events have passed since the last one.
-const SNAPSHOT_EVERY: u64 = 256;
-
-pub fn apply(files: &mut Files, ev: &Event) {
-    if let Body::Change(c) = &ev.body {
-        for rc in &c.resources {
-            if !rc.key.is_file() {
-                continue;
-            }
-            match &rc.new {
-                Some(n) => {
-                    files.insert(rc.key.name.0.clone(), *n);
-                }
-                None => {
-                    files.remove(&rc.key.name.0);
-                }
+/// The tree as it was right after `seq`, and the seq of the snapshot it started from.
+pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    for name in [HEAD_SNAPSHOT, KEPT_SNAPSHOT] {
+        if let Some((s, bytes)) = ledger.index().snapshot_at_or_before(name, seq)? {
+            if best.as_ref().is_none_or(|(b, _)| s > *b) {
+                best = Some((s, bytes));
             }
         }
     }
+    let (mut tree, from, used) = match best.and_then(|(s, b)| Tree::from_snapshot_bytes(&b).ok().filter(|t| t.seq() == Some(s)).map(|t| (t, s))) {
+        Some((t, s)) => (t, s + 1, Some(s)),
+        None => (Tree::new(), 0, None),
+    };
+    let mut err = None;
+    ledger.scan_range(from, seq, &mut |r| {
+        if let Err(e) = tree.apply(&r.event) {
+            err = Some(e);
+            return Err(ledger::Error::Stopped);
+        }
+        Ok(())
+    })?;
+    if let Some(e) = err {
+        return Err(crate::output::CliError::new(crate::output::EXIT_ERROR, e.to_string()));
+    }
+    Ok((tree, used))
 }
 
-/// The file tree at the head, and the seq of the newest snapshot used.
-pub fn head_files(ledger: &Ledger) -> CliResult<(Files, Option<u64>)> {
-    let Some(head) = ledger.head() else {
-        return Ok((Files::new(), None));
-    };
-    let (mut files, from, snap_seq) =
-        match ledger.index().snapshot_at_or_before(SNAPSHOT, head.seq)? {
-            Some((seq, bytes)) => match ledger::decode_canonical::<Files>(&bytes) {
-                Ok(f) => (f, seq + 1, Some(seq)),
-                Err(_) => (Files::new(), 0, None),
-            },
-            None => (Files::new(), 0, None),
-        };
-    if from <= head.seq {
-        ledger.scan(from, &mut |r| {
-            apply(&mut files, &r.event);
-            Ok(())
-        })?;
+/// The tree at the journal head.
+pub fn head_tree(ledger: &Ledger) -> CliResult<(Tree, Option<u64>)> {
+    match ledger.head() {
+        Some(h) => tree_at(ledger, h.seq),
+        None => Ok((Tree::new(), None)),
     }
-    Ok((files, snap_seq))
 }
 
-/// Stores a snapshot of `files` at the head when enough events passed since the last.
-pub fn maybe_snapshot(ledger: &Ledger, files: &Files, last_snapshot: Option<u64>) -> CliResult {
-    let Some(head) = ledger.head() else {
-        return Ok(());
-    };
-    if last_snapshot.is_some_and(|s| head.seq < s + SNAPSHOT_EVERY) {
-        return Ok(());
+/// Saves snapshots of `tree` (which must be at the head) when enough events passed.
+/// Snapshots are a speed-up: failures are reported by the caller and otherwise ignored.
+pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliResult {
+    let Some(seq) = tree.seq() else { return Ok(()) };
+    let index = ledger.index();
+    if used.is_none_or(|u| seq >= u + HEAD_EVERY) {
+        index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
+        index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
-    let bytes = ledger::encode_canonical(files).map_err(|e| CliError::new(1, e.to_string()))?;
-    ledger.index().put_snapshot(SNAPSHOT, head.seq, &bytes)?;
-    ledger.index().prune_snapshots(SNAPSHOT, head.seq)?;
+    let kept = index.snapshot_at_or_before(KEPT_SNAPSHOT, seq)?.map(|(s, _)| s);
+    if kept.is_none_or(|k| seq >= k + KEEP_EVERY) {
+        index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
+    }
     Ok(())
+}
+
+/// Rebuilds every snapshot from the journal (after `ledger reindex`); returns the head tree.
+pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
+    let mut tree = Tree::new();
+    let mut last_kept: Option<u64> = None;
+    let mut err = None;
+    let scanned = ledger.scan(0, &mut |r| {
+        if let Err(e) = tree.apply(&r.event) {
+            err = Some(e);
+            return Err(ledger::Error::Stopped);
+        }
+        if last_kept.is_none_or(|k| r.event.seq >= k + KEEP_EVERY) {
+            ledger.index().put_snapshot(KEPT_SNAPSHOT, r.event.seq, &tree.to_snapshot_bytes())?;
+            last_kept = Some(r.event.seq);
+        }
+        Ok(())
+    });
+    match scanned {
+        Ok(()) | Err(ledger::Error::Stopped) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(e) = err {
+        return Err(crate::output::CliError::new(crate::output::EXIT_ERROR, e.to_string()));
+    }
+    save_snapshots(ledger, &tree, None)?;
+    Ok(tree)
+}
+
+/// Workspace files of a tree: path bytes -> content.
+pub fn files(tree: &Tree) -> BTreeMap<&[u8], Content> {
+    tree.files().map(|(k, e)| (k.name.as_bytes(), e.content)).collect()
 }

@@ -62,6 +62,10 @@ pub enum Error {
 
     #[error("appends are refused: {0}")]
     Refused(String),
+
+    /// Returned by a scan callback to end the scan early; scans turn it into success.
+    #[error("scan stopped")]
+    Stopped,
 }
 
 impl Error {

@@ -571,6 +571,23 @@ impl Ledger {
             .scan_from(pos, Some((from_seq - 1, before.hash)), f)
     }
 
+    /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).
+    pub fn scan_range(&self, from_seq: u64, until_seq: u64, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+        if from_seq > until_seq {
+            return Ok(());
+        }
+        let r = self.scan(from_seq, &mut |r| {
+            if r.event.seq > until_seq {
+                return Err(Error::Stopped);
+            }
+            f(r)
+        });
+        match r {
+            Err(Error::Stopped) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Rebuilds every index from the journal.
     pub fn reindex(&self) -> Result<u64> {
         let mut w = self.writer.lock().unwrap();
