@@ -2,8 +2,10 @@
 //!
 //! - [`Event`] and [`Body`]: the event model; [`event::CANONICAL`] is its encoding.
 //! - [`Hash`]: BLAKE3 digests (event hashes via `derive_key`, content hashes plain).
+//! - [`merkle`]: the RFC 9162-shaped BLAKE3 Merkle tree over event hashes, its proofs.
 mod event;
 mod hash;
+pub mod merkle;
 
 pub use event::*;
 pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};
