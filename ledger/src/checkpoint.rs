@@ -358,8 +358,10 @@ fn check_id(
     Ok(())
 }
 
-/// A named Ed25519 signing key. Its `Debug` output leaves the secret out; the secret
-/// bytes are wiped when it is dropped (ed25519-dalek's `zeroize`).
+/// A named Ed25519 signing key. Its `Debug` output leaves the secret out, and the key it
+/// holds is wiped when dropped (ed25519-dalek's `zeroize`). Copies made on the way in or
+/// out (a seed passed to [`SigningKey::from_seed`], the text of [`SigningKey::to_text`])
+/// are not wiped: protecting them is the caller's business.
 pub struct SigningKey {
     name: String,
     id: u32,
@@ -371,9 +373,7 @@ impl SigningKey {
     pub fn generate(name: &str) -> Result<SigningKey, CheckpointError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| CheckpointError::Random(e.to_string()))?;
-        let key = SigningKey::from_seed(name, seed);
-        seed.fill(0);
-        key
+        SigningKey::from_seed(name, seed)
     }
 
     /// The key whose RFC 8032 private key (seed) is `seed`: deterministic, for tests and
@@ -412,14 +412,12 @@ impl SigningKey {
         let mut raw = [0u8; 33];
         raw[0] = ED25519_TYPE;
         raw[1..].copy_from_slice(self.key.as_bytes());
-        let text = format!(
+        format!(
             "PRIVATE+KEY+{}+{:08x}+{}",
             self.name,
             self.id,
             B64.encode(raw)
-        );
-        raw.fill(0);
-        text
+        )
     }
 
     /// Parses a signer key text; surrounding whitespace (a key file's final newline) is
@@ -440,9 +438,8 @@ impl SigningKey {
         }
         check_key_name(name)?;
         let id = parse_key_id(KIND, id)?;
-        let mut seed = parse_typed_key(KIND, "the private key", b64)?;
+        let seed = parse_typed_key(KIND, "the private key", b64)?;
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        seed.fill(0);
         check_id(KIND, name, id, key.verifying_key().as_bytes())?;
         Ok(SigningKey {
             name: name.to_string(),
