@@ -41,17 +41,32 @@ pub enum Found {
 
 impl Root {
     pub fn open(path: &std::path::Path) -> CliResult<Root> {
-        let fd = rfs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, rfs::Mode::empty())
-            .map_err(|e| CliError::new(EXIT_ERROR, format!("cannot open {}: {e}", path.display())))?;
+        let fd = rfs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            rfs::Mode::empty(),
+        )
+        .map_err(|e| CliError::new(EXIT_ERROR, format!("cannot open {}: {e}", path.display())))?;
         Ok(Root { fd })
     }
 
     /// Opens the parent directory of `key`, component by component, refusing symlinks.
     /// With `create`, missing directories are made (and reported in `made`).
-    fn parent(&self, key: &ResourceKey, create: bool, made: &mut Vec<Vec<u8>>) -> CliResult<Option<OwnedFd>> {
-        let sp = safe_relative_path(key.name.as_bytes()).map_err(|e| err(key, format!("refusing an unsafe path: {e}")))?;
-        let mut cur = rfs::openat(&self.fd, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, rfs::Mode::empty())
-            .map_err(|e| err(key, e))?;
+    fn parent(
+        &self,
+        key: &ResourceKey,
+        create: bool,
+        made: &mut Vec<Vec<u8>>,
+    ) -> CliResult<Option<OwnedFd>> {
+        let sp = safe_relative_path(key.name.as_bytes())
+            .map_err(|e| err(key, format!("refusing an unsafe path: {e}")))?;
+        let mut cur = rfs::openat(
+            &self.fd,
+            ".",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            rfs::Mode::empty(),
+        )
+        .map_err(|e| err(key, e))?;
         let mut walked: Vec<u8> = Vec::new();
         for comp in sp.parents() {
             if !walked.is_empty() {
@@ -62,15 +77,35 @@ impl Root {
             match rfs::openat(&cur, *comp, flags, rfs::Mode::empty()) {
                 Ok(fd) => cur = fd,
                 Err(Errno::NOENT) if create => {
-                    rfs::mkdirat(&cur, *comp, rfs::Mode::from_raw_mode(0o755)).map_err(|e| err(key, format!("cannot create directory {}: {e}", String::from_utf8_lossy(&walked))))?;
+                    rfs::mkdirat(&cur, *comp, rfs::Mode::from_raw_mode(0o755)).map_err(|e| {
+                        err(
+                            key,
+                            format!(
+                                "cannot create directory {}: {e}",
+                                String::from_utf8_lossy(&walked)
+                            ),
+                        )
+                    })?;
                     made.push(walked.clone());
-                    cur = rfs::openat(&cur, *comp, flags, rfs::Mode::empty()).map_err(|e| err(key, e))?;
+                    cur = rfs::openat(&cur, *comp, flags, rfs::Mode::empty())
+                        .map_err(|e| err(key, e))?;
                 }
                 Err(Errno::NOENT) => return Ok(None),
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    return Err(err(key, format!("{} is a symlink or not a directory; refusing to write through it", String::from_utf8_lossy(&walked))))
+                    return Err(err(
+                        key,
+                        format!(
+                            "{} is a symlink or not a directory; refusing to write through it",
+                            String::from_utf8_lossy(&walked)
+                        ),
+                    ))
                 }
-                Err(e) => return Err(err(key, format!("cannot open {}: {e}", String::from_utf8_lossy(&walked)))),
+                Err(e) => {
+                    return Err(err(
+                        key,
+                        format!("cannot open {}: {e}", String::from_utf8_lossy(&walked)),
+                    ))
+                }
             }
         }
         Ok(Some(cur))
@@ -78,13 +113,17 @@ impl Root {
 
     /// What is at `key` now, hashed.
     pub fn look(&self, key: &ResourceKey) -> CliResult<Found> {
-        let Some(dir) = self.parent(key, false, &mut Vec::new())? else { return Ok(Found::Absent) };
+        let Some(dir) = self.parent(key, false, &mut Vec::new())? else {
+            return Ok(Found::Absent);
+        };
         look_in(&dir, key)
     }
 }
 
 fn file_name(key: &ResourceKey) -> CliResult<Vec<u8>> {
-    safe_relative_path(key.name.as_bytes()).map(|sp| sp.file_name().to_vec()).map_err(|e| err(key, format!("refusing an unsafe path: {e}")))
+    safe_relative_path(key.name.as_bytes())
+        .map(|sp| sp.file_name().to_vec())
+        .map_err(|e| err(key, format!("refusing an unsafe path: {e}")))
 }
 
 fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
@@ -97,11 +136,23 @@ fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
     let ft = rfs::FileType::from_raw_mode(st.st_mode);
     match ft {
         rfs::FileType::Symlink => {
-            let target = rfs::readlinkat(dir, name.as_slice(), Vec::new()).map_err(|e| err(key, e))?.into_bytes();
-            Ok(Found::File(Content { hash: Hash::of_content(&target), mode: Mode::Symlink, size: target.len() as u64 }))
+            let target = rfs::readlinkat(dir, name.as_slice(), Vec::new())
+                .map_err(|e| err(key, e))?
+                .into_bytes();
+            Ok(Found::File(Content {
+                hash: Hash::of_content(&target),
+                mode: Mode::Symlink,
+                size: target.len() as u64,
+            }))
         }
         rfs::FileType::RegularFile => {
-            let fd = rfs::openat(dir, name.as_slice(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, rfs::Mode::empty()).map_err(|e| err(key, e))?;
+            let fd = rfs::openat(
+                dir,
+                name.as_slice(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rfs::Mode::empty(),
+            )
+            .map_err(|e| err(key, e))?;
             let mut f = File::from(fd);
             let mut h = blake3::Hasher::new();
             let mut buf = vec![0u8; 128 * 1024];
@@ -114,8 +165,16 @@ fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
                 h.update(&buf[..n]);
                 size += n as u64;
             }
-            let mode = if st.st_mode & 0o100 != 0 { Mode::Executable } else { Mode::Regular };
-            Ok(Found::File(Content { hash: Hash::from(h.finalize()), mode, size }))
+            let mode = if st.st_mode & 0o100 != 0 {
+                Mode::Executable
+            } else {
+                Mode::Regular
+            };
+            Ok(Found::File(Content {
+                hash: Hash::from(h.finalize()),
+                mode,
+                size,
+            }))
         }
         rfs::FileType::Directory => Ok(Found::Other("a directory")),
         _ => Ok(Found::Other("not a regular file or symlink")),
@@ -125,7 +184,11 @@ fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
 /// Bytes for one write, from the store (streamed, verified) or given.
 fn write_payload(ledger: &Ledger, payload: &Payload, out: &mut File) -> Result<(), String> {
     match payload {
-        Payload::Stored { hash } => ledger.store().copy_to(hash, out).map(|_| ()).map_err(|e| e.to_string()),
+        Payload::Stored { hash } => ledger
+            .store()
+            .copy_to(hash, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Payload::Bytes(b) => out.write_all(b).map_err(|e| e.to_string()),
     }
 }
@@ -144,24 +207,54 @@ struct Staged {
 }
 
 fn tmp_name() -> Vec<u8> {
-    format!(".ledger-tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)).into_bytes()
+    format!(
+        ".ledger-tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+    .into_bytes()
 }
 
 /// Writes `payload` as `mode` to a temporary name in `dir`.
-fn stage(ledger: &Ledger, dir: OwnedFd, key: &ResourceKey, payload: &Payload, mode: Mode, sync: bool) -> CliResult<Staged> {
+fn stage(
+    ledger: &Ledger,
+    dir: OwnedFd,
+    key: &ResourceKey,
+    payload: &Payload,
+    mode: Mode,
+    sync: bool,
+) -> CliResult<Staged> {
     let tmp = tmp_name();
     if mode == Mode::Symlink {
         let target = symlink_target(ledger, payload).map_err(|e| err(key, e))?;
-        rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice()).map_err(|e| err(key, format!("cannot create a symlink: {e}")))?;
+        rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())
+            .map_err(|e| err(key, format!("cannot create a symlink: {e}")))?;
         return Ok(Staged { dir, tmp });
     }
-    let perm = if mode == Mode::Executable { 0o755 } else { 0o644 };
-    let fd = rfs::openat(&dir, tmp.as_slice(), OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, rfs::Mode::from_raw_mode(perm))
-        .map_err(|e| err(key, format!("cannot write in its directory: {e}")))?;
+    let perm = if mode == Mode::Executable {
+        0o755
+    } else {
+        0o644
+    };
+    let fd = rfs::openat(
+        &dir,
+        tmp.as_slice(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rfs::Mode::from_raw_mode(perm),
+    )
+    .map_err(|e| err(key, format!("cannot write in its directory: {e}")))?;
     let mut f = File::from(fd);
     let res = write_payload(ledger, payload, &mut f)
-        .and_then(|_| rfs::fchmod(f.as_fd(), rfs::Mode::from_raw_mode(perm)).map_err(|e| e.to_string()))
-        .and_then(|_| if sync { f.sync_all().map_err(|e| e.to_string()) } else { Ok(()) });
+        .and_then(|_| {
+            rfs::fchmod(f.as_fd(), rfs::Mode::from_raw_mode(perm)).map_err(|e| e.to_string())
+        })
+        .and_then(|_| {
+            if sync {
+                f.sync_all().map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            }
+        });
     if let Err(e) = res {
         let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
         return Err(err(key, format!("cannot write: {e}")));
@@ -174,13 +267,21 @@ fn check_writable(dir: &OwnedFd, key: &ResourceKey) -> CliResult {
     // the user's way of saying "do not touch".
     let name = file_name(key)?;
     if let Ok(st) = rfs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-        if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile && st.st_mode & 0o200 == 0 {
-            return Err(err(key, "the file is read-only; make it writable (chmod u+w) to let the revert replace it"));
+        if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+            && st.st_mode & 0o200 == 0
+        {
+            return Err(err(
+                key,
+                "the file is read-only; make it writable (chmod u+w) to let the revert replace it",
+            ));
         }
     }
     let st = rfs::fstat(dir).map_err(|e| err(key, e))?;
     if st.st_mode & 0o200 == 0 {
-        return Err(err(key, "its directory is read-only; make it writable to let the revert change it"));
+        return Err(err(
+            key,
+            "its directory is read-only; make it writable to let the revert change it",
+        ));
     }
     Ok(())
 }
@@ -197,7 +298,14 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             Some(c) => Found::File(c),
         };
         if now != expected {
-            return Err(err(&a.key, format!("changed since the revert was planned (now {}); nothing was written", describe(&now))).with_hint("run `ledger status`, record or undo that change, then retry"));
+            return Err(err(
+                &a.key,
+                format!(
+                    "changed since the revert was planned (now {}); nothing was written",
+                    describe(&now)
+                ),
+            )
+            .with_hint("run `ledger status`, record or undo that change, then retry"));
         }
     }
     // 2. Stage every write and check permissions; nothing visible changes yet.
@@ -220,7 +328,9 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                     Ok(Some(stage(ledger, dir, &a.key, payload, *mode, true)?))
                 }
                 ActionKind::SetMode { .. } | ActionKind::Delete => {
-                    let dir = root.parent(&a.key, false, &mut made_dirs)?.ok_or_else(|| err(&a.key, "its directory disappeared"))?;
+                    let dir = root
+                        .parent(&a.key, false, &mut made_dirs)?
+                        .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
                     check_writable(&dir, &a.key)?;
                     Ok(None)
                 }
@@ -238,22 +348,36 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
     let mut done: Vec<&RevertAction> = Vec::new();
     for (a, s) in actions.iter().zip(staged.iter_mut()) {
         let res = (|| -> CliResult {
-            let dir = root.parent(&a.key, false, &mut Vec::new())?.ok_or_else(|| err(&a.key, "its directory disappeared"))?;
+            let dir = root
+                .parent(&a.key, false, &mut Vec::new())?
+                .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
             let name = file_name(&a.key)?;
             match &a.kind {
                 ActionKind::Write { .. } => {
                     let st = s.take().expect("staged above");
-                    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice()).map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
+                    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
+                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
                     rfs::fsync(&st.dir).map_err(|e| err(&a.key, e))?;
                 }
                 ActionKind::SetMode { mode } => {
-                    let fd = rfs::openat(&dir, name.as_slice(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, rfs::Mode::empty()).map_err(|e| err(&a.key, e))?;
-                    let perm = if *mode == Mode::Executable { 0o755 } else { 0o644 };
+                    let fd = rfs::openat(
+                        &dir,
+                        name.as_slice(),
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        rfs::Mode::empty(),
+                    )
+                    .map_err(|e| err(&a.key, e))?;
+                    let perm = if *mode == Mode::Executable {
+                        0o755
+                    } else {
+                        0o644
+                    };
                     rfs::fchmod(&fd, rfs::Mode::from_raw_mode(perm)).map_err(|e| err(&a.key, e))?;
                     rfs::fsync(&fd).map_err(|e| err(&a.key, e))?;
                 }
                 ActionKind::Delete => {
-                    rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty()).map_err(|e| err(&a.key, format!("cannot delete: {e}")))?;
+                    rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty())
+                        .map_err(|e| err(&a.key, format!("cannot delete: {e}")))?;
                     rfs::fsync(&dir).map_err(|e| err(&a.key, e))?;
                     remove_empty_parents(root, &a.key);
                 }
@@ -282,14 +406,27 @@ fn undo(ledger: &Ledger, root: &Root, done: &[&RevertAction]) -> Result<(), Stri
             None => {
                 if let Ok(Some(dir)) = root.parent(&a.key, false, &mut Vec::new()) {
                     let name = file_name(&a.key).map_err(|e| e.message)?;
-                    rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty()).map_err(|e| e.to_string())?;
+                    rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty())
+                        .map_err(|e| e.to_string())?;
                 }
             }
             Some(c) => {
-                let dir = root.parent(&a.key, true, &mut Vec::new()).map_err(|e| e.message)?.ok_or("no directory")?;
-                let st = stage(ledger, dir, &a.key, &Payload::Stored { hash: c.hash }, c.mode, true).map_err(|e| e.message)?;
+                let dir = root
+                    .parent(&a.key, true, &mut Vec::new())
+                    .map_err(|e| e.message)?
+                    .ok_or("no directory")?;
+                let st = stage(
+                    ledger,
+                    dir,
+                    &a.key,
+                    &Payload::Stored { hash: c.hash },
+                    c.mode,
+                    true,
+                )
+                .map_err(|e| e.message)?;
                 let name = file_name(&a.key).map_err(|e| e.message)?;
-                rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice()).map_err(|e| e.to_string())?;
+                rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
+                    .map_err(|e| e.to_string())?;
             }
         }
     }
@@ -319,7 +456,14 @@ fn describe(f: &Found) -> String {
 /// Writes one recorded file into a fresh tree (replay). The directory must be new.
 pub fn write_new(ledger: &Ledger, root: &Root, key: &ResourceKey, content: &Content) -> CliResult {
     let dir = root.parent(key, true, &mut Vec::new())?.expect("created");
-    let st = stage(ledger, dir, key, &Payload::Stored { hash: content.hash }, content.mode, false)?;
+    let st = stage(
+        ledger,
+        dir,
+        key,
+        &Payload::Stored { hash: content.hash },
+        content.mode,
+        false,
+    )?;
     let name = file_name(key)?;
     rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice()).map_err(|e| err(key, e))?;
     Ok(())

@@ -165,7 +165,12 @@ pub enum Command {
     /// Write the workspace as it was at a point into a new or empty directory.
     Replay {
         /// The point: a seq number, a change ID (state right after it), or a time.
-        #[arg(long, value_name = "SEQ|CHANGE|TIME", conflicts_with = "before", required_unless_present = "before")]
+        #[arg(
+            long,
+            value_name = "SEQ|CHANGE|TIME",
+            conflicts_with = "before",
+            required_unless_present = "before"
+        )]
         at: Option<String>,
         /// The state right before this change.
         #[arg(long, value_name = "CHANGE")]

@@ -15,8 +15,8 @@ use serde_json::json;
 use replay::Projection;
 
 use crate::args::{Cli, Command, Who};
-use crate::forensics;
 use crate::context::{self, Ctx};
+use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
 use crate::scan::{display_path, StatCache};
 use crate::state;
@@ -75,7 +75,16 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
         Command::Cat { hash } => cat(cli, hash).map(|_| 0),
         Command::Verify { json, quick } => verify(cli, *json, *quick),
         Command::Reindex { json } => reindex(cli, *json).map(|_| 0),
-        Command::Revert { change, agent, message, change_id, principal, correlation, dry_run, json } => forensics::revert(
+        Command::Revert {
+            change,
+            agent,
+            message,
+            change_id,
+            principal,
+            correlation,
+            dry_run,
+            json,
+        } => forensics::revert(
             cli,
             change,
             agent,
@@ -86,12 +95,36 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
             *dry_run,
             *json,
         ),
-        Command::Replay { at, before, out, json } => forensics::replay_cmd(cli, at.as_deref(), before.as_deref(), out, *json).map(|_| 0),
-        Command::Timeline { since, until, agent, correlation, path, json } => {
-            forensics::timeline(cli, since.as_deref(), until.as_deref(), agent.as_deref(), correlation.as_deref(), path.as_deref(), *json).map(|_| 0)
-        }
+        Command::Replay {
+            at,
+            before,
+            out,
+            json,
+        } => forensics::replay_cmd(cli, at.as_deref(), before.as_deref(), out, *json).map(|_| 0),
+        Command::Timeline {
+            since,
+            until,
+            agent,
+            correlation,
+            path,
+            json,
+        } => forensics::timeline(
+            cli,
+            since.as_deref(),
+            until.as_deref(),
+            agent.as_deref(),
+            correlation.as_deref(),
+            path.as_deref(),
+            *json,
+        )
+        .map(|_| 0),
         Command::Blame { path, json } => forensics::blame(cli, path, *json).map(|_| 0),
-        Command::Diff { from, to, patch, json } => forensics::diff(cli, from, to, *patch, *json).map(|_| 0),
+        Command::Diff {
+            from,
+            to,
+            patch,
+            json,
+        } => forensics::diff(cli, from, to, *patch, *json).map(|_| 0),
     }
 }
 
@@ -206,7 +239,9 @@ fn record_changes(
     let ledger = &ctx.ledger;
     let (tree, snap) = state::head_tree(ledger)?;
     let mut cache = StatCache::load(ledger);
-    let scan = ctx.ws.scan(ledger, &state::files(&tree), scope, true, &mut cache)?;
+    let scan = ctx
+        .ws
+        .scan(ledger, &state::files(&tree), scope, true, &mut cache)?;
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
@@ -250,13 +285,22 @@ fn record_changes(
 }
 
 /// Appends the events of a new change, then moves the head tree snapshot along.
-pub(crate) fn append_change(ledger: &Ledger, events: Vec<NewEvent>, change_id: &str, mut tree: replay::Tree, snap: Option<u64>) -> CliResult<Vec<Record>> {
+pub(crate) fn append_change(
+    ledger: &Ledger,
+    events: Vec<NewEvent>,
+    change_id: &str,
+    mut tree: replay::Tree,
+    snap: Option<u64>,
+) -> CliResult<Vec<Record>> {
     let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
     // The change is durable; snapshots are only a speed-up from here on.
     let advanced = records.iter().all(|r| tree.apply(&r.event).is_ok());
     if advanced && tree.seq() == ledger.head().map(|h| h.seq) {
         if let Err(e) = state::save_snapshots(ledger, &tree, snap) {
-            eprintln!("ledger: warning: could not save a snapshot ({}); it will be rebuilt", e.message);
+            eprintln!(
+                "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
+                e.message
+            );
         }
     }
     Ok(records)
@@ -312,7 +356,9 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
     let id = check_change_id(&ctx.ledger, who)?;
     let (tree, _) = state::head_tree(&ctx.ledger)?;
     let mut cache = StatCache::load(&ctx.ledger);
-    let before = ctx.ws.scan(&ctx.ledger, &state::files(&tree), &[], false, &mut cache)?;
+    let before = ctx
+        .ws
+        .scan(&ctx.ledger, &state::files(&tree), &[], false, &mut cache)?;
     cache.save(&ctx.ledger);
     if !before.changes.is_empty() {
         return Err(CliError::new(
@@ -398,7 +444,9 @@ fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     let scope = ctx.ws.scope(paths)?;
     let (tree, _) = state::head_tree(&ctx.ledger)?;
     let mut cache = StatCache::load(&ctx.ledger);
-    let scan = ctx.ws.scan(&ctx.ledger, &state::files(&tree), &scope, false, &mut cache)?;
+    let scan = ctx
+        .ws
+        .scan(&ctx.ledger, &state::files(&tree), &scope, false, &mut cache)?;
     cache.save(&ctx.ledger);
     if json {
         let v: Vec<_> = scan.changes.iter().map(file_json).collect();
@@ -803,12 +851,17 @@ fn verify(cli: &Cli, json: bool, quick: bool) -> CliResult<i32> {
 fn reindex(cli: &Cli, json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let n = ctx.ledger.reindex()?;
-    // The stat cache and snapshots are rebuilt lazily.
+    let tree = state::rebuild_snapshots(&ctx.ledger)?;
+    // The stat cache is rebuilt by the next scan (it only saves reading files).
     let _ = ctx.ledger.index().stat_tree().clear();
+    ctx.ledger.flush()?;
     if json {
-        json_line(&json!({"events": n}))?;
+        json_line(&json!({"events": n, "files": tree.files().count()}))?;
     } else {
-        println!("Rebuilt the indexes from {n} journal events.");
+        println!(
+            "Rebuilt the indexes and snapshots from {n} journal events ({} files at the head).",
+            tree.files().count()
+        );
     }
     Ok(())
 }

@@ -26,7 +26,12 @@ impl Store<'_> {
             Body::Redaction(rd) => rd.reason.clone(),
             _ => String::new(),
         };
-        Some(ContentError::Redacted { hash: *hash, reason, time_us: r.event.time_us, seq })
+        Some(ContentError::Redacted {
+            hash: *hash,
+            reason,
+            time_us: r.event.time_us,
+            seq,
+        })
     }
 }
 
@@ -37,7 +42,10 @@ impl ContentSource for Store<'_> {
         }
         self.0.store().get(hash).map_err(|e| match e {
             ledger::Error::MissingContent(h) => ContentError::Missing { hash: h },
-            other => ContentError::Unreadable { hash: *hash, detail: other.to_string() },
+            other => ContentError::Unreadable {
+                hash: *hash,
+                detail: other.to_string(),
+            },
         })
     }
 
@@ -56,11 +64,18 @@ impl ContentSource for Store<'_> {
 /// A seq from what the user typed: a seq number, a change ID (its last event), or a time
 /// (the last event recorded at or before it).
 pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
-    let head = ledger.head().ok_or_else(|| CliError::new(EXIT_ERROR, "the ledger is empty"))?;
+    let head = ledger
+        .head()
+        .ok_or_else(|| CliError::new(EXIT_ERROR, "the ledger is empty"))?;
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        let seq: u64 = s.parse().map_err(|_| CliError::usage(format!("seq {s} is too large")))?;
+        let seq: u64 = s
+            .parse()
+            .map_err(|_| CliError::usage(format!("seq {s} is too large")))?;
         if seq > head.seq {
-            return Err(CliError::usage(format!("seq {seq} is past the head (seq {})", head.seq)));
+            return Err(CliError::usage(format!(
+                "seq {seq} is past the head (seq {})",
+                head.seq
+            )));
         }
         return Ok(seq);
     }
@@ -68,20 +83,32 @@ pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
         let seqs = ledger.index().change_seqs(&id)?;
         return Ok(*seqs.last().expect("a resolved change has events"));
     }
-    let t = parse_time(s, now_us()).map_err(|e| CliError::usage(format!("{s:?} is not a seq, a known change ID or a time ({e})")))?;
+    let t = parse_time(s, now_us()).map_err(|e| {
+        CliError::usage(format!(
+            "{s:?} is not a seq, a known change ID or a time ({e})"
+        ))
+    })?;
     let seqs = ledger.index().time_seqs(None, Some(t.saturating_add(1)))?;
     match seqs.last() {
         Some(seq) => Ok(*seq),
         None => {
             let first = ledger.event(0)?;
-            Err(CliError::usage(format!("{} is before the first event (seq 0 at {})", format_time(t), format_time(first.event.time_us))))
+            Err(CliError::usage(format!(
+                "{} is before the first event (seq 0 at {})",
+                format_time(t),
+                format_time(first.event.time_us)
+            )))
         }
     }
 }
 
 fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for seq in ledger.index().resource_seqs(&key.index_bytes()).unwrap_or_default() {
+    for seq in ledger
+        .index()
+        .resource_seqs(&key.index_bytes())
+        .unwrap_or_default()
+    {
         if seq > after {
             if let Ok(r) = ledger.event(seq) {
                 if !out.contains(&r.event.change_id) {
@@ -109,19 +136,34 @@ fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
     }
     let mut changes = replay::Changes::new();
     for r in records.values() {
-        changes.apply(&r.event).map_err(|e| CliError::new(EXIT_ERROR, e.to_string()))?;
+        changes
+            .apply(&r.event)
+            .map_err(|e| CliError::new(EXIT_ERROR, e.to_string()))?;
     }
     Ok(changes)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, change_id: Option<&str>, principal: Option<&str>, correlation: Option<&str>, dry_run: bool, json: bool) -> CliResult<i32> {
+pub fn revert(
+    cli: &Cli,
+    change: &str,
+    agent: &str,
+    message: Option<&str>,
+    change_id: Option<&str>,
+    principal: Option<&str>,
+    correlation: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> CliResult<i32> {
     ledger::validate_id("agent ID", agent)?;
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let id = ledger.resolve_change(change)?;
     let records = ledger.change(&id)?;
-    let Some(target) = records.iter().find(|r| matches!(r.event.body, Body::Change(_))) else {
+    let Some(target) = records
+        .iter()
+        .find(|r| matches!(r.event.body, Body::Change(_)))
+    else {
         let kind = records[0].event.body.kind();
         return Err(CliError::new(EXIT_ERROR, format!("change {id} recorded no resource changes (its events: {kind}); there is nothing to revert")));
     };
@@ -129,15 +171,28 @@ pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, chang
     let (tree, snap) = state::head_tree(ledger)?;
     let on_disk = disk_state(&ctx, &tree, target)?;
     let store = Store(ledger);
-    let plan = replay::plan_revert(&target.event, &changes, &tree, &on_disk, |k| later_changes(ledger, k, target.event.seq), &store);
+    let plan = replay::plan_revert(
+        &target.event,
+        &changes,
+        &tree,
+        &on_disk,
+        |k| later_changes(ledger, k, target.event.seq),
+        &store,
+    );
     let plan = match plan {
         Ok(p) => p,
-        Err(replay::Error::Conflicts { change_id, conflicts }) => {
+        Err(replay::Error::Conflicts {
+            change_id,
+            conflicts,
+        }) => {
             if json {
                 let v: Vec<_> = conflicts.iter().map(|c| json!({"resource": c.key.display(), "reason": c.reason.to_string(), "later_changes": c.later_changes})).collect();
                 json_line(&json!({"change_id": change_id, "reverted": false, "conflicts": v}))?;
             } else {
-                eprintln!("error: cannot revert change {change_id}: {} conflict(s); nothing was written", conflicts.len());
+                eprintln!(
+                    "error: cannot revert change {change_id}: {} conflict(s); nothing was written",
+                    conflicts.len()
+                );
                 for c in &conflicts {
                     eprintln!("  {}: {}", c.key.name.display(), c.reason);
                     if !c.later_changes.is_empty() {
@@ -168,10 +223,29 @@ pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, chang
             if json {
                 json_line(&json!({"change_id": id, "dry_run": true, "actions": actions}))?;
             } else {
-                println!("Reverting {id} would change {} file(s) (dry run, nothing written):", actions.len());
+                println!(
+                    "Reverting {id} would change {} file(s) (dry run, nothing written):",
+                    actions.len()
+                );
                 for a in &actions {
-                    let merged = a["merged_with"].as_array().filter(|m| !m.is_empty()).map(|m| format!(" (merged with later {})", m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))).unwrap_or_default();
-                    println!("  {:<22} {}{merged}", a["action"].as_str().unwrap_or(""), a["path"].as_str().unwrap_or(""));
+                    let merged = a["merged_with"]
+                        .as_array()
+                        .filter(|m| !m.is_empty())
+                        .map(|m| {
+                            format!(
+                                " (merged with later {})",
+                                m.iter()
+                                    .filter_map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "  {:<22} {}{merged}",
+                        a["action"].as_str().unwrap_or(""),
+                        a["path"].as_str().unwrap_or("")
+                    );
                 }
             }
             return Ok(0);
@@ -180,7 +254,11 @@ pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, chang
     // Merged content goes into the store first, so the revert event names only stored content.
     let mut pending = ledger::Pending::default();
     for a in &plan.actions {
-        if let replay::ActionKind::Write { payload: replay::Payload::Bytes(b), .. } = &a.kind {
+        if let replay::ActionKind::Write {
+            payload: replay::Payload::Bytes(b),
+            ..
+        } = &a.kind
+        {
             ledger.store().put_bytes(b, &mut pending)?;
         }
     }
@@ -193,17 +271,29 @@ pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, chang
         None => crate::commands::fresh_change_id(ledger)?,
     };
     if ledger.index().change_exists(&new_id)?.is_some() {
-        return Err(CliError::new(EXIT_ERROR, format!("change ID {new_id:?} already exists; nothing was written")));
+        return Err(CliError::new(
+            EXIT_ERROR,
+            format!("change ID {new_id:?} already exists; nothing was written"),
+        ));
     }
     let root = Root::open(&ctx.ws.root)?;
     apply::apply_actions(ledger, &root, &plan.actions)?;
-    let message = message.map(str::to_string).unwrap_or_else(|| format!("Revert {id}"));
+    let message = message
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("Revert {id}"));
     let ev = NewEvent {
         time_us: now_us(),
-        actor: ledger::Actor { agent: agent.to_string(), principal: principal.map(str::to_string), role: None },
+        actor: ledger::Actor {
+            agent: agent.to_string(),
+            principal: principal.map(str::to_string),
+            role: None,
+        },
         change_id: new_id.clone(),
         correlation_id: correlation.map(str::to_string),
-        body: Body::Change(Change { message: Some(message), ..plan.change(None) }),
+        body: Body::Change(Change {
+            message: Some(message),
+            ..plan.change(None)
+        }),
         meta: BTreeMap::new(),
     };
     match crate::commands::append_change(ledger, vec![ev], &new_id, tree, snap) {
@@ -219,16 +309,38 @@ pub fn revert(cli: &Cli, change: &str, agent: &str, message: Option<&str>, chang
         json_line(&json!({"change_id": new_id, "reverts": id, "files": plan.actions.len()}))?;
     } else {
         println!("{new_id}");
-        let merged = plan.actions.iter().filter(|a| !a.merged_with.is_empty()).count();
-        eprintln!("Reverted {id} as change {new_id}: {} file(s) changed{}", plan.actions.len(), if merged > 0 { format!(", {merged} merged with later changes") } else { String::new() });
+        let merged = plan
+            .actions
+            .iter()
+            .filter(|a| !a.merged_with.is_empty())
+            .count();
+        eprintln!(
+            "Reverted {id} as change {new_id}: {} file(s) changed{}",
+            plan.actions.len(),
+            if merged > 0 {
+                format!(", {merged} merged with later changes")
+            } else {
+                String::new()
+            }
+        );
     }
     ledger.flush()?;
     Ok(0)
 }
 
 /// What is on disk now at every file the change touched (None = absent).
-fn disk_state(ctx: &Ctx, tree: &Tree, target: &Record) -> CliResult<BTreeMap<ResourceKey, Option<Content>>> {
-    let keys: Vec<ResourceKey> = target.event.resources().iter().filter(|r| r.key.is_file()).map(|r| r.key.clone()).collect();
+fn disk_state(
+    ctx: &Ctx,
+    tree: &Tree,
+    target: &Record,
+) -> CliResult<BTreeMap<ResourceKey, Option<Content>>> {
+    let keys: Vec<ResourceKey> = target
+        .event
+        .resources()
+        .iter()
+        .filter(|r| r.key.is_file())
+        .map(|r| r.key.clone())
+        .collect();
     let mut out: BTreeMap<ResourceKey, Option<Content>> = BTreeMap::new();
     if keys.is_empty() {
         return Ok(out);
@@ -240,7 +352,11 @@ fn disk_state(ctx: &Ctx, tree: &Tree, target: &Record) -> CliResult<BTreeMap<Res
         let found = match root.look(&k) {
             Ok(apply::Found::Absent) => None,
             Ok(apply::Found::File(c)) => Some(c),
-            Ok(apply::Found::Other(_)) | Err(_) => Some(Content { hash: Hash::ZERO, mode: ledger::Mode::Regular, size: 0 }),
+            Ok(apply::Found::Other(_)) | Err(_) => Some(Content {
+                hash: Hash::ZERO,
+                mode: ledger::Mode::Regular,
+                size: 0,
+            }),
         };
         let _ = tree;
         out.insert(k, found);
@@ -248,7 +364,13 @@ fn disk_state(ctx: &Ctx, tree: &Tree, target: &Record) -> CliResult<BTreeMap<Res
     Ok(out)
 }
 
-pub fn replay_cmd(cli: &Cli, at: Option<&str>, before: Option<&str>, out: &std::path::Path, json: bool) -> CliResult {
+pub fn replay_cmd(
+    cli: &Cli,
+    at: Option<&str>,
+    before: Option<&str>,
+    out: &std::path::Path,
+    json: bool,
+) -> CliResult {
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let seq = match (at, before) {
@@ -256,22 +378,34 @@ pub fn replay_cmd(cli: &Cli, at: Option<&str>, before: Option<&str>, out: &std::
         (None, Some(c)) => {
             let id = ledger.resolve_change(c)?;
             let first = ledger.index().change_seqs(&id)?[0];
-            first.checked_sub(1).ok_or_else(|| CliError::usage("there is no state before the genesis event"))?
+            first
+                .checked_sub(1)
+                .ok_or_else(|| CliError::usage("there is no state before the genesis event"))?
         }
         (None, None) => return Err(CliError::usage("give --at or --before")),
     };
     let created = match std::fs::read_dir(out) {
         Ok(mut rd) => {
             if rd.next().is_some() {
-                return Err(CliError::usage(format!("{} is not empty; replay writes only into a new or empty directory", out.display())));
+                return Err(CliError::usage(format!(
+                    "{} is not empty; replay writes only into a new or empty directory",
+                    out.display()
+                )));
             }
             false
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).map_err(|e| CliError::new(EXIT_ERROR, format!("cannot create {}: {e}", out.display())))?;
+            std::fs::create_dir_all(out).map_err(|e| {
+                CliError::new(EXIT_ERROR, format!("cannot create {}: {e}", out.display()))
+            })?;
             true
         }
-        Err(e) => return Err(CliError::new(EXIT_ERROR, format!("cannot use {}: {e}", out.display()))),
+        Err(e) => {
+            return Err(CliError::new(
+                EXIT_ERROR,
+                format!("cannot use {}: {e}", out.display()),
+            ))
+        }
     };
     let (tree, _) = state::tree_at(ledger, seq)?;
     // Every byte must be available before the first is written.
@@ -281,7 +415,13 @@ pub fn replay_cmd(cli: &Cli, at: Option<&str>, before: Option<&str>, out: &std::
             if created {
                 let _ = std::fs::remove_dir(out);
             }
-            return Err(CliError::new(EXIT_ERROR, format!("cannot replay {}: {err}; nothing was written", k.name.display())));
+            return Err(CliError::new(
+                EXIT_ERROR,
+                format!(
+                    "cannot replay {}: {err}; nothing was written",
+                    k.name.display()
+                ),
+            ));
         }
     }
     let root = Root::open(out)?;
@@ -292,7 +432,11 @@ pub fn replay_cmd(cli: &Cli, at: Option<&str>, before: Option<&str>, out: &std::
             if let Ok(rd) = std::fs::read_dir(out) {
                 for entry in rd.flatten() {
                     let p = entry.path();
-                    let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                    let _ = if p.is_dir() && !p.is_symlink() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
                 }
             }
             return Err(err);
@@ -308,10 +452,24 @@ pub fn replay_cmd(cli: &Cli, at: Option<&str>, before: Option<&str>, out: &std::
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn timeline(cli: &Cli, since: Option<&str>, until: Option<&str>, agent: Option<&str>, correlation: Option<&str>, path: Option<&std::path::Path>, json: bool) -> CliResult {
+pub fn timeline(
+    cli: &Cli,
+    since: Option<&str>,
+    until: Option<&str>,
+    agent: Option<&str>,
+    correlation: Option<&str>,
+    path: Option<&std::path::Path>,
+    json: bool,
+) -> CliResult {
     let now = now_us();
-    let since = since.map(|s| parse_time(s, now)).transpose().map_err(CliError::usage)?;
-    let until = until.map(|s| parse_time(s, now)).transpose().map_err(CliError::usage)?;
+    let since = since
+        .map(|s| parse_time(s, now))
+        .transpose()
+        .map_err(CliError::usage)?;
+    let until = until
+        .map(|s| parse_time(s, now))
+        .transpose()
+        .map_err(CliError::usage)?;
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let mut sets: Vec<BTreeSet<u64>> = Vec::new();
@@ -325,14 +483,25 @@ pub fn timeline(cli: &Cli, since: Option<&str>, until: Option<&str>, agent: Opti
         sets.push(path_seqs(&ctx, p)?);
     }
     if since.is_some() || until.is_some() {
-        sets.push(ledger.index().time_seqs(since, until)?.into_iter().collect());
+        sets.push(
+            ledger
+                .index()
+                .time_seqs(since, until)?
+                .into_iter()
+                .collect(),
+        );
     }
     let mut out = std::io::stdout().lock();
     let mut prev_time: Option<i64> = None;
     let mut emit = |r: &Record| -> CliResult {
         let gap = prev_time.map(|p| r.event.time_us - p);
         prev_time = Some(r.event.time_us);
-        let files: Vec<String> = r.event.resources().iter().map(|c| format!("{} {}", c.op.as_str(), c.key.name.display())).collect();
+        let files: Vec<String> = r
+            .event
+            .resources()
+            .iter()
+            .map(|c| format!("{} {}", c.op.as_str(), c.key.name.display()))
+            .collect();
         if json {
             let v = json!({
                 "seq": r.event.seq, "time": format_time(r.event.time_us), "time_us": r.event.time_us,
@@ -343,13 +512,30 @@ pub fn timeline(cli: &Cli, since: Option<&str>, until: Option<&str>, agent: Opti
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
         } else {
-            let gap = gap.map(|g| format!("+{:.3}s", g as f64 / 1e6)).unwrap_or_else(|| "".into());
+            let gap = gap
+                .map(|g| format!("+{:.3}s", g as f64 / 1e6))
+                .unwrap_or_else(|| "".into());
             let who = match &r.event.actor.principal {
                 Some(p) => format!("{} (for {p})", r.event.actor.agent),
                 None => r.event.actor.agent.clone(),
             };
-            let corr = r.event.correlation_id.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
-            writeln!(out, "{:>6}  {}  {:>10}  {:<20} {:<11} {}{}", r.event.seq, format_time(r.event.time_us), gap, who, r.event.body.kind(), r.event.change_id, corr)?;
+            let corr = r
+                .event
+                .correlation_id
+                .as_deref()
+                .map(|c| format!(" [{c}]"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:>6}  {}  {:>10}  {:<20} {:<11} {}{}",
+                r.event.seq,
+                format_time(r.event.time_us),
+                gap,
+                who,
+                r.event.body.kind(),
+                r.event.change_id,
+                corr
+            )?;
             for f in files {
                 writeln!(out, "{:>40}{f}", "")?;
             }
@@ -376,7 +562,8 @@ pub fn timeline(cli: &Cli, since: Option<&str>, until: Option<&str>, agent: Opti
         for s in it {
             acc = acc.intersection(&s).copied().collect();
         }
-        acc.into_iter().try_for_each(|seq| emit(&ledger.event(seq)?))
+        acc.into_iter()
+            .try_for_each(|seq| emit(&ledger.event(seq)?))
     };
     match res {
         Err(e) if e.message.contains("Broken pipe") => Ok(()),
@@ -388,7 +575,12 @@ pub fn timeline(cli: &Cli, since: Option<&str>, until: Option<&str>, agent: Opti
 fn path_seqs(ctx: &Ctx, p: &std::path::Path) -> CliResult<BTreeSet<u64>> {
     let scope = ctx.ws.scope(&[p.to_path_buf()])?;
     let key = ResourceKey::file(&scope[0]).index_bytes();
-    let mut s: BTreeSet<u64> = ctx.ledger.index().resource_seqs(&key)?.into_iter().collect();
+    let mut s: BTreeSet<u64> = ctx
+        .ledger
+        .index()
+        .resource_seqs(&key)?
+        .into_iter()
+        .collect();
     let mut dir = key;
     if !scope[0].is_empty() {
         dir.push(b'/');
@@ -409,22 +601,43 @@ pub fn blame(cli: &Cli, path: &std::path::Path, json: bool) -> CliResult {
     let mut out = std::io::stdout().lock();
     for seq in seqs {
         let r = ledger.event(seq)?;
-        let Some(rc) = r.event.resources().iter().find(|c| c.key == key) else { continue };
+        let Some(rc) = r.event.resources().iter().find(|c| c.key == key) else {
+            continue;
+        };
         let reverts = match &r.event.body {
             Body::Change(c) => c.reverts.clone(),
             _ => None,
         };
         if json {
-            serde_json::to_writer(&mut out, &json!({
-                "seq": seq, "time": format_time(r.event.time_us), "change_id": r.event.change_id,
-                "agent": r.event.actor.agent, "principal": r.event.actor.principal, "op": rc.op.as_str(),
-                "old_hash": rc.old.map(|c| c.hash), "new_hash": rc.new.map(|c| c.hash),
-                "old_mode": rc.old.map(|c| c.mode.as_str()), "new_mode": rc.new.map(|c| c.mode.as_str()), "reverts": reverts,
-            }))?;
+            serde_json::to_writer(
+                &mut out,
+                &json!({
+                    "seq": seq, "time": format_time(r.event.time_us), "change_id": r.event.change_id,
+                    "agent": r.event.actor.agent, "principal": r.event.actor.principal, "op": rc.op.as_str(),
+                    "old_hash": rc.old.map(|c| c.hash), "new_hash": rc.new.map(|c| c.hash),
+                    "old_mode": rc.old.map(|c| c.mode.as_str()), "new_mode": rc.new.map(|c| c.mode.as_str()), "reverts": reverts,
+                }),
+            )?;
             writeln!(out)?;
         } else {
-            let h = |c: Option<Content>| c.map(|c| c.hash.to_hex()[..16].to_string()).unwrap_or_else(|| "-".repeat(16));
-            writeln!(out, "{:>6}  {}  {:<7} {} -> {}  {}  by {}{}", seq, format_time(r.event.time_us), rc.op.as_str(), h(rc.old), h(rc.new), r.event.change_id, r.event.actor.agent, reverts.map(|x| format!("  (reverts {x})")).unwrap_or_default())?;
+            let h = |c: Option<Content>| {
+                c.map(|c| c.hash.to_hex()[..16].to_string())
+                    .unwrap_or_else(|| "-".repeat(16))
+            };
+            writeln!(
+                out,
+                "{:>6}  {}  {:<7} {} -> {}  {}  by {}{}",
+                seq,
+                format_time(r.event.time_us),
+                rc.op.as_str(),
+                h(rc.old),
+                h(rc.new),
+                r.event.change_id,
+                r.event.actor.agent,
+                reverts
+                    .map(|x| format!("  (reverts {x})"))
+                    .unwrap_or_default()
+            )?;
         }
     }
     Ok(())
@@ -455,14 +668,22 @@ pub fn diff(cli: &Cli, from: &str, to: &str, patch: bool, json: bool) -> CliResu
                 }
             };
             match (load(&d.old), load(&d.new)) {
-                (Some(o), Some(n)) => replay::text_diff(&o, &n, &format!("a/{}", d.key.name.display()), &format!("b/{}", d.key.name.display())),
+                (Some(o), Some(n)) => replay::text_diff(
+                    &o,
+                    &n,
+                    &format!("a/{}", d.key.name.display()),
+                    &format!("b/{}", d.key.name.display()),
+                ),
                 _ => None,
             }
         } else {
             None
         };
         if json {
-            serde_json::to_writer(&mut out, &json!({"resource": d.key.display(), "path": d.key.name.display(), "kind": kind, "old_hash": d.old.as_ref().map(|e| e.content.hash), "new_hash": d.new.as_ref().map(|e| e.content.hash), "patch": text}))?;
+            serde_json::to_writer(
+                &mut out,
+                &json!({"resource": d.key.display(), "path": d.key.name.display(), "kind": kind, "old_hash": d.old.as_ref().map(|e| e.content.hash), "new_hash": d.new.as_ref().map(|e| e.content.hash), "patch": text}),
+            )?;
             writeln!(out)?;
         } else {
             writeln!(out, "{kind:<9} {}", d.key.name.display())?;

@@ -6,8 +6,8 @@
 mod apply;
 mod args;
 mod commands;
-mod forensics;
 mod context;
+mod forensics;
 mod output;
 mod scan;
 mod state;

@@ -28,7 +28,12 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
             }
         }
     }
-    let (mut tree, from, used) = match best.and_then(|(s, b)| Tree::from_snapshot_bytes(&b).ok().filter(|t| t.seq() == Some(s)).map(|t| (t, s))) {
+    let (mut tree, from, used) = match best.and_then(|(s, b)| {
+        Tree::from_snapshot_bytes(&b)
+            .ok()
+            .filter(|t| t.seq() == Some(s))
+            .map(|t| (t, s))
+    }) {
         Some((t, s)) => (t, s + 1, Some(s)),
         None => (Tree::new(), 0, None),
     };
@@ -41,7 +46,10 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
         Ok(())
     })?;
     if let Some(e) = err {
-        return Err(crate::output::CliError::new(crate::output::EXIT_ERROR, e.to_string()));
+        return Err(crate::output::CliError::new(
+            crate::output::EXIT_ERROR,
+            e.to_string(),
+        ));
     }
     Ok((tree, used))
 }
@@ -63,7 +71,9 @@ pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliRes
         index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
-    let kept = index.snapshot_at_or_before(KEPT_SNAPSHOT, seq)?.map(|(s, _)| s);
+    let kept = index
+        .snapshot_at_or_before(KEPT_SNAPSHOT, seq)?
+        .map(|(s, _)| s);
     if kept.is_none_or(|k| seq >= k + KEEP_EVERY) {
         index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
     }
@@ -81,7 +91,9 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
             return Err(ledger::Error::Stopped);
         }
         if last_kept.is_none_or(|k| r.event.seq >= k + KEEP_EVERY) {
-            ledger.index().put_snapshot(KEPT_SNAPSHOT, r.event.seq, &tree.to_snapshot_bytes())?;
+            ledger
+                .index()
+                .put_snapshot(KEPT_SNAPSHOT, r.event.seq, &tree.to_snapshot_bytes())?;
             last_kept = Some(r.event.seq);
         }
         Ok(())
@@ -91,7 +103,10 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
         Err(e) => return Err(e.into()),
     }
     if let Some(e) = err {
-        return Err(crate::output::CliError::new(crate::output::EXIT_ERROR, e.to_string()));
+        return Err(crate::output::CliError::new(
+            crate::output::EXIT_ERROR,
+            e.to_string(),
+        ));
     }
     save_snapshots(ledger, &tree, None)?;
     Ok(tree)
@@ -99,5 +114,7 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
 
 /// Workspace files of a tree: path bytes -> content.
 pub fn files(tree: &Tree) -> BTreeMap<&[u8], Content> {
-    tree.files().map(|(k, e)| (k.name.as_bytes(), e.content)).collect()
+    tree.files()
+        .map(|(k, e)| (k.name.as_bytes(), e.content))
+        .collect()
 }

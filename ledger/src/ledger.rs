@@ -572,7 +572,12 @@ impl Ledger {
     }
 
     /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).
-    pub fn scan_range(&self, from_seq: u64, until_seq: u64, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+    pub fn scan_range(
+        &self,
+        from_seq: u64,
+        until_seq: u64,
+        f: &mut dyn FnMut(&Record) -> Result<()>,
+    ) -> Result<()> {
         if from_seq > until_seq {
             return Ok(());
         }

@@ -7,14 +7,18 @@
 //! - [`ContentStore`]: content-addressed, verified blobs.
 //! - [`Index`]: sled indexes, all rebuildable from the journal.
 //! - [`Ledger`]: one `.ledger/` directory: lock, group-committed appends, reads, verify.
+//! - [`merkle`]: RFC 9162-shaped BLAKE3 Merkle tree, inclusion and consistency proofs.
+//! - [`checkpoint`]: C2SP signed checkpoints (Ed25519 signed notes).
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 mod error;
 mod event;
 mod hash;
 mod index;
 mod journal;
 mod ledger;
+pub mod merkle;
 mod storage;
 mod store;
 mod verify;
