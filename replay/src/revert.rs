@@ -458,6 +458,12 @@ where
         return Ok(restore(key, now, rc.old, store));
     }
 
+    if same(&now, &rc.old) {
+        // Later changes already put back what the change replaced (for example deleted
+        // a file the change created): the revert has nothing left to do here, as in git.
+        return Ok(Outcome::Nothing);
+    }
+
     // Later changes touched the file.
     let (old, new, cur) = match (rc.old, rc.new, now) {
         (_, Some(_), None) => return Ok(Outcome::Conflict(ConflictReason::DeletedLater)),
