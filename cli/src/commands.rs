@@ -529,7 +529,7 @@ fn change_json(ledger: &Ledger, id: &str, records: &[Record]) -> CliResult<serde
         "correlation_id": first.event.correlation_id,
         "message": change.and_then(|c| c.message.clone()),
         "reverts": change.and_then(|c| c.reverts.clone()),
-        "reverted_by": ledger.index().reverted_by(id)?,
+        "reverted_by": forensics::lifecycle(ledger, id)?.get(id).and_then(|c| c.reverted_by.clone()),
         "failures": failures,
         "files": change.map(|c| c.resources.iter().map(file_json).collect::<Vec<_>>()).unwrap_or_default(),
         "events": records.iter().map(|r| json!({"seq": r.event.seq, "kind": r.event.body.kind(), "hash": r.hash})).collect::<Vec<_>>(),

@@ -120,19 +120,20 @@ fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> 
     out
 }
 
-/// The lifecycle of one change: its events and the chain of reverts of it, from indexes.
-fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
+/// The lifecycle of one change: its events and every revert of it, of those reverts,
+/// and so on, folded from indexes (no scan) into the change projection.
+pub fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
     let mut records: BTreeMap<u64, Record> = BTreeMap::new();
-    let mut cur = id.to_string();
-    let mut guard = BTreeSet::new();
-    loop {
+    let mut todo = vec![id.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(cur) = todo.pop() {
+        if !seen.insert(cur.clone()) {
+            continue;
+        }
         for r in ledger.change(&cur)? {
             records.insert(r.event.seq, r);
         }
-        match ledger.index().reverted_by(&cur)? {
-            Some(next) if guard.insert(next.clone()) => cur = next,
-            _ => break,
-        }
+        todo.extend(ledger.index().reverters(&cur)?);
     }
     let mut changes = replay::Changes::new();
     for r in records.values() {

@@ -4,7 +4,7 @@
 //! Trees (keys big-endian so they sort; `0x00` separates a string from a seq):
 //! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
 //! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
-//! `reverts` reverted change id -> reverting change id;
+//! `reverts` reverted id|0|seq -> reverting change id;
 //! `meta` bookkeeping; `stat` and `snap` belong to the scanner and projections.
 
 use std::path::Path;
@@ -151,7 +151,7 @@ impl Index {
             }
             if let Body::Change(c) = &ev.body {
                 if let Some(target) = &c.reverts {
-                    reverts.insert(target.as_bytes(), ev.change_id.as_bytes());
+                    reverts.insert(key_seq(target.as_bytes(), ev.seq), ev.change_id.as_bytes());
                 }
             }
             if let Body::Redaction(rd) = &ev.body {
@@ -264,12 +264,16 @@ impl Index {
             .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())))
     }
 
-    /// The change that reverted `change_id`, if any.
-    pub fn reverted_by(&self, change_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .reverts
-            .get(change_id.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    /// Every change that reverted `change_id`, in seq order (whether or not those
+    /// reverts are still in force: `replay::Changes` decides that).
+    pub fn reverters(&self, change_id: &str) -> Result<Vec<String>> {
+        let mut p = change_id.as_bytes().to_vec();
+        p.push(0);
+        self.reverts
+            .scan_prefix(&p)
+            .values()
+            .map(|v| Ok(String::from_utf8_lossy(&v?).into_owned()))
+            .collect()
     }
 
     /// The scanner's stat cache.

@@ -37,9 +37,12 @@ pub struct ChangeInfo {
     pub resources: Vec<ResourceKey>,
     /// The change this one undoes.
     pub reverts: Option<String>,
-    /// The revert currently undoing this change. Cleared when that revert is itself
-    /// reverted (the change is in force again and may be reverted again).
+    /// The revert currently undoing this change: the latest of [`ChangeInfo::reverters`]
+    /// still in force. `None` when every revert of it was itself reverted (the change is
+    /// in force again and may be reverted again).
     pub reverted_by: Option<String>,
+    /// Every change that reverted this one, in seq order.
+    pub reverters: Vec<String>,
     pub checks: Vec<Recorded<Check>>,
     pub approvals: Vec<Recorded<Approval>>,
     pub deployments: Vec<Recorded<Deployment>>,
@@ -60,6 +63,7 @@ impl ChangeInfo {
             resources: Vec::new(),
             reverts: None,
             reverted_by: None,
+            reverters: Vec::new(),
             checks: Vec::new(),
             approvals: Vec::new(),
             deployments: Vec::new(),
@@ -112,42 +116,44 @@ impl Changes {
         self.by_id.is_empty()
     }
 
-    /// Marks `target` as undone by `by`, then follows the chain of reverts: if
-    /// `target` was itself a revert, what it undid is in force again, and if that was a
-    /// revert too, what *it* undid is undone again, and so on.
+    /// Records that `by` reverts `target`, then brings the in-force state of `target`
+    /// and of everything down its chain of reverts up to date.
+    ///
+    /// A change is undone exactly when one of its reverts is itself in force. Reverts
+    /// always come after their targets, so when a revert arrives only changes before it
+    /// can change state: recompute `target` from its reverters (all of which are up to
+    /// date), and if its state changed and it is itself a revert, recompute what it
+    /// reverts, and so on down the chain.
     fn mark_reverted(&mut self, target: &str, by: &str) {
-        let mut target = target.to_string();
-        let mut by = by.to_string();
-        // A well-formed journal has no cycles, but a corrupt one must not hang the fold:
-        // each step moves to a different change, so the chain is at most `len` long.
+        match self.by_id.get_mut(target) {
+            Some(info) => info.reverters.push(by.to_string()),
+            None => return,
+        }
+        let mut cur = target.to_string();
+        // A well-formed journal has no cycles, but a corrupt one must not hang the fold.
         for _ in 0..=self.by_id.len() {
-            let Some(info) = self.by_id.get_mut(&target) else {
+            let Some(info) = self.by_id.get(&cur) else {
                 return;
             };
-            info.reverted_by = Some(by.clone());
-            // `target` is no longer in force; if it was a revert, its target comes back.
-            let Some(undone) = info.reverts.clone() else {
-                return;
-            };
-            let Some(back) = self.by_id.get_mut(&undone) else {
-                return;
-            };
-            if back.reverted_by.as_deref() != Some(target.as_str()) {
-                // Undone by something else too (double revert): leave it as recorded.
+            let now = info
+                .reverters
+                .iter()
+                .rev()
+                .find(|r| {
+                    self.by_id
+                        .get(*r)
+                        .is_some_and(|ri| ri.reverted_by.is_none())
+                })
+                .cloned();
+            let info = self.by_id.get_mut(&cur).expect("looked up above");
+            if info.reverted_by == now {
                 return;
             }
-            back.reverted_by = None;
-            // `undone` is in force again; if it was a revert, its own target is undone
-            // again by it.
-            let Some(next) = back.reverts.clone() else {
-                return;
-            };
-            match self.by_id.get(&next) {
-                Some(n) if n.reverted_by.is_none() => {}
-                _ => return,
+            info.reverted_by = now;
+            match info.reverts.clone() {
+                Some(next) => cur = next,
+                None => return,
             }
-            by = undone;
-            target = next;
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::{AgentInfo, Agents, ChangeInfo, Changes, Error, Tree};
 /// Version of the snapshot layout (header plus the projection's serde shape). Bump it
 /// whenever a projection's fields change: old snapshots then fail to decode and the
 /// caller rebuilds from the journal, which is always possible (snapshots are derived).
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// First bytes of every snapshot, so a stray blob is rejected before decoding.
 const SNAPSHOT_MAGIC: [u8; 8] = *b"LDGRSNAP";

@@ -234,6 +234,33 @@ fn reverted_by_follows_chains_of_reverts() {
     assert!(sim.disk.is_empty());
 }
 
+/// Regression: reverting the second of two reverts of one change brought the change
+/// back in force although the first revert (put back in force meanwhile) still undid it.
+#[test]
+fn change_stays_undone_while_any_revert_of_it_is_in_force() {
+    let mut sim = Sim::new();
+    let revert_of = |target: &str| {
+        Body::Change(ledger::Change {
+            message: None,
+            reverts: Some(target.to_string()),
+            resources: vec![],
+        })
+    };
+    let plain = Body::Change(ledger::Change::default());
+    sim.push("c", "a", plain);
+    sim.push("r1", "a", revert_of("c")); // c undone by r1
+    sim.push("r2", "a", revert_of("r1")); // r1 undone: c back in force
+    sim.push("r3", "a", revert_of("c")); // c undone by r3
+    sim.push("r4", "a", revert_of("r2")); // r2 undone: r1 in force again, c undone by r1 and r3
+    sim.push("r5", "a", revert_of("r3")); // r3 undone: c still undone by r1
+    let get = |id: &str| sim.proj.changes.get(id).unwrap().clone();
+    assert_eq!(get("c").reverted_by.as_deref(), Some("r1"));
+    assert_eq!(get("c").reverters, vec!["r1".to_string(), "r3".to_string()]);
+    assert_eq!(get("r1").reverted_by, None);
+    assert_eq!(get("r2").reverted_by.as_deref(), Some("r4"));
+    assert_eq!(get("r3").reverted_by.as_deref(), Some("r5"));
+}
+
 #[test]
 fn agents_count_events_and_changes() {
     let (sim, _) = history();

@@ -24,7 +24,12 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -68,11 +73,28 @@ fn snapshot(root: &Path) -> Snapshot {
             }
             let m = fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.insert(rel, ('l', fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes(), false));
+                out.insert(
+                    rel,
+                    (
+                        'l',
+                        fs::read_link(&p)
+                            .unwrap()
+                            .into_os_string()
+                            .into_encoded_bytes(),
+                        false,
+                    ),
+                );
             } else if m.is_dir() {
                 walk(root, &p, out);
             } else {
-                out.insert(rel, ('f', fs::read(&p).unwrap(), m.permissions().mode() & 0o100 != 0));
+                out.insert(
+                    rel,
+                    (
+                        'f',
+                        fs::read(&p).unwrap(),
+                        m.permissions().mode() & 0o100 != 0,
+                    ),
+                );
             }
         }
     }
@@ -82,7 +104,9 @@ fn snapshot(root: &Path) -> Snapshot {
 }
 
 fn lines(rng: &mut Rng, tag: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{tag} line {i} {:x}", rng.next())).collect()
+    (0..n)
+        .map(|i| format!("{tag} line {i} {:x}", rng.next()))
+        .collect()
 }
 
 /// Applies one random commit's worth of edits to the git work tree.
@@ -152,7 +176,13 @@ fn archive_into(repo: &Path, rev: &str, dest: &Path) {
     fs::create_dir_all(dest).unwrap();
     let tar = run(git(repo).args(["archive", "--format=tar", rev]));
     assert!(tar.status.success());
-    let mut child = Command::new("tar").arg("-x").arg("-C").arg(dest).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(dest)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
     assert!(child.wait().unwrap().success());
@@ -164,7 +194,10 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn replay_matches_git_archive_and_revert_matches_git_revert() {
-    let seed = std::env::var("LEDGER_GIT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    let seed = std::env::var("LEDGER_GIT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_u64);
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
@@ -181,12 +214,25 @@ fn replay_matches_git_archive_and_revert_matches_git_revert() {
     for step in 0..steps {
         mutate(&mut rng, &repo, step, &mut live);
         ok(git(&repo).args(["add", "-A"]));
-        ok(git(&repo).args(["commit", "-q", "--allow-empty", "-m", &format!("step {step}")]));
-        let sha = ok(git(&repo).args(["rev-parse", "HEAD"])).trim().to_string();
+        ok(git(&repo).args([
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            &format!("step {step}"),
+        ]));
+        let sha = ok(git(&repo).args(["rev-parse", "HEAD"]))
+            .trim()
+            .to_string();
         clear_except_ledger(&ws);
         archive_into(&repo, &sha, &ws);
-        let out = run(ledger(&ws).args(["record", "--agent", "gen", "--change", &format!("c{step}")]));
-        assert!(out.status.success(), "record step {step}: {}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            run(ledger(&ws).args(["record", "--agent", "gen", "--change", &format!("c{step}")]));
+        assert!(
+            out.status.success(),
+            "record step {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // A commit whose edits cancelled out records nothing, as git records no diff.
         let recorded = String::from_utf8_lossy(&out.stdout).trim() == format!("c{step}");
         if recorded {
@@ -200,8 +246,14 @@ fn replay_matches_git_archive_and_revert_matches_git_revert() {
         let want = tmp.path().join(format!("git-{i}"));
         archive_into(&repo, sha, &want);
         let got = tmp.path().join(format!("replay-{i}"));
-        ok(ledger(&ws).args(["replay", "--at", change, "--out"]).arg(&got));
-        assert_eq!(snapshot(&got), snapshot(&want), "replay of c{i} (seed {seed:#x})");
+        ok(ledger(&ws)
+            .args(["replay", "--at", change, "--out"])
+            .arg(&got));
+        assert_eq!(
+            snapshot(&got),
+            snapshot(&want),
+            "replay of c{i} (seed {seed:#x})"
+        );
     }
 
     // Revert of every change against git revert --no-commit at the head.
@@ -216,24 +268,47 @@ fn replay_matches_git_archive_and_revert_matches_git_revert() {
         let w = tmp.path().join(format!("ws-{i}"));
         copy_tree(&ws, &w);
         let before = snapshot(&w);
-        let journal_before = fs::read_dir(w.join(".ledger/journal")).unwrap().map(|e| fs::read(e.unwrap().path()).unwrap()).collect::<Vec<_>>();
+        let journal_before = fs::read_dir(w.join(".ledger/journal"))
+            .unwrap()
+            .map(|e| fs::read(e.unwrap().path()).unwrap())
+            .collect::<Vec<_>>();
         let out = run(ledger(&w).args(["revert", &format!("c{i}"), "--agent", "t"]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         if git_out.status.success() {
-            assert!(out.status.success(), "git reverts c{i} cleanly but ledger refused (seed {seed:#x}): {stderr}");
-            assert_eq!(snapshot(&w), snapshot(&g), "tree after reverting c{i} (seed {seed:#x})");
+            assert!(
+                out.status.success(),
+                "git reverts c{i} cleanly but ledger refused (seed {seed:#x}): {stderr}"
+            );
+            assert_eq!(
+                snapshot(&w),
+                snapshot(&g),
+                "tree after reverting c{i} (seed {seed:#x})"
+            );
             let status = ok(ledger(&w).args(["status", "--json"]));
-            assert!(status.contains("\"clean\":true"), "revert of c{i} left unrecorded differences: {status}");
+            assert!(
+                status.contains("\"clean\":true"),
+                "revert of c{i} left unrecorded differences: {status}"
+            );
             clean += 1;
         } else {
-            assert_eq!(out.status.code(), Some(4), "git conflicts on c{i} but ledger did not refuse (seed {seed:#x}): {stderr}");
+            assert_eq!(
+                out.status.code(),
+                Some(4),
+                "git conflicts on c{i} but ledger did not refuse (seed {seed:#x}): {stderr}"
+            );
             assert_eq!(snapshot(&w), before, "a refused revert wrote files");
-            let journal_after = fs::read_dir(w.join(".ledger/journal")).unwrap().map(|e| fs::read(e.unwrap().path()).unwrap()).collect::<Vec<_>>();
+            let journal_after = fs::read_dir(w.join(".ledger/journal"))
+                .unwrap()
+                .map(|e| fs::read(e.unwrap().path()).unwrap())
+                .collect::<Vec<_>>();
             assert_eq!(journal_after, journal_before, "a refused revert appended");
             conflicts += 1;
         }
     }
     // The generated history must exercise both outcomes to mean anything.
-    assert!(clean >= 5 && conflicts >= 1, "history too tame: {clean} clean, {conflicts} conflicts (seed {seed:#x})");
+    assert!(
+        clean >= 5 && conflicts >= 1,
+        "history too tame: {clean} clean, {conflicts} conflicts (seed {seed:#x})"
+    );
     let _ = PathBuf::new();
 }
