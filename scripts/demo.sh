@@ -28,6 +28,12 @@ step "$ledger" exec --agent coder-7 --message "greet the world" -- \
 step "$ledger" log
 first=$("$ledger" log --agent ops-bot --json -n 1 | sed 's/.*"change_id":"\([^"]*\)".*/\1/')
 step "$ledger" show "$first" --diff
+
+# Undo exactly the ops-bot change; coder-7's later work stays.
+step "$ledger" revert "$first" --agent alice --message "timeout change caused incidents"
+step cat config/app.toml
+step cat src/main.rs
+step "$ledger" timeline
 step "$ledger" verify
 echo
 echo "Done. Inspect further with: cd $work && $ledger log"
