@@ -345,7 +345,7 @@ fn record(cli: &Cli, who: &Who, paths: &[std::path::PathBuf], json: bool) -> Cli
             }
         }
     }
-    ctx.ledger.flush()?;
+    // Indexes are flushed when the ledger is dropped; they are derived and rebuilt if lost.
     Ok(())
 }
 
@@ -435,7 +435,7 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
             None => eprintln!("The command changed nothing; nothing was recorded."),
         }
     }
-    ctx.ledger.flush()?;
+
     Ok(code)
 }
 
@@ -474,7 +474,7 @@ fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
-    ctx.ledger.flush()?;
+
     Ok(())
 }
 

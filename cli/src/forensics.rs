@@ -325,7 +325,7 @@ pub fn revert(
             }
         );
     }
-    ledger.flush()?;
+
     Ok(0)
 }
 

@@ -616,11 +616,6 @@ impl Ledger {
     }
 }
 
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        let _ = self.index.flush();
-    }
-}
 
 /// Opens a journal on any storage (tests and tools); no index, no lock.
 pub fn open_journal(storage: Box<dyn Storage>) -> Result<(Journal, Recovery)> {
