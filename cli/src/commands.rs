@@ -15,6 +15,7 @@ use serde_json::json;
 use replay::Projection;
 
 use crate::args::{Cli, Command, Who};
+use crate::compliance;
 use crate::context::{self, Ctx};
 use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
@@ -73,7 +74,56 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
         .map(|_| 0),
         Command::Show { change, diff, json } => show(cli, change, *diff, *json).map(|_| 0),
         Command::Cat { hash } => cat(cli, hash).map(|_| 0),
-        Command::Verify { json, quick } => verify(cli, *json, *quick),
+        Command::Verify {
+            json,
+            quick,
+            checkpoints,
+            pubkey,
+        } => verify(cli, *json, *quick).and_then(|code| {
+            compliance::verify_checkpoints(
+                cli,
+                code,
+                checkpoints.as_deref(),
+                pubkey.as_deref(),
+                *json,
+            )
+        }),
+        Command::Keygen { out, name, json } => {
+            compliance::keygen(cli, out, name.as_deref(), *json).map(|_| 0)
+        }
+        Command::Checkpoint { key, out, json } => {
+            compliance::checkpoint(cli, key, out.as_deref(), *json).map(|_| 0)
+        }
+        Command::Export {
+            out,
+            format,
+            since,
+            until,
+            agent,
+            change,
+            sign,
+            json,
+        } => compliance::export(
+            cli,
+            out,
+            *format,
+            since.as_deref(),
+            until.as_deref(),
+            agent.as_deref(),
+            change.as_deref(),
+            sign.as_deref(),
+            *json,
+        )
+        .map(|_| 0),
+        Command::VerifyExport { file, pubkey, json } => {
+            compliance::verify_export(file, pubkey.as_deref(), *json)
+        }
+        Command::Redact {
+            hash,
+            reason,
+            agent,
+            json,
+        } => compliance::redact(cli, hash, reason, agent, *json).map(|_| 0),
         Command::Reindex { json } => reindex(cli, *json).map(|_| 0),
         Command::Revert {
             change,

@@ -1475,12 +1475,14 @@ fn verify_inner(
     }
     match &hv.version {
         Some(v) if v.as_u64() == Some(FORMAT_VERSION) => {}
-        Some(v) => return reject(
-            1,
-            format!(
+        Some(v) => {
+            return reject(
+                1,
+                format!(
                 "unknown export format version {v}; this verifier reads version {FORMAT_VERSION}"
             ),
-        ),
+            )
+        }
         None => return reject(1, "the header has no format version"),
     }
     let header: Header = serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
