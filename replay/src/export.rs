@@ -1155,6 +1155,47 @@ impl<W: Write> JsonlWriter<W> {
     }
 }
 
+/// The event line of an unfiltered export for one event (without its newline): every
+/// field of the event and its `hash`, as `docs/EXPORT.md` section 4 shows.
+pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
+    serde_json::to_vec(&EventOut {
+        line_type: "event",
+        seq: event.seq,
+        prev: event.prev,
+        time_us: event.time_us,
+        actor: ActorOut {
+            agent: &event.actor.agent,
+            principal: event.actor.principal.as_deref(),
+            role: event.actor.role.as_deref(),
+        },
+        change_id: &event.change_id,
+        correlation_id: event.correlation_id.as_deref(),
+        body: BodyOut::of(&event.body),
+        meta: &event.meta,
+        hash: *hash,
+        proof: None,
+        export_prev: None,
+    })
+    .expect("serialising to memory cannot fail")
+}
+
+/// Parses one event line (without its newline) strictly, as [`verify_export`] does:
+/// the event its fields describe and the hash its `hash` field states. The caller
+/// compares that with [`Event::hash`]: nothing here trusts the stated hash. Lines of
+/// filtered exports (with `proof` and `export_prev`) are accepted; those fields are not
+/// checked here.
+pub fn parse_event_line(line: &[u8]) -> Result<(Event, Hash), String> {
+    let lt: LineType = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+    if lt.line_type.as_deref() != Some("event") {
+        return Err("not an event line (\"type\" is not \"event\")".into());
+    }
+    let mut ev: EventIn = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+    ev.proof = None;
+    ev.export_prev = None;
+    let stated = ev.hash.0;
+    Ok((ev.event(), stated))
+}
+
 // ---------------------------------------------------------------------------------------
 // CSV
 
@@ -1386,31 +1427,45 @@ fn last_line<R: Read + Seek>(r: &mut R, max: usize) -> io::Result<Option<Vec<u8>
     if len == 0 {
         return Ok(None);
     }
-    let mut tail: Vec<u8> = Vec::new();
-    let mut pos = len;
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut last = [0u8; 1];
+    r.seek(SeekFrom::Start(len - 1))?;
+    r.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        return Ok(None);
+    }
+    // Read backwards from before the final newline, chunk by chunk, until a newline.
+    let end = len - 1;
+    let mut pos = end;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
     loop {
-        let n = (pos.min(chunk.len() as u64)) as usize;
-        if n == 0 {
+        if pos == 0 {
             break;
         }
+        let n = pos.min(64 << 10) as usize;
         pos -= n as u64;
+        let mut chunk = vec![0u8; n];
         r.seek(SeekFrom::Start(pos))?;
-        r.read_exact(&mut chunk[..n])?;
-        let mut joined = chunk[..n].to_vec();
-        joined.extend_from_slice(&tail);
-        tail = joined;
-        if tail.last() != Some(&b'\n') {
-            return Ok(None);
+        r.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            total += n - i - 1;
+            chunks.push(chunk.split_off(i + 1));
+            break;
         }
-        if let Some(i) = tail[..tail.len() - 1].iter().rposition(|&b| b == b'\n') {
-            return Ok(Some(tail[i + 1..tail.len() - 1].to_vec()));
-        }
-        if tail.len() > max + 1 {
+        total += n;
+        chunks.push(chunk);
+        if total > max {
             return Ok(None);
         }
     }
-    Ok(Some(tail[..tail.len() - 1].to_vec()))
+    if total > max {
+        return Ok(None);
+    }
+    let mut line = Vec::with_capacity(total);
+    for c in chunks.iter().rev() {
+        line.extend_from_slice(c);
+    }
+    Ok(Some(line))
 }
 
 /// The header digest a trailer line's statement states, when the statement can be

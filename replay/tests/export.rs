@@ -8,8 +8,8 @@ use ledger::checkpoint::{origin, SigningKey};
 use ledger::merkle::{self, Tree};
 use ledger::*;
 use replay::export::{
-    verify_export, verify_export_seekable, CsvWriter, ExportError, Filter, Header, JsonlWriter,
-    Verified, VerifyError, MAX_LINE,
+    event_line, parse_event_line, verify_export, verify_export_seekable, CsvWriter, ExportError,
+    Filter, Header, JsonlWriter, Verified, VerifyError, MAX_LINE,
 };
 
 const LEDGER_ID: [u8; 16] = [0xab; 16];
@@ -978,4 +978,66 @@ fn csv_quotes_and_guards_text() {
         text.contains(",\"'=cmd|' /C calc'!A0\",\"say \"\"hi\"\"\r\nbye\","),
         "{text}"
     );
+}
+
+/// The event of docs/FORMAT.md's worked example (pinned hash 9ce183...), as the event
+/// line docs/EXPORT.md shows; tools/verify_export.py --self-test re-derives the hash
+/// from the same line.
+const EXPORT_MD: &str = include_str!("../../docs/EXPORT.md");
+
+/// The one line of docs/EXPORT.md that starts with the worked example's event.
+fn doc_example_line() -> &'static str {
+    let mut found = EXPORT_MD
+        .lines()
+        .filter(|l| l.starts_with("{\"type\":\"event\",\"seq\":1,\"prev\":\"1111"));
+    let line = found
+        .next()
+        .expect("docs/EXPORT.md shows the example event line");
+    assert!(found.next().is_none(), "docs/EXPORT.md shows it once");
+    line
+}
+
+fn format_md_event() -> Event {
+    let mut meta = BTreeMap::new();
+    meta.insert("tool".to_string(), "edit".to_string());
+    Event {
+        seq: 1,
+        prev: Hash([0x11; 32]),
+        time_us: 1_700_000_000_000_000,
+        actor: Actor {
+            agent: "agent-7".into(),
+            principal: Some("alice@example.com".into()),
+            role: Some("coder".into()),
+        },
+        change_id: "ch-1".into(),
+        correlation_id: Some("req-42".into()),
+        body: Body::Change(Change {
+            message: Some("fix typo".into()),
+            reverts: None,
+            resources: vec![ResourceChange {
+                key: ResourceKey::file(b"src/main.rs"),
+                op: Op::Modify,
+                old: Some(content(b"old\n", Mode::Regular)),
+                new: Some(content(b"new\n", Mode::Executable)),
+            }],
+        }),
+        meta,
+    }
+}
+
+#[test]
+fn the_documented_event_line_is_what_the_writer_writes_and_hashes_as_pinned() {
+    let ev = format_md_event();
+    let h = ev.hash();
+    assert_eq!(
+        h.to_hex(),
+        "9ce183a3d495f9934ea2658d5a7e744b2ea927321d12f32f9d5fec2ea373cad9"
+    );
+    let line = String::from_utf8(event_line(&ev, &h)).unwrap();
+    assert_eq!(line, doc_example_line(), "docs/EXPORT.md section 4");
+    let (parsed, stated) = parse_event_line(line.as_bytes()).unwrap();
+    assert_eq!(parsed, ev);
+    assert_eq!(stated, h);
+    assert_eq!(parsed.hash(), h);
+    assert!(parse_event_line(b"{\"type\":\"header\"}").is_err());
 }
