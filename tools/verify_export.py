@@ -425,20 +425,32 @@ def read_line(f, n, max_line):
 
 
 def last_line(f, max_line):
-    f.seek(0, os.SEEK_END)
-    end = f.tell()
+    """The file's last line without its newline, read backwards in chunks; None if the
+    file does not end with a newline or the line is longer than max_line."""
+    end = f.seek(0, os.SEEK_END)
     if end == 0:
         return None
-    start = max(0, end - (max_line + 2))
-    f.seek(start)
-    tail = f.read()
-    f.seek(0)
-    if not tail.endswith(b"\n"):
+    f.seek(end - 1)
+    if f.read(1) != b"\n":
         return None
-    i = tail.rfind(b"\n", 0, len(tail) - 1)
-    if i < 0 and start > 0:
+    pos, chunks, total = end - 1, [], 0
+    while pos > 0:
+        n = min(pos, 64 << 10)
+        pos -= n
+        f.seek(pos)
+        chunk = f.read(n)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            chunks.append(chunk[i + 1:])
+            total += n - i - 1
+            break
+        chunks.append(chunk)
+        total += n
+        if total > max_line:
+            return None
+    if total > max_line:
         return None
-    return tail[i + 1:-1]
+    return b"".join(reversed(chunks))
 
 
 def statement_text(note, key):
@@ -512,10 +524,11 @@ def verify(f, key, max_line=MAX_LINE):
         hint = None
     if hint is not None:
         try:
-            tr = parse_json(hint)
-            if tr.get("type") == "trailer" and type(tr.get("statement")) is str \
-                    and len(tr["statement"]) <= MAX_NOTE:
-                st = parse_statement(statement_text(tr["statement"], key))
+            tr = obj(parse_json(hint), ["type", "checkpoint", "statement"], "trailer")
+            note = string(tr["statement"], "statement")
+            if tr["type"] == "trailer" and type(tr["checkpoint"]) is str \
+                    and len(note.encode("utf-8")) <= MAX_NOTE:
+                st = parse_statement(statement_text(note, key))
                 if st["header"] != header_digest:
                     raise Reject(1, "the header was edited (its BLAKE3 is not the trailer's)")
         except (Bad, ValueError):

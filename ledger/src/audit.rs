@@ -15,7 +15,7 @@ use crate::checkpoint::{self, CheckpointBody, SigningKey};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Checkpoint, NewEvent};
 use crate::hash::Hash;
-use crate::journal::{Journal, Position, Record};
+use crate::journal::{Journal, Record};
 use crate::ledger::{Ledger, Precondition};
 use crate::merkle::{self, Frontier};
 
@@ -109,6 +109,12 @@ impl Ledger {
                     s => self.hash_at(j, s - 1).ok().flatten() == Some(st.last),
                 });
             let mut st = stored.clone().unwrap_or_default();
+            if st.frontier.size() > 0 && st.frontier.size() < n {
+                // Continuing needs the position of the next event; without it, rebuild.
+                if self.index().position(st.frontier.size())?.is_none() {
+                    st = MerkleState::default();
+                }
+            }
             let from = st.frontier.size();
             let last = st.last;
             if from < n {
@@ -120,7 +126,10 @@ impl Ledger {
                 if from == 0 {
                     j.scan_all(&mut push)?;
                 } else {
-                    let pos = self.position(from)?;
+                    let pos = self
+                        .index()
+                        .position(from)?
+                        .ok_or_else(|| Error::Index(format!("no position for seq {from}")))?;
                     j.scan_from(pos, Some((from - 1, last)), &mut push)?;
                 }
             }
@@ -135,12 +144,6 @@ impl Ledger {
             }
             Ok(st)
         })
-    }
-
-    fn position(&self, seq: u64) -> Result<Position> {
-        self.index()
-            .position(seq)?
-            .ok_or_else(|| Error::Index(format!("no position for seq {seq}")))
     }
 
     fn hash_at(&self, j: &Journal, seq: u64) -> Result<Option<Hash>> {
