@@ -88,42 +88,11 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
                 *json,
             )
         }),
-        Command::Keygen { out, name, json } => {
-            compliance::keygen(cli, out, name.as_deref(), *json).map(|_| 0)
-        }
-        Command::Checkpoint { key, out, json } => {
-            compliance::checkpoint(cli, key, out.as_deref(), *json).map(|_| 0)
-        }
-        Command::Export {
-            out,
-            format,
-            since,
-            until,
-            agent,
-            change,
-            sign,
-            json,
-        } => compliance::export(
-            cli,
-            out,
-            *format,
-            since.as_deref(),
-            until.as_deref(),
-            agent.as_deref(),
-            change.as_deref(),
-            sign.as_deref(),
-            *json,
-        )
-        .map(|_| 0),
-        Command::VerifyExport { file, pubkey, json } => {
-            compliance::verify_export(file, pubkey.as_deref(), *json)
-        }
-        Command::Redact {
-            hash,
-            reason,
-            agent,
-            json,
-        } => compliance::redact(cli, hash, reason, agent, *json).map(|_| 0),
+        Command::Keygen { .. }
+        | Command::Checkpoint { .. }
+        | Command::Export { .. }
+        | Command::VerifyExport { .. }
+        | Command::Redact { .. } => compliance::dispatch(cli),
         Command::Reindex { json } => reindex(cli, *json).map(|_| 0),
         Command::Revert {
             change,

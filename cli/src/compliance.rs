@@ -16,10 +16,54 @@ use replay::export::{
 };
 use serde_json::json;
 
-use crate::args::{Cli, ExportFormat};
+use crate::args::{Cli, Command, ExportFormat};
 use crate::context;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
 use crate::timeparse::{format_time, now_us, parse_time};
+
+/// Runs the commands this module owns (the others are `crate::commands`'s).
+pub fn dispatch(cli: &Cli) -> CliResult<i32> {
+    match &cli.command {
+        Command::Keygen { out, name, json } => keygen(cli, out, name.as_deref(), *json).map(|_| 0),
+        Command::Checkpoint { key, out, json } => {
+            checkpoint(cli, key, out.as_deref(), *json).map(|_| 0)
+        }
+        Command::Export {
+            out,
+            format,
+            since,
+            until,
+            agent,
+            change,
+            sign,
+            json,
+        } => export(
+            cli,
+            out,
+            *format,
+            since.as_deref(),
+            until.as_deref(),
+            agent.as_deref(),
+            change.as_deref(),
+            sign.as_deref(),
+            *json,
+        )
+        .map(|_| 0),
+        Command::VerifyExport { file, pubkey, json } => {
+            verify_export(file, pubkey.as_deref(), *json)
+        }
+        Command::Redact {
+            hash,
+            reason,
+            agent,
+            json,
+        } => redact(cli, hash, reason, agent, *json).map(|_| 0),
+        other => Err(CliError::new(
+            EXIT_ERROR,
+            format!("internal error: {other:?} is not a compliance command"),
+        )),
+    }
+}
 
 /// Key files are a line of text; anything much larger is not a key.
 const MAX_KEY_FILE: u64 = 4096;
