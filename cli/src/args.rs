@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,12 +128,108 @@ pub enum Command {
         hash: String,
     },
     /// Check every event hash, link and seq, every content hash, and the indexes.
+    ///
+    /// With --checkpoints and --pubkey, also check signed checkpoints against the
+    /// journal: signature, origin, Merkle root of the first SIZE events, and head hash.
     Verify {
         #[arg(long)]
         json: bool,
         /// Check that content is present without re-hashing it (faster).
         #[arg(long)]
         quick: bool,
+        /// A signed checkpoint file, or a directory of them (from `ledger checkpoint`).
+        #[arg(long, value_name = "DIR|FILE", requires = "pubkey")]
+        checkpoints: Option<PathBuf>,
+        /// The verifier key the checkpoints are signed with (KEY.pub from `ledger keygen`).
+        #[arg(long, value_name = "KEY.pub", requires = "checkpoints")]
+        pubkey: Option<PathBuf>,
+    },
+    /// Create an Ed25519 key for signing checkpoints and exports.
+    ///
+    /// Writes the signing key to PATH (mode 0600; keep it outside the ledger directory)
+    /// and the verifier key, which auditors need, to PATH.pub. Refuses existing files.
+    Keygen {
+        /// Where to write the signing key.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Key name (default: the ledger's origin, agent-ledger/<ledger ID>).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a checkpoint of every event so far and record it as an event.
+    ///
+    /// The checkpoint covers seq 0 to the current head (SIZE events) and is recorded as
+    /// event SIZE. Prints the signed note (C2SP tlog-checkpoint) or writes it to --out.
+    Checkpoint {
+        /// The signing key (from `ledger keygen`; must not be readable by others).
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// Write the signed note to this new file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write events to a file an auditor can check offline (`ledger verify-export`,
+    /// docs/EXPORT.md).
+    ///
+    /// JSONL holds every field of every event, its hash, and for filtered exports an
+    /// inclusion proof; --sign ends it with a signed checkpoint. CSV is one row per file
+    /// operation, for spreadsheets (not evidence).
+    Export {
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Only events recorded at or after this time.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only events recorded before this time.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Only events by this agent.
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// Only events of this change (ID or unambiguous prefix).
+        #[arg(long, value_name = "ID")]
+        change: Option<String>,
+        /// Sign the export with this key (JSONL only).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an export file offline: every event hash, link or proof, and the trailer.
+    ///
+    /// Exits 0 when the file is intact, 3 naming the first bad line otherwise.
+    VerifyExport {
+        /// The export (JSONL) to check.
+        file: PathBuf,
+        /// The verifier key the export must be signed with (KEY.pub).
+        #[arg(long, value_name = "KEY.pub")]
+        pubkey: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stored content for good, recording why; its hash stays valid.
+    ///
+    /// Appends a redaction event, then deletes the bytes from the content store.
+    /// Commands that need them (cat, replay, revert) then say when and why they were
+    /// redacted.
+    Redact {
+        /// The content hash (64 hex digits).
+        hash: String,
+        /// Why (recorded in the journal: do not repeat the secret here).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Who is redacting.
+        #[arg(long, value_name = "ID", default_value = "ledger")]
+        agent: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Undo one change, keeping every change made since.
     ///
@@ -217,4 +313,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ledger export --format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// JSON Lines with hashes, proofs and a trailer (docs/EXPORT.md).
+    Jsonl,
+    /// One row per file operation, for spreadsheets.
+    Csv,
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use replay::Projection;
 
 use crate::args::{Cli, Command, Who};
+use crate::compliance;
 use crate::context::{self, Ctx};
 use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
@@ -73,7 +74,25 @@ fn dispatch(cli: &Cli) -> CliResult<i32> {
         .map(|_| 0),
         Command::Show { change, diff, json } => show(cli, change, *diff, *json).map(|_| 0),
         Command::Cat { hash } => cat(cli, hash).map(|_| 0),
-        Command::Verify { json, quick } => verify(cli, *json, *quick),
+        Command::Verify {
+            json,
+            quick,
+            checkpoints,
+            pubkey,
+        } => verify(cli, *json, *quick).and_then(|code| {
+            compliance::verify_checkpoints(
+                cli,
+                code,
+                checkpoints.as_deref(),
+                pubkey.as_deref(),
+                *json,
+            )
+        }),
+        Command::Keygen { .. }
+        | Command::Checkpoint { .. }
+        | Command::Export { .. }
+        | Command::VerifyExport { .. }
+        | Command::Redact { .. } => compliance::dispatch(cli),
         Command::Reindex { json } => reindex(cli, *json).map(|_| 0),
         Command::Revert {
             change,

@@ -6,6 +6,7 @@
 mod apply;
 mod args;
 mod commands;
+mod compliance;
 mod context;
 mod forensics;
 mod output;

@@ -5,10 +5,12 @@
 //! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
 //! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
 //! `reverts` reverted id|0|seq -> reverting change id;
-//! `meta` bookkeeping; `stat` and `snap` belong to the scanner and projections.
+//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]); `stat` and
+//! `snap` belong to the scanner and projections.
 
 use std::path::Path;
 
+use crate::audit::MerkleState;
 use crate::error::{Error, Result};
 use crate::event::Body;
 use crate::hash::Hash;
@@ -58,6 +60,10 @@ fn seq_suffix(k: &[u8]) -> u64 {
     )
 }
 
+/// `meta` key of the [`MerkleState`] over the indexed events. Absent means unknown (an
+/// index written before it existed, or a gap): [`crate::Ledger::merkle_state`] rebuilds it.
+const MERKLE_KEY: &str = "merkle";
+
 fn time_key(t: i64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     // Flip the sign bit so negative times sort first.
@@ -73,7 +79,7 @@ impl Index {
             .cache_capacity(64 << 20)
             .open()?;
         let t = |n: &str| db.open_tree(n);
-        Ok(Index {
+        let index = Index {
             meta: t("meta")?,
             pos: t("pos")?,
             change: t("change")?,
@@ -86,7 +92,12 @@ impl Index {
             stat: t("stat")?,
             snap: t("snap")?,
             db,
-        })
+        };
+        if index.meta.is_empty() {
+            // A new index covers no events yet: its tree is the empty tree.
+            index.set_merkle_state(&MerkleState::default())?;
+        }
+        Ok(index)
     }
 
     pub fn state(&self) -> Result<IndexState> {
@@ -121,7 +132,8 @@ impl Index {
         ] {
             t.clear()?;
         }
-        Ok(())
+        // Every caller re-adds the journal from seq 0 next.
+        self.set_merkle_state(&MerkleState::default())
     }
 
     /// Adds records (in seq order) to every index.
@@ -166,6 +178,44 @@ impl Index {
         self.time.apply_batch(time)?;
         self.redacted.apply_batch(redacted)?;
         self.reverts.apply_batch(reverts)?;
+        self.advance_merkle(records)
+    }
+
+    /// Pushes the records' leaves onto the stored Merkle frontier. Records it already
+    /// holds (re-added after an interrupted catch-up) are skipped; a gap makes the state
+    /// unknown, to be rebuilt from the journal when next needed.
+    fn advance_merkle(&self, records: &[Record]) -> Result<()> {
+        let Some(mut st) = self.merkle_state() else {
+            return Ok(());
+        };
+        let before = st.frontier.size();
+        for r in records {
+            let size = st.frontier.size();
+            if r.event.seq < size {
+                continue;
+            }
+            if r.event.seq > size {
+                self.meta.remove(MERKLE_KEY)?;
+                return Ok(());
+            }
+            st.frontier.push(crate::merkle::leaf_hash(&r.hash));
+            st.last = r.hash;
+        }
+        if st.frontier.size() != before {
+            self.set_merkle_state(&st)?;
+        }
+        Ok(())
+    }
+
+    /// The stored Merkle state, `None` when absent or unreadable (it is derived data).
+    pub fn merkle_state(&self) -> Option<MerkleState> {
+        let v = self.meta.get(MERKLE_KEY).ok()??;
+        crate::event::decode_canonical(&v).ok()
+    }
+
+    pub fn set_merkle_state(&self, st: &MerkleState) -> Result<()> {
+        let v = crate::event::encode_canonical(st).map_err(|e| Error::Index(e.to_string()))?;
+        self.meta.insert(MERKLE_KEY, v)?;
         Ok(())
     }
 

@@ -54,6 +54,9 @@ pub enum Precondition {
     NewChange(String),
     /// The change ID must exist.
     ExistingChange(String),
+    /// The first of the events must get this seq: nothing else may be appended first
+    /// (a checkpoint states the head it was computed at).
+    NextSeq(u64),
 }
 
 struct Queue {
@@ -431,6 +434,16 @@ impl Ledger {
                     Some(_) => Ok(()),
                     None => Err(Error::UnknownChange(id.clone())),
                 },
+                Precondition::NextSeq(seq) => {
+                    let next = w.journal.next_seq() + batch.len() as u64;
+                    if next == *seq {
+                        Ok(())
+                    } else {
+                        Err(Error::Refused(format!(
+                            "the events were to be appended at seq {seq}, but the next seq is {next}: another append came first"
+                        )))
+                    }
+                }
             };
             if let Err(e) = check {
                 results.insert(t, Err(e));
@@ -615,7 +628,6 @@ impl Ledger {
         f(&self.writer.lock().unwrap().journal)
     }
 }
-
 
 /// Opens a journal on any storage (tests and tools); no index, no lock.
 pub fn open_journal(storage: Box<dyn Storage>) -> Result<(Journal, Recovery)> {

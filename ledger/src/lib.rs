@@ -9,8 +9,12 @@
 //! - [`Ledger`]: one `.ledger/` directory: lock, group-committed appends, reads, verify.
 //! - [`merkle`]: RFC 9162-shaped BLAKE3 Merkle tree, inclusion and consistency proofs.
 //! - [`checkpoint`]: C2SP signed checkpoints (Ed25519 signed notes).
+//! - [`Ledger::merkle_state`], [`Ledger::checkpoint`], [`Ledger::check_checkpoints`]:
+//!   the Merkle tree of the journal (kept incrementally), checkpoints recorded as events,
+//!   and checking signed checkpoints against the journal.
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod checkpoint;
 mod error;
 mod event;
@@ -23,6 +27,7 @@ mod storage;
 mod store;
 mod verify;
 
+pub use audit::{Checkpointed, MerkleState, Mismatch};
 pub use error::{Error, Result};
 pub use event::*;
 pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};

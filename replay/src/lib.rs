@@ -15,6 +15,9 @@
 //!   into a [`RevertPlan`] (actions plus the [`ledger::ResourceChange`]s to record) or an
 //!   [`Error::Conflicts`] listing every [`Conflict`]. Content comes from a
 //!   [`ContentSource`]; [`ContentError`] says why content is unavailable (missing, redacted).
+//! - [`export`]: the compliance export (JSON Lines with proofs and signed trailer, CSV)
+//!   written from events the caller feeds, and [`export::verify_export`], its offline
+//!   checker.
 //! - Helpers for callers: [`safe_relative_path`] (rejects names that could escape the
 //!   workspace, [`UnsafePath`]), [`text_diff`] (unified diff) and [`is_text`].
 //!
@@ -23,6 +26,7 @@
 
 mod agents;
 mod changes;
+pub mod export;
 mod path;
 mod projection;
 mod revert;

@@ -25,7 +25,10 @@ pub enum ContentError {
     #[error("content {hash} is not in the content store")]
     Missing { hash: Hash },
     /// Removed by a `Redaction` event; its hash stays valid but the bytes are gone.
-    #[error("content {hash} was redacted by the event at seq {seq}: {reason}")]
+    #[error(
+        "content {hash} was redacted by the event at seq {seq}: {reason} (redacted at {})",
+        crate::export::format_time(*.time_us)
+    )]
     Redacted {
         hash: Hash,
         reason: String,

@@ -1,0 +1,1866 @@
+//! Compliance export: events as a JSON Lines file an auditor checks offline, the checker
+//! for such files, and a CSV view for spreadsheets. `docs/EXPORT.md` specifies every byte.
+//!
+//! A JSONL export is:
+//!
+//! 1. a header line: format name and version, the ledger's origin, the export time, the
+//!    filter, whether it is signed, and the Merkle tree (size and root) it is relative to;
+//! 2. one line per event, carrying every field of the event (so its hash can be
+//!    re-derived from the line alone) and its event hash. In a filtered export each line
+//!    also carries an inclusion proof against the header's tree and the hash of the
+//!    previous event line (`export_prev`); an unfiltered export holds every event from
+//!    seq 0 and is checked through the `prev` links and the recomputed root;
+//! 3. a trailer line with two notes: the checkpoint (C2SP `tlog-checkpoint` of the
+//!    header's tree, as `ledger checkpoint` makes) and the export statement (how many
+//!    event lines, and the BLAKE3 of the header line and of the event lines). Signed with
+//!    `--sign`, both are Ed25519 signed notes; otherwise they are the bare note texts.
+//!
+//! The module is pure: [`JsonlWriter`] and [`CsvWriter`] are fed events by the caller and
+//! write to any [`Write`]; [`verify_export`] reads any [`BufRead`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+
+use ledger::checkpoint::{self, CheckpointBody, CheckpointError, SigningKey, VerifierKey};
+use ledger::merkle::{self, Frontier, Tree};
+use ledger::{
+    Actor, Approval, Body, Change, Check, Checkpoint, Content, Deployment, Event, Failure, Genesis,
+    Hash, KillSwitch, Mode, Name, Op, Redaction, ResourceChange, ResourceKey,
+};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of the header.
+pub const FORMAT_NAME: &str = "agent-ledger-export";
+/// The only `version` this code writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+/// First line of the export statement note.
+pub const STATEMENT_TITLE: &str = "agent-ledger export v1";
+/// Longest line (without its newline) a reader accepts and a writer produces.
+pub const MAX_LINE: usize = 64 << 20;
+/// Longest note text accepted in a trailer.
+const MAX_NOTE: usize = 64 << 10;
+
+// ---------------------------------------------------------------------------------------
+// Filter
+
+/// Which events an export holds. All set conditions must hold; an empty filter exports
+/// every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Events recorded at or after this time (UTC microseconds).
+    #[serde(deserialize_with = "required")]
+    pub since_us: Option<i64>,
+    /// Events recorded before this time.
+    #[serde(deserialize_with = "required")]
+    pub until_us: Option<i64>,
+    /// Events whose `actor.agent` is this.
+    #[serde(deserialize_with = "required")]
+    pub agent: Option<String>,
+    /// Events of this change ID.
+    #[serde(deserialize_with = "required")]
+    pub change_id: Option<String>,
+}
+
+impl Filter {
+    /// No condition set: the export is unfiltered.
+    pub fn is_empty(&self) -> bool {
+        self.since_us.is_none()
+            && self.until_us.is_none()
+            && self.agent.is_none()
+            && self.change_id.is_none()
+    }
+
+    pub fn matches(&self, ev: &Event) -> bool {
+        self.since_us.is_none_or(|t| ev.time_us >= t)
+            && self.until_us.is_none_or(|t| ev.time_us < t)
+            && self.agent.as_deref().is_none_or(|a| ev.actor.agent == a)
+            && self.change_id.as_deref().is_none_or(|c| ev.change_id == c)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// Why an export could not be written. The caller discards the partial output.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error("writing the export: {0}")]
+    Io(#[from] io::Error),
+    #[error("signing the export: {0}")]
+    Sign(#[from] CheckpointError),
+    #[error("event seq {seq} would be a line of {bytes} bytes, over the {MAX_LINE}-byte line limit of the export format")]
+    LineTooLong { seq: u64, bytes: usize },
+    /// The events fed do not form the export the header announced (a caller bug or a
+    /// journal that changed under the export).
+    #[error("inconsistent export: {0}")]
+    Inconsistent(String),
+}
+
+/// Why [`verify_export`] did not accept a file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The file is not a valid export; `line` (from 1) is the first line found bad.
+    #[error("line {line}: {reason}")]
+    Rejected { line: u64, reason: String },
+    /// The file could not be read.
+    #[error("reading the export: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn reject<T>(line: u64, reason: impl Into<String>) -> Result<T, VerifyError> {
+    Err(VerifyError::Rejected {
+        line,
+        reason: reason.into(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON shapes, written
+
+/// The header line, as written and read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    #[serde(rename = "type")]
+    pub line_type: String,
+    pub format: String,
+    pub version: u64,
+    /// `agent-ledger/<32 hex ledger ID>`.
+    pub origin: String,
+    pub exported_at_us: i64,
+    pub filter: Filter,
+    /// Whether the trailer's notes are signed.
+    pub signed: bool,
+    /// The Merkle tree the export is relative to: the first `tree_size` events.
+    pub tree_size: u64,
+    #[serde(with = "hex_hash")]
+    pub tree_root: Hash,
+}
+
+impl Header {
+    pub fn new(
+        origin: String,
+        exported_at_us: i64,
+        filter: Filter,
+        signed: bool,
+        tree_size: u64,
+        tree_root: Hash,
+    ) -> Header {
+        Header {
+            line_type: "header".into(),
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            origin,
+            exported_at_us,
+            filter,
+            signed,
+            tree_size,
+            tree_root,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    #[serde(rename = "type")]
+    line_type: &'static str,
+    seq: u64,
+    prev: Hash,
+    time_us: i64,
+    actor: ActorOut<'a>,
+    change_id: &'a str,
+    correlation_id: Option<&'a str>,
+    body: BodyOut<'a>,
+    meta: &'a BTreeMap<String, String>,
+    hash: Hash,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<ProofOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export_prev: Option<Option<Hash>>,
+}
+
+#[derive(Serialize)]
+struct ActorOut<'a> {
+    agent: &'a str,
+    principal: Option<&'a str>,
+    role: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum BodyOut<'a> {
+    Genesis {
+        ledger_id: String,
+        format_version: u32,
+    },
+    Change {
+        message: Option<&'a str>,
+        reverts: Option<&'a str>,
+        resources: ResourcesOut<'a>,
+    },
+    Check {
+        name: &'a str,
+        level: &'a str,
+        passed: bool,
+        detail: Option<&'a str>,
+    },
+    Approval {
+        approver: &'a str,
+        approved: bool,
+        comment: Option<&'a str>,
+    },
+    Deployment {
+        environment: &'a str,
+        percent: u8,
+        version: &'a str,
+    },
+    Failure {
+        stage: &'a str,
+        error: &'a str,
+        exit_code: Option<i32>,
+    },
+    KillSwitch {
+        engaged: bool,
+        scope: &'a str,
+        reason: &'a str,
+    },
+    Redaction {
+        hash: Hash,
+        reason: &'a str,
+    },
+    Checkpoint {
+        size: u64,
+        root: Hash,
+    },
+}
+
+impl<'a> BodyOut<'a> {
+    fn of(b: &'a Body) -> BodyOut<'a> {
+        match b {
+            Body::Genesis(g) => BodyOut::Genesis {
+                ledger_id: hex::encode(g.ledger_id),
+                format_version: g.format_version,
+            },
+            Body::Change(c) => BodyOut::Change {
+                message: c.message.as_deref(),
+                reverts: c.reverts.as_deref(),
+                resources: ResourcesOut(&c.resources),
+            },
+            Body::Check(c) => BodyOut::Check {
+                name: &c.name,
+                level: &c.level,
+                passed: c.passed,
+                detail: c.detail.as_deref(),
+            },
+            Body::Approval(a) => BodyOut::Approval {
+                approver: &a.approver,
+                approved: a.approved,
+                comment: a.comment.as_deref(),
+            },
+            Body::Deployment(d) => BodyOut::Deployment {
+                environment: &d.environment,
+                percent: d.percent,
+                version: &d.version,
+            },
+            Body::Failure(f) => BodyOut::Failure {
+                stage: &f.stage,
+                error: &f.error,
+                exit_code: f.exit_code,
+            },
+            Body::KillSwitch(k) => BodyOut::KillSwitch {
+                engaged: k.engaged,
+                scope: &k.scope,
+                reason: &k.reason,
+            },
+            Body::Redaction(r) => BodyOut::Redaction {
+                hash: r.hash,
+                reason: &r.reason,
+            },
+            Body::Checkpoint(c) => BodyOut::Checkpoint {
+                size: c.size,
+                root: c.root,
+            },
+        }
+    }
+}
+
+/// Serialises resource changes in place (no intermediate vector per event).
+struct ResourcesOut<'a>(&'a [ResourceChange]);
+
+impl Serialize for ResourcesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for rc in self.0 {
+            seq.serialize_element(&ResourceOut {
+                key: KeyOut {
+                    namespace: &rc.key.namespace,
+                    name: NameOut(&rc.key.name),
+                },
+                op: rc.op.as_str(),
+                old: rc.old.as_ref().map(ContentOut::of),
+                new: rc.new.as_ref().map(ContentOut::of),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ResourceOut<'a> {
+    key: KeyOut<'a>,
+    op: &'static str,
+    old: Option<ContentOut>,
+    new: Option<ContentOut>,
+}
+
+#[derive(Serialize)]
+struct KeyOut<'a> {
+    namespace: &'a str,
+    name: NameOut<'a>,
+}
+
+/// A name: a JSON string when the bytes are UTF-8, else `{"hex": "<lowercase hex>"}`.
+struct NameOut<'a>(&'a Name);
+
+impl Serialize for NameOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(self.0.as_bytes()) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("hex", &hex::encode(self.0.as_bytes()))?;
+                m.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ContentOut {
+    hash: Hash,
+    mode: &'static str,
+    size: u64,
+}
+
+impl ContentOut {
+    fn of(c: &Content) -> ContentOut {
+        ContentOut {
+            hash: c.hash,
+            mode: c.mode.as_str(),
+            size: c.size,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProofOut<'a> {
+    leaf_index: u64,
+    tree_size: u64,
+    hashes: &'a [Hash],
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trailer {
+    #[serde(rename = "type")]
+    line_type: String,
+    checkpoint: String,
+    statement: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON shapes, read (strict: every field present, nothing unknown, one text per value)
+
+/// An `Option` field that must be present (as `null` or a value). With
+/// `deserialize_with`, serde reports a missing field instead of defaulting it to `None`.
+fn required<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+/// A field that may be absent but, when present, holds a value (not `null`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A field that may be absent, or present as `null` or a value.
+fn present_nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A hash as exactly 64 lowercase hex digits.
+#[derive(Clone, Copy, Debug)]
+struct HexHash(Hash);
+
+impl<'de> Deserialize<'de> for HexHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HexHash;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a hash: 64 lowercase hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HexHash, E> {
+                if v.len() == 64 && is_lower_hex(v) {
+                    if let Some(h) = Hash::from_hex(v) {
+                        return Ok(HexHash(h));
+                    }
+                }
+                Err(E::custom(format!(
+                    "{:?} is not a hash (64 lowercase hex digits)",
+                    Shorten(v)
+                )))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+mod hex_hash {
+    use super::*;
+    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_hex())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        HexHash::deserialize(d).map(|h| h.0)
+    }
+}
+
+/// A ledger ID as exactly 32 lowercase hex digits.
+struct HexId([u8; 16]);
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HexId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a ledger ID: 32 lowercase hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HexId, E> {
+                let mut id = [0u8; 16];
+                if v.len() == 32 && is_lower_hex(v) && hex::decode_to_slice(v, &mut id).is_ok() {
+                    return Ok(HexId(id));
+                }
+                Err(E::custom(format!(
+                    "{:?} is not a ledger ID (32 lowercase hex digits)",
+                    Shorten(v)
+                )))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A name: a string (its UTF-8 bytes), or `{"hex": ...}` for bytes that are not UTF-8
+/// (lowercase hex; UTF-8 bytes in hex form are refused, so one name has one text).
+struct NameIn(Vec<u8>);
+
+impl<'de> Deserialize<'de> for NameIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NameIn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name: a string, or {\"hex\": ...} for bytes that are not UTF-8")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NameIn, E> {
+                Ok(NameIn(v.as_bytes().to_vec()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NameIn, A::Error> {
+                let mut out = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k != "hex" {
+                        return Err(de::Error::unknown_field(&k, &["hex"]));
+                    }
+                    if out.is_some() {
+                        return Err(de::Error::duplicate_field("hex"));
+                    }
+                    let h: String = map.next_value()?;
+                    if !is_lower_hex(&h) {
+                        return Err(de::Error::custom("name hex must be lowercase hex digits"));
+                    }
+                    let bytes = hex::decode(&h).map_err(de::Error::custom)?;
+                    if std::str::from_utf8(&bytes).is_ok() {
+                        return Err(de::Error::custom(
+                            "a name that is valid UTF-8 must be written as a string, not hex",
+                        ));
+                    }
+                    out = Some(bytes);
+                }
+                out.map(NameIn)
+                    .ok_or_else(|| de::Error::missing_field("hex"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `meta`: an object of strings; a key given twice is an error (JSON parsers differ on
+/// which one wins).
+struct MetaIn(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for MetaIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaIn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaIn, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom(format!("meta key {k:?} appears twice")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(MetaIn(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    #[serde(rename = "type")]
+    _line_type: IgnoredAny,
+    seq: u64,
+    prev: HexHash,
+    time_us: i64,
+    actor: ActorIn,
+    change_id: String,
+    #[serde(deserialize_with = "required")]
+    correlation_id: Option<String>,
+    body: BodyIn,
+    meta: MetaIn,
+    hash: HexHash,
+    #[serde(default, deserialize_with = "present")]
+    proof: Option<ProofIn>,
+    #[serde(default, deserialize_with = "present_nullable")]
+    export_prev: Option<Option<HexHash>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorIn {
+    agent: String,
+    #[serde(deserialize_with = "required")]
+    principal: Option<String>,
+    #[serde(deserialize_with = "required")]
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum BodyIn {
+    Genesis {
+        ledger_id: HexId,
+        format_version: u32,
+    },
+    Change {
+        #[serde(deserialize_with = "required")]
+        message: Option<String>,
+        #[serde(deserialize_with = "required")]
+        reverts: Option<String>,
+        resources: Vec<ResourceIn>,
+    },
+    Check {
+        name: String,
+        level: String,
+        passed: bool,
+        #[serde(deserialize_with = "required")]
+        detail: Option<String>,
+    },
+    Approval {
+        approver: String,
+        approved: bool,
+        #[serde(deserialize_with = "required")]
+        comment: Option<String>,
+    },
+    Deployment {
+        environment: String,
+        percent: u8,
+        version: String,
+    },
+    Failure {
+        stage: String,
+        error: String,
+        #[serde(deserialize_with = "required")]
+        exit_code: Option<i32>,
+    },
+    KillSwitch {
+        engaged: bool,
+        scope: String,
+        reason: String,
+    },
+    Redaction {
+        hash: HexHash,
+        reason: String,
+    },
+    Checkpoint {
+        size: u64,
+        root: HexHash,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceIn {
+    key: KeyIn,
+    op: OpIn,
+    #[serde(deserialize_with = "required")]
+    old: Option<ContentIn>,
+    #[serde(deserialize_with = "required")]
+    new: Option<ContentIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyIn {
+    namespace: String,
+    name: NameIn,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OpIn {
+    Create,
+    Modify,
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentIn {
+    hash: HexHash,
+    mode: ModeIn,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ModeIn {
+    Regular,
+    Executable,
+    Symlink,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofIn {
+    leaf_index: u64,
+    tree_size: u64,
+    hashes: Vec<HexHash>,
+}
+
+impl ContentIn {
+    fn content(self) -> Content {
+        Content {
+            hash: self.hash.0,
+            mode: match self.mode {
+                ModeIn::Regular => Mode::Regular,
+                ModeIn::Executable => Mode::Executable,
+                ModeIn::Symlink => Mode::Symlink,
+            },
+            size: self.size,
+        }
+    }
+}
+
+impl EventIn {
+    /// The event the line describes (its hash is for the caller to derive).
+    fn event(self) -> Event {
+        let body = match self.body {
+            BodyIn::Genesis {
+                ledger_id,
+                format_version,
+            } => Body::Genesis(Genesis {
+                ledger_id: ledger_id.0,
+                format_version,
+            }),
+            BodyIn::Change {
+                message,
+                reverts,
+                resources,
+            } => Body::Change(Change {
+                message,
+                reverts,
+                resources: resources
+                    .into_iter()
+                    .map(|r| ResourceChange {
+                        key: ResourceKey {
+                            namespace: r.key.namespace,
+                            name: Name(r.key.name.0),
+                        },
+                        op: match r.op {
+                            OpIn::Create => Op::Create,
+                            OpIn::Modify => Op::Modify,
+                            OpIn::Delete => Op::Delete,
+                        },
+                        old: r.old.map(ContentIn::content),
+                        new: r.new.map(ContentIn::content),
+                    })
+                    .collect(),
+            }),
+            BodyIn::Check {
+                name,
+                level,
+                passed,
+                detail,
+            } => Body::Check(Check {
+                name,
+                level,
+                passed,
+                detail,
+            }),
+            BodyIn::Approval {
+                approver,
+                approved,
+                comment,
+            } => Body::Approval(Approval {
+                approver,
+                approved,
+                comment,
+            }),
+            BodyIn::Deployment {
+                environment,
+                percent,
+                version,
+            } => Body::Deployment(Deployment {
+                environment,
+                percent,
+                version,
+            }),
+            BodyIn::Failure {
+                stage,
+                error,
+                exit_code,
+            } => Body::Failure(Failure {
+                stage,
+                error,
+                exit_code,
+            }),
+            BodyIn::KillSwitch {
+                engaged,
+                scope,
+                reason,
+            } => Body::KillSwitch(KillSwitch {
+                engaged,
+                scope,
+                reason,
+            }),
+            BodyIn::Redaction { hash, reason } => Body::Redaction(Redaction {
+                hash: hash.0,
+                reason,
+            }),
+            BodyIn::Checkpoint { size, root } => {
+                Body::Checkpoint(Checkpoint { size, root: root.0 })
+            }
+        };
+        Event {
+            seq: self.seq,
+            prev: self.prev.0,
+            time_us: self.time_us,
+            actor: Actor {
+                agent: self.actor.agent,
+                principal: self.actor.principal,
+                role: self.actor.role,
+            },
+            change_id: self.change_id,
+            correlation_id: self.correlation_id,
+            body,
+            meta: self.meta.0,
+        }
+    }
+}
+
+/// Only the `type` of a line (other fields skipped without being kept).
+#[derive(Deserialize)]
+struct LineType {
+    #[serde(rename = "type")]
+    line_type: Option<String>,
+}
+
+/// Only the fields that identify a header's format, so an unknown version is reported
+/// as such rather than as whatever field it changed.
+#[derive(Deserialize)]
+struct HeaderVersion {
+    #[serde(rename = "type")]
+    line_type: Option<String>,
+    format: Option<String>,
+    version: Option<serde_json::Value>,
+}
+
+/// Debug-prints at most 80 characters of untrusted text.
+struct Shorten<'a>(&'a str);
+
+impl fmt::Debug for Shorten<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(80) {
+            None => write!(f, "{:?}", self.0),
+            Some((i, _)) => write!(f, "{:?}...", &self.0[..i]),
+        }
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" (every export line is one
+/// JSON line; the caller names the file line).
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match msg.strip_suffix(&suffix) {
+        Some(m) => format!("{m} (column {})", e.column()),
+        None => msg,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The export statement
+
+/// The export statement note: what the trailer (signed or not) says about the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub origin: String,
+    /// The tree size of the export's checkpoint.
+    pub size: u64,
+    /// Number of event lines.
+    pub events: u64,
+    /// BLAKE3 of the header line, its newline included.
+    pub header: Hash,
+    /// BLAKE3 of all event lines, each with its newline.
+    pub lines: Hash,
+}
+
+impl Statement {
+    pub fn to_text(&self) -> String {
+        format!(
+            "{STATEMENT_TITLE}\norigin {}\nsize {}\nevents {}\nheader {}\nlines {}\n",
+            self.origin, self.size, self.events, self.header, self.lines
+        )
+    }
+
+    /// Parses exactly the text [`Statement::to_text`] writes.
+    pub fn parse(text: &str) -> Result<Statement, String> {
+        let Some(body) = text.strip_suffix('\n') else {
+            return Err("the statement does not end with a newline".into());
+        };
+        let lines: Vec<&str> = body.split('\n').collect();
+        if lines.len() != 6 {
+            return Err(format!(
+                "the statement has {} lines; it must have 6",
+                lines.len()
+            ));
+        }
+        if lines[0] != STATEMENT_TITLE {
+            return Err(format!(
+                "statement line 1 is {:?}, expected {STATEMENT_TITLE:?}",
+                Shorten(lines[0])
+            ));
+        }
+        let field = |i: usize, name: &str| -> Result<&str, String> {
+            lines[i]
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix(' '))
+                .ok_or_else(|| {
+                    format!(
+                        "statement line {} is {:?}, expected \"{name} ...\"",
+                        i + 1,
+                        Shorten(lines[i])
+                    )
+                })
+        };
+        let number = |i: usize, name: &str| -> Result<u64, String> {
+            let t = field(i, name)?;
+            t.parse::<u64>()
+                .ok()
+                .filter(|n| n.to_string() == t)
+                .ok_or_else(|| {
+                    format!(
+                        "statement {name} {:?} is not a decimal number without leading zeros",
+                        Shorten(t)
+                    )
+                })
+        };
+        let hash = |i: usize, name: &str| -> Result<Hash, String> {
+            let t = field(i, name)?;
+            (t.len() == 64 && is_lower_hex(t))
+                .then(|| Hash::from_hex(t))
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "statement {name} {:?} is not 64 lowercase hex digits",
+                        Shorten(t)
+                    )
+                })
+        };
+        Ok(Statement {
+            origin: field(1, "origin")?.to_string(),
+            size: number(2, "size")?,
+            events: number(3, "events")?,
+            header: hash(4, "header")?,
+            lines: hash(5, "lines")?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+/// What [`JsonlWriter::finish`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub events: u64,
+    pub tree_size: u64,
+    pub root: Hash,
+    pub signed: bool,
+    /// Bytes written, trailer included.
+    pub bytes: u64,
+}
+
+/// Writes a JSONL export line by line: create it with the header, feed it events in
+/// `seq` order with [`JsonlWriter::event`], end it with [`JsonlWriter::finish`].
+///
+/// Memory stays bounded for an unfiltered export (one line buffer and a Merkle
+/// frontier). A filtered export needs the whole tree for its proofs, given to
+/// [`JsonlWriter::new`] (about 64 bytes per event).
+pub struct JsonlWriter<W: Write> {
+    out: W,
+    header: Header,
+    header_digest: Hash,
+    lines: blake3::Hasher,
+    buf: Vec<u8>,
+    proofs: Option<Tree>,
+    frontier: Frontier,
+    events: u64,
+    last: Option<(u64, Hash)>,
+    bytes: u64,
+}
+
+impl<W: Write> JsonlWriter<W> {
+    /// Writes the header line. A filtered header (non-empty filter) needs `proofs`, the
+    /// tree of exactly the header's `tree_size` leaves with root `tree_root`.
+    pub fn new(mut out: W, header: Header, proofs: Option<Tree>) -> Result<Self, ExportError> {
+        let filtered = !header.filter.is_empty();
+        match (&proofs, filtered) {
+            (None, true) => {
+                return Err(ExportError::Inconsistent(
+                    "a filtered export needs the Merkle tree for its proofs".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(ExportError::Inconsistent(
+                    "an unfiltered export carries no proofs".into(),
+                ))
+            }
+            (Some(t), true) if t.size() != header.tree_size || t.root() != header.tree_root => {
+                return Err(ExportError::Inconsistent(format!(
+                    "the proof tree (size {}, root {}) is not the header's (size {}, root {})",
+                    t.size(),
+                    t.root(),
+                    header.tree_size,
+                    header.tree_root
+                )))
+            }
+            _ => {}
+        }
+        let mut buf = serde_json::to_vec(&header).map_err(io::Error::from)?;
+        buf.push(b'\n');
+        out.write_all(&buf)?;
+        Ok(JsonlWriter {
+            out,
+            header_digest: Hash::from(blake3::hash(&buf)),
+            header,
+            lines: blake3::Hasher::new(),
+            bytes: buf.len() as u64,
+            buf,
+            proofs,
+            frontier: Frontier::new(),
+            events: 0,
+            last: None,
+        })
+    }
+
+    /// Writes one event line. Events must come in increasing `seq` order, all below the
+    /// tree size; an unfiltered export must get every event from seq 0, a filtered one
+    /// only events its filter matches.
+    pub fn event(&mut self, event: &Event, hash: &Hash) -> Result<(), ExportError> {
+        let seq = event.seq;
+        let filtered = self.proofs.is_some();
+        if seq >= self.header.tree_size {
+            return Err(ExportError::Inconsistent(format!(
+                "event seq {seq} is outside the export's tree of {} events",
+                self.header.tree_size
+            )));
+        }
+        match self.last {
+            Some((s, _)) if seq <= s => {
+                return Err(ExportError::Inconsistent(format!(
+                    "event seq {seq} after seq {s}"
+                )))
+            }
+            _ => {}
+        }
+        if !filtered && seq != self.events {
+            return Err(ExportError::Inconsistent(format!(
+                "an unfiltered export needs seq {} next, got {seq}",
+                self.events
+            )));
+        }
+        if filtered && !self.header.filter.matches(event) {
+            return Err(ExportError::Inconsistent(format!(
+                "event seq {seq} does not match the export's filter"
+            )));
+        }
+        let proof_hashes = match &self.proofs {
+            Some(t) => Some(t.proof(seq, self.header.tree_size).ok_or_else(|| {
+                ExportError::Inconsistent(format!("no inclusion proof for seq {seq}"))
+            })?),
+            None => None,
+        };
+        let line = EventOut {
+            line_type: "event",
+            seq,
+            prev: event.prev,
+            time_us: event.time_us,
+            actor: ActorOut {
+                agent: &event.actor.agent,
+                principal: event.actor.principal.as_deref(),
+                role: event.actor.role.as_deref(),
+            },
+            change_id: &event.change_id,
+            correlation_id: event.correlation_id.as_deref(),
+            body: BodyOut::of(&event.body),
+            meta: &event.meta,
+            hash: *hash,
+            proof: proof_hashes.as_deref().map(|h| ProofOut {
+                leaf_index: seq,
+                tree_size: self.header.tree_size,
+                hashes: h,
+            }),
+            export_prev: filtered.then(|| self.last.map(|(_, h)| h)),
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &line).map_err(io::Error::from)?;
+        if self.buf.len() > MAX_LINE {
+            return Err(ExportError::LineTooLong {
+                seq,
+                bytes: self.buf.len(),
+            });
+        }
+        self.buf.push(b'\n');
+        self.lines.update(&self.buf);
+        self.out.write_all(&self.buf)?;
+        self.bytes += self.buf.len() as u64;
+        if !filtered {
+            self.frontier.push(merkle::leaf_hash(hash));
+        }
+        self.events += 1;
+        self.last = Some((seq, *hash));
+        Ok(())
+    }
+
+    /// Writes the trailer and returns the output. `head` is the hash of event
+    /// `tree_size - 1`; `time_us` is the checkpoint's time. With `key` both notes are
+    /// signed (the header must say `signed`).
+    pub fn finish(
+        mut self,
+        head: Hash,
+        time_us: i64,
+        key: Option<&SigningKey>,
+    ) -> Result<(W, ExportSummary), ExportError> {
+        if key.is_some() != self.header.signed {
+            return Err(ExportError::Inconsistent(format!(
+                "the header says signed: {} but {} key was given",
+                self.header.signed,
+                if key.is_some() { "a" } else { "no" }
+            )));
+        }
+        if self.proofs.is_none() {
+            if self.events != self.header.tree_size {
+                return Err(ExportError::Inconsistent(format!(
+                    "an unfiltered export of {} events got {}",
+                    self.header.tree_size, self.events
+                )));
+            }
+            if self.frontier.root() != self.header.tree_root {
+                return Err(ExportError::Inconsistent(format!(
+                    "the events give root {}, the header says {}",
+                    self.frontier.root(),
+                    self.header.tree_root
+                )));
+            }
+        }
+        if let Some((s, h)) = self.last {
+            if s + 1 == self.header.tree_size && h != head {
+                return Err(ExportError::Inconsistent(format!(
+                    "event seq {s} has hash {h}, the head given is {head}"
+                )));
+            }
+        }
+        let body = CheckpointBody {
+            origin: self.header.origin.clone(),
+            size: self.header.tree_size,
+            root: self.header.tree_root,
+            head,
+            time_us,
+        };
+        let statement = Statement {
+            origin: self.header.origin.clone(),
+            size: self.header.tree_size,
+            events: self.events,
+            header: self.header_digest,
+            lines: Hash::from(self.lines.finalize()),
+        };
+        let (checkpoint, statement) = match key {
+            Some(k) => (
+                body.sign(k)?,
+                checkpoint::sign_note(&statement.to_text(), k)?,
+            ),
+            None => (body.to_text(), statement.to_text()),
+        };
+        let trailer = Trailer {
+            line_type: "trailer".into(),
+            checkpoint,
+            statement,
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &trailer).map_err(io::Error::from)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)?;
+        self.out.flush()?;
+        self.bytes += self.buf.len() as u64;
+        let summary = ExportSummary {
+            events: self.events,
+            tree_size: self.header.tree_size,
+            root: self.header.tree_root,
+            signed: self.header.signed,
+            bytes: self.bytes,
+        };
+        Ok((self.out, summary))
+    }
+}
+
+/// The event line of an unfiltered export for one event (without its newline): every
+/// field of the event and its `hash`, as `docs/EXPORT.md` section 4 shows.
+pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
+    serde_json::to_vec(&EventOut {
+        line_type: "event",
+        seq: event.seq,
+        prev: event.prev,
+        time_us: event.time_us,
+        actor: ActorOut {
+            agent: &event.actor.agent,
+            principal: event.actor.principal.as_deref(),
+            role: event.actor.role.as_deref(),
+        },
+        change_id: &event.change_id,
+        correlation_id: event.correlation_id.as_deref(),
+        body: BodyOut::of(&event.body),
+        meta: &event.meta,
+        hash: *hash,
+        proof: None,
+        export_prev: None,
+    })
+    .expect("serialising to memory cannot fail")
+}
+
+/// Parses one event line (without its newline) strictly, as [`verify_export`] does:
+/// the event its fields describe and the hash its `hash` field states. The caller
+/// compares that with [`Event::hash`]: nothing here trusts the stated hash. Lines of
+/// filtered exports (with `proof` and `export_prev`) are accepted; those fields are not
+/// checked here.
+pub fn parse_event_line(line: &[u8]) -> Result<(Event, Hash), String> {
+    let lt: LineType = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+    if lt.line_type.as_deref() != Some("event") {
+        return Err("not an event line (\"type\" is not \"event\")".into());
+    }
+    let mut ev: EventIn = serde_json::from_slice(line).map_err(|e| json_reason(&e))?;
+    ev.proof = None;
+    ev.export_prev = None;
+    let stated = ev.hash.0;
+    Ok((ev.event(), stated))
+}
+
+// ---------------------------------------------------------------------------------------
+// CSV
+
+/// The CSV header row.
+pub const CSV_COLUMNS: [&str; 17] = [
+    "seq",
+    "time",
+    "time_us",
+    "change_id",
+    "agent",
+    "principal",
+    "role",
+    "correlation_id",
+    "op",
+    "namespace",
+    "path",
+    "old_hash",
+    "new_hash",
+    "old_mode",
+    "new_mode",
+    "old_size",
+    "new_size",
+];
+
+/// Writes one CSV row (RFC 4180, `\r\n` line ends) per resource operation, for
+/// spreadsheets. Not evidence: the JSONL export is. Text that a spreadsheet would run
+/// as a formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) is prefixed
+/// with `'`.
+pub struct CsvWriter<W: Write> {
+    out: W,
+    rows: u64,
+    row: String,
+}
+
+impl<W: Write> CsvWriter<W> {
+    pub fn new(mut out: W) -> io::Result<Self> {
+        out.write_all(CSV_COLUMNS.join(",").as_bytes())?;
+        out.write_all(b"\r\n")?;
+        Ok(CsvWriter {
+            out,
+            rows: 0,
+            row: String::new(),
+        })
+    }
+
+    /// Writes the rows of one event (none unless it changed resources).
+    pub fn event(&mut self, ev: &Event) -> io::Result<()> {
+        for rc in ev.resources() {
+            self.row.clear();
+            let r = &mut self.row;
+            push_plain(r, &ev.seq.to_string());
+            push_plain(r, &format_time(ev.time_us));
+            push_plain(r, &ev.time_us.to_string());
+            push_text(r, &ev.change_id);
+            push_text(r, &ev.actor.agent);
+            push_text(r, ev.actor.principal.as_deref().unwrap_or(""));
+            push_text(r, ev.actor.role.as_deref().unwrap_or(""));
+            push_text(r, ev.correlation_id.as_deref().unwrap_or(""));
+            push_plain(r, rc.op.as_str());
+            push_text(r, &rc.key.namespace);
+            push_text(r, &rc.key.name.display());
+            let hash = |c: &Option<Content>| c.map(|c| c.hash.to_hex()).unwrap_or_default();
+            let mode = |c: &Option<Content>| c.map(|c| c.mode.as_str()).unwrap_or_default();
+            let size = |c: &Option<Content>| c.map(|c| c.size.to_string()).unwrap_or_default();
+            push_plain(r, &hash(&rc.old));
+            push_plain(r, &hash(&rc.new));
+            push_plain(r, mode(&rc.old));
+            push_plain(r, mode(&rc.new));
+            push_plain(r, &size(&rc.old));
+            push_plain(r, &size(&rc.new));
+            r.pop(); // the last separator
+            r.push_str("\r\n");
+            self.out.write_all(r.as_bytes())?;
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes and returns the output and the number of data rows.
+    pub fn finish(mut self) -> io::Result<(W, u64)> {
+        self.out.flush()?;
+        Ok((self.out, self.rows))
+    }
+}
+
+/// A value that never needs quoting (numbers, hashes, fixed words).
+fn push_plain(row: &mut String, v: &str) {
+    row.push_str(v);
+    row.push(',');
+}
+
+/// Free text: formula-looking text gets a `'` prefix; quoted when it holds a comma,
+/// quote, CR or LF (quotes doubled).
+fn push_text(row: &mut String, v: &str) {
+    let guard = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = v.contains([',', '"', '\r', '\n']) || guard && v.contains(' ');
+    if quote {
+        row.push('"');
+    }
+    if guard {
+        row.push('\'');
+    }
+    for c in v.chars() {
+        if c == '"' {
+            row.push('"');
+        }
+        row.push(c);
+    }
+    if quote {
+        row.push('"');
+    }
+    row.push(',');
+}
+
+/// UTC microseconds as RFC 3339 with microseconds.
+pub fn format_time(us: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_else(|| format!("@{us}us"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading and verifying
+
+/// What [`verify_export`] accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub header: Header,
+    /// Number of event lines.
+    pub events: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The trailer's checkpoint (opened with the key when one was given).
+    pub checkpoint: CheckpointBody,
+    /// Whether the signatures were checked (a key was given and the file is signed).
+    pub signature_checked: bool,
+    /// Total lines, header and trailer included.
+    pub lines: u64,
+}
+
+/// How one line read ended.
+enum LineRead {
+    Line,
+    Eof,
+    /// Bytes at the end of the file with no newline after them.
+    Unterminated,
+    TooLong,
+}
+
+/// Reads one line (without its `\n`) into `buf`, at most `max` bytes.
+fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<LineRead> {
+    buf.clear();
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() {
+                LineRead::Eof
+            } else {
+                LineRead::Unterminated
+            });
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                if buf.len() + i > max {
+                    return Ok(LineRead::TooLong);
+                }
+                buf.extend_from_slice(&avail[..i]);
+                r.consume(i + 1);
+                return Ok(LineRead::Line);
+            }
+            None => {
+                let n = avail.len();
+                if buf.len() + n > max {
+                    return Ok(LineRead::TooLong);
+                }
+                buf.extend_from_slice(avail);
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// Splits a signed note into its text and signature block; `None` without a block.
+fn note_text(note: &str) -> Option<&str> {
+    let i = note.rfind("\n\n")?;
+    let sigs = &note[i + 2..];
+    (!sigs.is_empty() && sigs.ends_with('\n')).then_some(&note[..i + 1])
+}
+
+/// Checks a JSONL export: re-derives every event hash from the line's fields, the
+/// `prev` links and gap-free seqs from 0 (unfiltered) or the increasing seqs, the
+/// `export_prev` links and inclusion proofs against the header's tree (filtered), each
+/// event against the filter, and the trailer: the checkpoint and statement notes
+/// (signatures with `key`), that they state the header's tree, the number of event
+/// lines and the digests of the header and event lines. Nothing after the trailer.
+///
+/// Lines longer than `max_line` bytes ([`MAX_LINE`] normally) are refused without
+/// being read whole. Never panics on any input.
+pub fn verify_export(
+    input: &mut dyn BufRead,
+    key: Option<&VerifierKey>,
+    max_line: usize,
+) -> Result<Verified, VerifyError> {
+    verify_inner(input, key, max_line, None)
+}
+
+/// [`verify_export`] for a seekable input (a file): reads the trailer first, so that an
+/// edited header is named as line 1 even when the edit also makes later lines look
+/// wrong (a changed filter or tree). The trailer is trusted for this only if its
+/// statement opens (with `key` when given); everything is still checked in order.
+pub fn verify_export_seekable<R: BufRead + Seek>(
+    input: &mut R,
+    key: Option<&VerifierKey>,
+    max_line: usize,
+) -> Result<Verified, VerifyError> {
+    let hint = last_line(input, max_line)?;
+    input.seek(SeekFrom::Start(0))?;
+    verify_inner(input, key, max_line, hint)
+}
+
+/// The last line of a file that ends with a newline (without it), if it is at most
+/// `max` bytes long.
+fn last_line<R: Read + Seek>(r: &mut R, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let len = r.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    r.seek(SeekFrom::Start(len - 1))?;
+    r.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        return Ok(None);
+    }
+    // Read backwards from before the final newline, chunk by chunk, until a newline.
+    let end = len - 1;
+    let mut pos = end;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        if pos == 0 {
+            break;
+        }
+        let n = pos.min(64 << 10) as usize;
+        pos -= n as u64;
+        let mut chunk = vec![0u8; n];
+        r.seek(SeekFrom::Start(pos))?;
+        r.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            total += n - i - 1;
+            chunks.push(chunk.split_off(i + 1));
+            break;
+        }
+        total += n;
+        chunks.push(chunk);
+        if total > max {
+            return Ok(None);
+        }
+    }
+    if total > max {
+        return Ok(None);
+    }
+    let mut line = Vec::with_capacity(total);
+    for c in chunks.iter().rev() {
+        line.extend_from_slice(c);
+    }
+    Ok(Some(line))
+}
+
+/// The header digest a trailer line's statement states, when the statement can be
+/// read (and, with a key, opens).
+fn stated_header_digest(trailer: &[u8], key: Option<&VerifierKey>) -> Option<Hash> {
+    let tr: Trailer = serde_json::from_slice(trailer).ok()?;
+    if tr.line_type != "trailer" || tr.statement.len() > MAX_NOTE {
+        return None;
+    }
+    let text = match key {
+        Some(k) => checkpoint::open_note(&tr.statement, k).ok()?,
+        None if Statement::parse(&tr.statement).is_ok() => tr.statement,
+        None => note_text(&tr.statement)?.to_string(),
+    };
+    Statement::parse(&text).ok().map(|s| s.header)
+}
+
+fn verify_inner(
+    input: &mut dyn BufRead,
+    key: Option<&VerifierKey>,
+    max_line: usize,
+    trailer_hint: Option<Vec<u8>>,
+) -> Result<Verified, VerifyError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut n: u64 = 1;
+    let next = |input: &mut dyn BufRead, buf: &mut Vec<u8>, n: u64| -> Result<bool, VerifyError> {
+        match read_line(input, buf, max_line)? {
+            LineRead::Line => Ok(true),
+            LineRead::Eof => Ok(false),
+            LineRead::Unterminated => reject(
+                n,
+                "the line does not end with a newline: the file was cut off",
+            ),
+            LineRead::TooLong => reject(
+                n,
+                format!(
+                    "the line is longer than {max_line} bytes (the limit); refusing to read it"
+                ),
+            ),
+        }
+    };
+
+    // Line 1: the header.
+    if !next(input, &mut buf, n)? {
+        return reject(1, "the file is empty: no export header");
+    }
+    let header_digest = {
+        let mut h = blake3::Hasher::new();
+        h.update(&buf);
+        h.update(b"\n");
+        Hash::from(h.finalize())
+    };
+    let hv: HeaderVersion = serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
+        line: 1,
+        reason: format!("not a JSON export header: {}", json_reason(&e)),
+    })?;
+    if hv.line_type.as_deref() != Some("header") || hv.format.as_deref() != Some(FORMAT_NAME) {
+        return reject(
+            1,
+            format!("not an export header (expected \"type\": \"header\" and \"format\": \"{FORMAT_NAME}\")"),
+        );
+    }
+    match &hv.version {
+        Some(v) if v.as_u64() == Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return reject(
+                1,
+                format!(
+                "unknown export format version {v}; this verifier reads version {FORMAT_VERSION}"
+            ),
+            )
+        }
+        None => return reject(1, "the header has no format version"),
+    }
+    let header: Header = serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
+        line: 1,
+        reason: format!("malformed header: {}", json_reason(&e)),
+    })?;
+    let origin_id = CheckpointBody {
+        origin: header.origin.clone(),
+        size: 0,
+        root: Hash::ZERO,
+        head: Hash::ZERO,
+        time_us: 0,
+    }
+    .ledger_id();
+    if origin_id.is_none() {
+        return reject(
+            1,
+            format!(
+                "origin {:?} is not agent-ledger/<32 lowercase hex digits>",
+                Shorten(&header.origin)
+            ),
+        );
+    }
+    if key.is_some() && !header.signed {
+        return reject(
+            1,
+            "the export is not signed (\"signed\": false) but a key was given to check its signature",
+        );
+    }
+    if let Some(stated) = trailer_hint.and_then(|t| stated_header_digest(&t, key)) {
+        if stated != header_digest {
+            return reject(
+                1,
+                format!("the header line's BLAKE3 is {header_digest}, the trailer's statement says {stated}: the header was edited"),
+            );
+        }
+    }
+    let filtered = !header.filter.is_empty();
+    let size = header.tree_size;
+
+    // Event lines, then the trailer.
+    let mut lines_digest = blake3::Hasher::new();
+    let mut frontier = Frontier::new();
+    let mut events: u64 = 0;
+    let mut first_seq = None;
+    let mut last: Option<(u64, Hash)> = None;
+    let trailer: Trailer = loop {
+        n += 1;
+        if !next(input, &mut buf, n)? {
+            return reject(
+                n,
+                format!(
+                    "the file ends after line {} without a trailer: it was cut off",
+                    n - 1
+                ),
+            );
+        }
+        let lt: LineType = serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
+            line: n,
+            reason: format!("not a JSON object: {}", json_reason(&e)),
+        })?;
+        match lt.line_type.as_deref() {
+            Some("event") => {}
+            Some("trailer") => {
+                break serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
+                    line: n,
+                    reason: format!("malformed trailer: {}", json_reason(&e)),
+                })?;
+            }
+            Some("header") => return reject(n, "a second header"),
+            Some(t) => return reject(n, format!("unknown line type {:?}", Shorten(t))),
+            None => return reject(n, "the line has no \"type\""),
+        }
+        let mut line: EventIn =
+            serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
+                line: n,
+                reason: format!("malformed event line: {}", json_reason(&e)),
+            })?;
+        let stated = line.hash.0;
+        let line_proof = line.proof.take();
+        let line_export_prev = line.export_prev.take();
+        let event = line.event();
+        let seq = event.seq;
+        let hash = event.hash();
+        if hash != stated {
+            return reject(
+                n,
+                format!("the fields of event seq {seq} hash to {hash}, but its \"hash\" says {stated}: a field was edited"),
+            );
+        }
+        if seq >= size {
+            return reject(
+                n,
+                format!("event seq {seq} is outside the export's tree of {size} events (header)"),
+            );
+        }
+        if let Body::Genesis(g) = &event.body {
+            if Some(g.ledger_id) != origin_id {
+                return reject(
+                    n,
+                    format!(
+                        "the genesis event names ledger {}, the header's origin is {}",
+                        hex::encode(g.ledger_id),
+                        header.origin
+                    ),
+                );
+            }
+        }
+        if filtered {
+            if let Some((s, _)) = last {
+                if seq <= s {
+                    return reject(
+                        n,
+                        format!("seq {seq} does not follow seq {s}: seqs must increase (a line was duplicated or moved)"),
+                    );
+                }
+            }
+            let Some(want_prev) = line_export_prev else {
+                return reject(n, "a filtered export's event line needs \"export_prev\"");
+            };
+            let have_prev = last.map(|(_, h)| h);
+            if want_prev.map(|h| h.0) != have_prev {
+                return reject(
+                    n,
+                    format!(
+                        "\"export_prev\" is {} but the previous event line is {}: a line was deleted, inserted or moved",
+                        want_prev.map_or("null".to_string(), |h| h.0.to_hex()),
+                        have_prev.map_or("none".to_string(), |h| format!("event hash {h}"))
+                    ),
+                );
+            }
+            let Some(p) = line_proof else {
+                return reject(
+                    n,
+                    "a filtered export's event line needs an inclusion \"proof\"",
+                );
+            };
+            if p.leaf_index != seq || p.tree_size != size {
+                return reject(
+                    n,
+                    format!(
+                        "the proof is for leaf {} of a tree of {}, expected leaf {seq} of the header's tree of {size}",
+                        p.leaf_index, p.tree_size
+                    ),
+                );
+            }
+            let hashes: Vec<Hash> = p.hashes.iter().map(|h| h.0).collect();
+            if !merkle::verify_inclusion(
+                &merkle::leaf_hash(&hash),
+                seq,
+                size,
+                &hashes,
+                &header.tree_root,
+            ) {
+                return reject(
+                    n,
+                    format!("the inclusion proof of event seq {seq} does not lead to the header's tree root {}", header.tree_root),
+                );
+            }
+            if !header.filter.matches(&event) {
+                return reject(
+                    n,
+                    format!("event seq {seq} does not match the export's filter (header)"),
+                );
+            }
+        } else {
+            if line_proof.is_some() || line_export_prev.is_some() {
+                return reject(
+                    n,
+                    "an unfiltered export's event line carries \"proof\" or \"export_prev\"",
+                );
+            }
+            if seq != events {
+                return reject(
+                    n,
+                    format!("expected seq {events} (an unfiltered export holds every event from seq 0, in order), found seq {seq}"),
+                );
+            }
+            let want = last.map_or(Hash::ZERO, |(_, h)| h);
+            if event.prev != want {
+                return reject(
+                    n,
+                    format!(
+                        "\"prev\" of seq {seq} is {}, but the event before it hashes to {want}",
+                        event.prev
+                    ),
+                );
+            }
+            frontier.push(merkle::leaf_hash(&hash));
+        }
+        lines_digest.update(&buf);
+        lines_digest.update(b"\n");
+        first_seq.get_or_insert(seq);
+        last = Some((seq, hash));
+        events += 1;
+    };
+    let t = n;
+
+    // The trailer.
+    if trailer.checkpoint.len() > MAX_NOTE || trailer.statement.len() > MAX_NOTE {
+        return reject(t, "a trailer note is longer than 64 KiB");
+    }
+    let (cp_text, st_text, checked) = match (header.signed, key) {
+        (true, Some(k)) => {
+            let c = checkpoint::open_note(&trailer.checkpoint, k).map_err(|e| {
+                VerifyError::Rejected {
+                    line: t,
+                    reason: format!("checkpoint: {e}"),
+                }
+            })?;
+            let s = checkpoint::open_note(&trailer.statement, k).map_err(|e| {
+                VerifyError::Rejected {
+                    line: t,
+                    reason: format!("export statement: {e}"),
+                }
+            })?;
+            (c, s, true)
+        }
+        (true, None) => {
+            let c = note_text(&trailer.checkpoint).ok_or_else(|| VerifyError::Rejected {
+                line: t,
+                reason: "the header says signed but the checkpoint has no signature".into(),
+            })?;
+            let s = note_text(&trailer.statement).ok_or_else(|| VerifyError::Rejected {
+                line: t,
+                reason: "the header says signed but the export statement has no signature".into(),
+            })?;
+            (c.to_string(), s.to_string(), false)
+        }
+        (false, _) => (trailer.checkpoint, trailer.statement, false),
+    };
+    let cp = CheckpointBody::parse(&cp_text).map_err(|e| VerifyError::Rejected {
+        line: t,
+        reason: format!("checkpoint: {e}"),
+    })?;
+    let st = Statement::parse(&st_text).map_err(|e| VerifyError::Rejected {
+        line: t,
+        reason: format!("export statement: {e}"),
+    })?;
+    if st.header != header_digest {
+        return reject(
+            1,
+            format!("the header line's BLAKE3 is {header_digest}, the trailer's statement (line {t}) says {}: the header was edited", st.header),
+        );
+    }
+    if cp.origin != header.origin || st.origin != header.origin {
+        return reject(
+            t,
+            format!(
+                "the trailer's origin ({:?} / {:?}) is not the header's ({})",
+                Shorten(&cp.origin),
+                Shorten(&st.origin),
+                header.origin
+            ),
+        );
+    }
+    if cp.size != size || cp.root != header.tree_root || st.size != size {
+        return reject(
+            t,
+            format!(
+                "the checkpoint states size {} root {} (statement: size {}), the header's tree is size {size} root {}",
+                cp.size, cp.root, st.size, header.tree_root
+            ),
+        );
+    }
+    if st.events != events {
+        return reject(
+            t,
+            format!("the trailer says {} event lines, the file has {events}: lines were deleted or added", st.events),
+        );
+    }
+    let digest = Hash::from(lines_digest.finalize());
+    if st.lines != digest {
+        return reject(
+            t,
+            format!("the event lines' BLAKE3 is {digest}, the trailer says {}: an event line was changed", st.lines),
+        );
+    }
+    if !filtered {
+        if events != size {
+            return reject(
+                t,
+                format!("an unfiltered export of a tree of {size} events has {events} event lines"),
+            );
+        }
+        if frontier.root() != header.tree_root {
+            return reject(
+                t,
+                format!(
+                    "the events give Merkle root {}, the header and checkpoint say {}",
+                    frontier.root(),
+                    header.tree_root
+                ),
+            );
+        }
+    }
+    let head_known = match last {
+        Some((s, h)) if s + 1 == size => Some(h),
+        _ if size == 0 => Some(Hash::ZERO),
+        _ => None,
+    };
+    if let Some(h) = head_known {
+        if cp.head != h {
+            return reject(
+                t,
+                format!(
+                    "the checkpoint's head is {}, but event seq {} hashes to {h}",
+                    cp.head,
+                    size.saturating_sub(1)
+                ),
+            );
+        }
+    }
+    if !matches!(read_line(input, &mut buf, max_line)?, LineRead::Eof) {
+        return reject(t + 1, "data after the trailer");
+    }
+    Ok(Verified {
+        header,
+        events,
+        first_seq,
+        last_seq: last.map(|(s, _)| s),
+        checkpoint: cp,
+        signature_checked: checked,
+        lines: t,
+    })
+}
