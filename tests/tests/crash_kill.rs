@@ -28,9 +28,10 @@ use ledger::{
     Precondition, ResourceChange, ResourceKey, VerifyOptions,
 };
 
-/// Kill points of the library test when `LEDGER_CRASH_ITERS` is not set: sized for
-/// well under a minute in a debug build on two cores.
-const DEFAULT_ITERS: u64 = 600;
+/// Kill points of the library test when `LEDGER_CRASH_ITERS` is not set: about a
+/// minute in a debug build on two (shared) cores; 50-70 ms a kill point, most of it
+/// opening sled (child and parent) and verifying.
+const DEFAULT_ITERS: u64 = 1000;
 /// Kill loops running side by side (each with its own ledgers) unless
 /// `LEDGER_CRASH_WORKERS` says otherwise.
 const DEFAULT_WORKERS: u64 = 3;
