@@ -358,7 +358,7 @@ fn start_lock_holder(env: &TestEnvironment, secs: u32) -> (Child, String) {
 fn a_second_process_gets_exit_5_while_the_lock_is_held() {
     let (env, _) = ledger_with_changes(1);
     let journal = env.journal_bytes();
-    let (mut holder, _) = start_lock_holder(&env, 3);
+    let (mut holder, _) = start_lock_holder(&env, 5);
 
     let t = Instant::now();
     let out = env
