@@ -1,7 +1,7 @@
 //! One function per command. Output goes to stdout (data) and stderr (diagnostics).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 
@@ -815,16 +815,34 @@ fn cat(cli: &Cli, hash: &str) -> CliResult {
             ),
         ));
     }
-    // Streamed, so a large file needs no memory; the hash is checked at the end and a
-    // mismatch fails the command (exit 3) after the bytes were written.
+    // Content up to CAT_BUFFER is checked before any byte is written, so damaged bytes
+    // are never shown. Larger content streams (bounded memory); the hash is checked at
+    // the end and a mismatch fails the command (exit 3) after the bytes were written.
+    const CAT_BUFFER: u64 = 64 << 20;
+    let mut reader = ctx.ledger.store().open_reader(&h)?;
+    let mut head = Vec::new();
+    let damaged = |_| {
+        CliError::from(ledger::Error::CorruptContent {
+            hash: h,
+            actual: Hash::ZERO,
+        })
+    };
+    std::io::Read::by_ref(&mut reader)
+        .take(CAT_BUFFER)
+        .read_to_end(&mut head)
+        .map_err(damaged)?;
     let mut out = std::io::stdout().lock();
-    match ctx.ledger.store().copy_to(&h, &mut out) {
-        Ok(_) => Ok(()),
-        Err(ledger::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::BrokenPipe =>
-        {
+    let res = out.write_all(&head).and_then(|_| {
+        if head.len() as u64 == CAT_BUFFER {
+            std::io::copy(&mut reader, &mut out).map(|_| ())
+        } else {
             Ok(())
         }
+    });
+    match res.and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(damaged(e)),
         Err(e) => Err(e.into()),
     }
 }

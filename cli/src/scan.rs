@@ -211,7 +211,13 @@ impl Workspace {
                         && e.mtime_ns == mtime
                         && e.ctime_ns == ctime
                         && e.ino == ino
-                        && e.mode == mode =>
+                        && e.mode == mode
+                        // A scan that does not store (`status`) fills the cache too: when
+                        // recording, content that differs from the recorded tree must be
+                        // in the store, so read it unless it already is.
+                        && (!store
+                            || head.get(f.rel.as_slice()).is_some_and(|c| c.hash == e.hash)
+                            || ledger.store().contains(&e.hash)) =>
                 {
                     known.insert(
                         f.rel.clone(),

@@ -76,8 +76,12 @@ fn a_flipped_byte_in_an_early_record_fails_verify_and_refuses_appends() {
         let out = env.run(["record", "--agent", "a"]).failure();
         assert!(names_seq(&out.stderr), "{ctx}: {out:?}");
         assert!(out.stdout.is_empty(), "{ctx}: {out:?}");
-        env.run(["status"]).failure();
-        env.run(["log"]).failure();
+        // Reads that need the damaged record fail naming it; reads that do not (log
+        // goes through the indexes) still work, with a warning, for forensics.
+        let out = env.run(["status"]).failure();
+        assert!(names_seq(&out.stderr), "{ctx}: {out:?}");
+        let out = env.run(["log"]).success();
+        assert!(names_seq(&out.stderr), "{ctx}: {out:?}");
         env.run(["reindex"]).failure();
         assert!(
             fs::read(&seg_path).unwrap() == bad,
