@@ -8,7 +8,9 @@
 //!      temp dir; it must be on a real disk, not tmpfs, for the fsync figures to mean anything);
 //!      `LEDGER_BENCH_ROUNDS=N` rounds of the append benchmarks (default 5);
 //!      `LEDGER_BENCH_ONLY=appends|verify` one part only (for profiling);
-//!      `LEDGER_BENCH_VERIFY_SIZES=10000,100000` ledger sizes for verify and reindex.
+//!      `LEDGER_BENCH_VERIFY_SIZES=10000,100000` ledger sizes for verify and reindex;
+//!      `LEDGER_BENCH_REINDEX_MAX=N` largest size to reindex (default 100000: a
+//!      reindex of 10^6 events took over 5 minutes here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +35,7 @@ struct Config {
     threads: usize,
     per_thread: usize,
     verify_sizes: Vec<u64>,
+    reindex_max: u64,
     base: PathBuf,
 }
 
@@ -59,6 +62,10 @@ impl Config {
                 Err(_) if quick => vec![1_000, 10_000],
                 Err(_) => vec![10_000, 100_000, 1_000_000],
             },
+            reindex_max: std::env::var("LEDGER_BENCH_REINDEX_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100_000),
             base,
         }
     }
@@ -541,6 +548,20 @@ fn read_and_hash(journal: &Path) -> u64 {
     n
 }
 
+/// Resets the kernel's peak-RSS mark of this process (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size since the last reset, in MB.
+fn peak_rss_mb() -> u64 {
+    read_file("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1000)
+}
+
 fn time_it<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut secs = Vec::new();
     let mut last = None;
@@ -576,6 +597,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
     let chunk = 10_000u64;
     for &target in &cfg.verify_sizes {
         let t = Instant::now();
+        let from = built;
         while built < target {
             let n = chunk.min(target - built);
             let evs = (built..built + n).map(|i| event(i, &f.pool)).collect();
@@ -583,6 +605,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             built += n;
         }
         f.ledger.flush().unwrap();
+        let build_rate = rate(built - from, t.elapsed());
         eprintln!(
             "built {built} events in {:.1}s (journal {} MB, index {} MB)",
             t.elapsed().as_secs_f64(),
@@ -607,7 +630,9 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             n
         });
         assert_eq!(n1, built);
+        reset_peak_rss();
         let (ver, rep) = time_it(reps, || f.ledger.verify(opts).unwrap());
+        let ver_rss = peak_rss_mb();
         assert!(rep.ok(), "verify found problems: {:?}", &rep.problems[..1]);
         assert_eq!(rep.events, built);
         let (ver_noidx, _) = time_it(reps, || {
@@ -635,13 +660,15 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
                 fmt_rate(r(walk)),
                 fmt_rate(r(floor)),
                 format!("{:.1}", ver / floor),
-                if r(ver) >= 1_000_000.0 {
-                    "met".into()
-                } else {
-                    "not met".into()
-                },
+                format!("{ver_rss}"),
+                fmt_rate(build_rate),
+                met(r(ver), 1_000_000.0),
             ],
         });
+        if target > cfg.reindex_max {
+            continue;
+        }
+        reset_peak_rss();
         let reps_ri = if target >= 1_000_000 { 1 } else { 3 };
         let (ri, n) = time_it(reps_ri, || f.ledger.reindex().unwrap());
         assert_eq!(n, built);
@@ -651,7 +678,8 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
                 format!("{:.2}", ri),
                 fmt_rate(r(ri)),
                 fmt_rate(r(walk)),
-                format!("{:.2}", walk / ri),
+                format!("{:.0}", ri / walk),
+                format!("{}", peak_rss_mb()),
                 format!("{}", dir_size(&f.ledger.dir().join("index")) / 1_000_000),
             ],
         });
@@ -676,8 +704,10 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             "verify w/o indexes",
             "walk events/s",
             "floor (read+hash) events/s",
-            "verify / floor time",
-            "goal ≥ 1,000,000/s",
+            "verify time / floor time",
+            "verify peak RSS MB",
+            "build: append events/s (10,000 per call)",
+            "goal verify ≥ 1,000,000/s",
         ],
         &rows,
     );
@@ -691,7 +721,8 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
         fmt_rate(1.0 / (1.0 / last_verify + check_us * 1e-6))
     );
     println!(
-        "### Index rebuild\n\n`Ledger::reindex()` (clear every sled tree, walk the journal, add in batches of 4096, flush) on the same ledgers, compared with the walk alone.\n"
+        "### Index rebuild\n\n`Ledger::reindex()` (clear every sled tree, walk the journal, add in batches of 4096, flush) on the same ledgers, compared with the walk alone; sizes above {} are skipped unless `LEDGER_BENCH_REINDEX_MAX` allows them.\n",
+        cfg.reindex_max
     );
     table(
         &[
@@ -699,7 +730,8 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             "seconds",
             "events/s",
             "walk events/s",
-            "reindex / walk time",
+            "reindex time / walk time",
+            "peak RSS MB",
             "index MB after",
         ],
         &reindex_rows,
