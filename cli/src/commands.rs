@@ -584,15 +584,7 @@ fn log(
         sets.push(ledger.index().agent_seqs(a)?.into_iter().collect());
     }
     if let Some(p) = path {
-        let scope = ctx.ws.scope(&[p.to_path_buf()])?;
-        let key = ledger::ResourceKey::file(&scope[0]).index_bytes();
-        let mut s: BTreeSet<u64> = ledger.index().resource_seqs(&key)?.into_iter().collect();
-        let mut dir = key.clone();
-        if !scope[0].is_empty() {
-            dir.push(b'/');
-        }
-        s.extend(ledger.index().resource_prefix_seqs(&dir)?);
-        sets.push(s);
+        sets.push(forensics::path_seqs(&ctx, p)?);
     }
     if since.is_some() || until.is_some() {
         sets.push(

@@ -573,7 +573,7 @@ pub fn timeline(
 }
 
 /// Seqs of events touching a path (file or directory).
-fn path_seqs(ctx: &Ctx, p: &std::path::Path) -> CliResult<BTreeSet<u64>> {
+pub(crate) fn path_seqs(ctx: &Ctx, p: &std::path::Path) -> CliResult<BTreeSet<u64>> {
     let scope = ctx.ws.scope(&[p.to_path_buf()])?;
     let key = ResourceKey::file(&scope[0]).index_bytes();
     let mut s: BTreeSet<u64> = ctx
