@@ -62,7 +62,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
 # A tree shaped like a source repository: src/<a>/<b>/ with 20 files per directory,
-# text files of 200 bytes to ~4 KB (mean ~1.3 KB), deterministic content.
+# text files of ~200 bytes to ~4 KB (mean 1.2 KB), deterministic content.
 make_tree() {
     local dir="$1" n="$2"
     mkdir -p "$dir"
@@ -200,7 +200,7 @@ echo "- machine: $(nproc) CPUs, $(cpu_model), Linux $(uname -r), $(free -g | awk
 echo "- directory: $BASE on $(fs_type "$BASE")"
 echo "- $(git --version); ledger $("$LEDGER" --version | awk '{ print $2 }') (release build)"
 echo "- durability: \`ledger record\` makes the new content durable (fsync/syncfs) and fdatasyncs the journal before it returns; git runs with its built-in defaults (no user or system config), which do not fsync loose objects, the index or refs; automatic gc/maintenance off (\`gc.auto=0\`, \`maintenance.auto=false\`)"
-echo "- tree: source-like, 20 text files per directory under src/<a>/<b>/, 200 B to ~4 KB each, plus a .gitignore; both tools use the same directory (.ledger/ is in .git/info/exclude; ledger skips .git/)"
+echo "- tree: source-like, 20 text files per directory under src/<a>/<b>/, ~200 B to ~4 KB each (mean 1.2 KB), plus a .gitignore; both tools use the same directory (.ledger/ is in .git/info/exclude; ledger skips .git/)"
 echo "- warm page cache; timings are wall-clock medians, ratios are of the medians"
 echo
 echo "### One modified file (median of $REPS; a different file each time)"
