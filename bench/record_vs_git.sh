@@ -46,22 +46,23 @@ export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
 unset LEDGER_DIR # never pick up a caller's ledger
 
-# Seconds (float) taken by "$@", output discarded; bash's EPOCHREALTIME, no extra fork.
+# "wall:cpu" seconds taken by "$@" (cpu = user + sys of it and its children), output
+# discarded; bash's `time` keyword, no extra process.
 timeit() {
-    local t0 t1
-    t0=$EPOCHREALTIME
-    "$@" >/dev/null 2>&1 || { echo "command failed: $*" >&2; exit 1; }
-    t1=$EPOCHREALTIME
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+    local TIMEFORMAT='%3R:%3U:%3S' t
+    t=$({ time "$@" >/dev/null 2>&1 || echo "command failed: $*" >&2; } 2>&1) || true
+    case "$t" in *failed*) echo "$t" >&2; exit 1 ;; esac
+    awk -F: -v t="$t" 'BEGIN { split(t, a, ":"); printf "%.3f:%.3f\n", a[1], a[2] + a[3] }'
 }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Median of the wall (field 1, default) or cpu (field 2) parts of "wall:cpu" tokens.
+median() { tr ' ' '\n' | grep -v '^$' | cut -d: -f"${1:-1}" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.0f", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
 # A tree shaped like a source repository: src/<a>/<b>/ with 20 files per directory,
-# text files of 200 bytes to ~4 KB (mean ~1.3 KB), deterministic content.
+# text files of ~200 bytes to ~4 KB (mean 1.2 KB), deterministic content.
 make_tree() {
     local dir="$1" n="$2"
     mkdir -p "$dir"
@@ -114,6 +115,7 @@ sync_calls() {
 }
 
 RESULTS=()
+CPU=()
 FIRST=()
 DISK=()
 SYNCS=()
@@ -140,7 +142,7 @@ for N in $FILES; do
         else
             fl+=" $(timeit ledger_first)"; fg+=" $(timeit git_first)"
         fi
-        log "N=$N first, rep $r: ledger $(echo "$fl" | awk '{print $NF}') s, git $(echo "$fg" | awk '{print $NF}') s"
+        log "N=$N first, rep $r: ledger $(echo "$fl" | awk '{print $NF}'), git $(echo "$fg" | awk '{print $NF}') (wall:cpu s)"
     done
     FL=$(echo "$fl" | median); FG=$(echo "$fg" | median)
     FIRST+=("| $N | $(ms "$FL") | $(ms "$FG") | $(ratio "$FL" "$FG") |")
@@ -174,12 +176,13 @@ for N in $FILES; do
             ts+=" $(timeit git status)"
         fi
         tc+=" $(timeit git_commit)"
-        log "N=$N rep $r ($f): ledger record $(echo "$tl" | awk '{print $NF}') s, git status $(echo "$ts" | awk '{print $NF}') s, git add+commit $(echo "$tc" | awk '{print $NF}') s"
+        log "N=$N rep $r ($f): ledger record $(echo "$tl" | awk '{print $NF}'), git status $(echo "$ts" | awk '{print $NF}'), git add+commit $(echo "$tc" | awk '{print $NF}') (wall:cpu s)"
         [ -z "$(git status --porcelain)" ] || { echo "git not clean after commit" >&2; exit 1; }
     done
     L=$(echo "$tl" | median); S=$(echo "$ts" | median); C=$(echo "$tc" | median)
     WF=$(echo "$tw" | median); LS=$(echo "$tls" | median)
     RESULTS+=("| $N | $(ms "$L") | $(ms "$LS") | $(ms "$S") | $(ms "$C") | $(ms "$WF") | $(ratio "$L" "$S") | $(ratio "$L" "$C") |")
+    CPU+=("| $N | $(ms "$(echo "$tl" | median 2)") | $(ms "$(echo "$tls" | median 2)") | $(ms "$(echo "$ts" | median 2)") | $(ms "$(echo "$tc" | median 2)") | $(ms "$(echo "$tw" | median 2)") |")
 
     # How many sync calls each side makes for one modified file.
     f=$(printf 'src/m%03d/s%03d/file_%05d.rs' 0 0 0)
@@ -197,7 +200,7 @@ echo "- machine: $(nproc) CPUs, $(cpu_model), Linux $(uname -r), $(free -g | awk
 echo "- directory: $BASE on $(fs_type "$BASE")"
 echo "- $(git --version); ledger $("$LEDGER" --version | awk '{ print $2 }') (release build)"
 echo "- durability: \`ledger record\` makes the new content durable (fsync/syncfs) and fdatasyncs the journal before it returns; git runs with its built-in defaults (no user or system config), which do not fsync loose objects, the index or refs; automatic gc/maintenance off (\`gc.auto=0\`, \`maintenance.auto=false\`)"
-echo "- tree: source-like, 20 text files per directory under src/<a>/<b>/, 200 B to ~4 KB each, plus a .gitignore; both tools use the same directory (.ledger/ is in .git/info/exclude; ledger skips .git/)"
+echo "- tree: source-like, 20 text files per directory under src/<a>/<b>/, ~200 B to ~4 KB each (mean 1.2 KB), plus a .gitignore; both tools use the same directory (.ledger/ is in .git/info/exclude; ledger skips .git/)"
 echo "- warm page cache; timings are wall-clock medians, ratios are of the medians"
 echo
 echo "### One modified file (median of $REPS; a different file each time)"
@@ -207,6 +210,12 @@ echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${RESULTS[@]}"
 echo
 echo "Goals (100,000 files): ledger record / git status ≤ 1.00; ledger record / git add+commit ≤ 0.50."
+echo
+echo "CPU time (user + sys, all threads and child processes) of the same runs, median ms:"
+echo
+echo "| files | ledger record | ledger status | git status | git add -A && git commit | find |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${CPU[@]}"
 echo
 echo "### First full record of the tree (median of $FIRST_REPS; fresh .ledger and .git each time)"
 echo

@@ -548,12 +548,7 @@ fn read_and_hash(journal: &Path) -> u64 {
     n
 }
 
-/// Resets the kernel's peak-RSS mark of this process (Linux `clear_refs` 5).
-fn reset_peak_rss() {
-    let _ = fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident set size since the last reset, in MB.
+/// Peak resident set size of this process, in MB.
 fn peak_rss_mb() -> u64 {
     read_file("/proc/self/status")
         .lines()
@@ -588,68 +583,147 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
+/// What a child process (this binary, re-executed) measured on an existing ledger:
+/// open time, operation time and the child's peak RSS. A fresh process is what the CLI
+/// runs, and its peak RSS belongs to the operation alone.
+struct ChildRun {
+    open_s: f64,
+    op_s: f64,
+    peak_mb: u64,
+}
+
+fn child(op: &str, ledger_dir: &Path) -> ChildRun {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("LEDGER_BENCH_CHILD", op)
+        .env("LEDGER_BENCH_CHILD_DIR", ledger_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child {op} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    ChildRun {
+        open_s: v[0],
+        op_s: v[1],
+        peak_mb: v[2] as u64,
+    }
+}
+
+/// The child side of [`child`]: prints `open_seconds op_seconds peak_rss_mb`.
+fn child_main(op: &str, dir: &Path) {
+    let t = Instant::now();
+    let (led, _) = Ledger::open_dir(dir, &ledger::OpenOptions::default()).unwrap();
+    let open_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    match op {
+        "verify" => {
+            let rep = led
+                .verify(VerifyOptions {
+                    contents: false,
+                    indexes: true,
+                })
+                .unwrap();
+            assert!(rep.ok());
+        }
+        "reindex" => {
+            led.reindex().unwrap();
+        }
+        other => panic!("unknown child op {other}"),
+    }
+    let op_s = t.elapsed().as_secs_f64();
+    drop(led);
+    println!("{open_s} {op_s} {}", peak_rss_mb());
+}
+
 fn verify_and_reindex(cfg: &Config, canonical: f64) {
-    let f = fresh(cfg, CONTENT_POOL);
-    let journal = f.ledger.dir().join("journal");
+    let tmp = tempfile::Builder::new()
+        .prefix("ledger-bench-")
+        .tempdir_in(&cfg.base)
+        .unwrap();
+    let mut led = Some(Ledger::init(tmp.path(), bench_actor()).unwrap());
+    let pool = content_pool(led.as_ref().unwrap(), CONTENT_POOL);
+    let ldir = led.as_ref().unwrap().dir().to_path_buf();
+    let journal = ldir.join("journal");
     let mut rows = Vec::new();
     let mut reindex_rows = Vec::new();
     let mut built = 1u64; // genesis
     let chunk = 10_000u64;
     for &target in &cfg.verify_sizes {
+        let l = led.as_ref().unwrap();
         let t = Instant::now();
         let from = built;
         while built < target {
             let n = chunk.min(target - built);
-            let evs = (built..built + n).map(|i| event(i, &f.pool)).collect();
-            f.ledger.append(evs, Precondition::None).unwrap();
+            let evs = (built..built + n).map(|i| event(i, &pool)).collect();
+            l.append(evs, Precondition::None).unwrap();
             built += n;
         }
-        f.ledger.flush().unwrap();
+        l.flush().unwrap();
         let build_rate = rate(built - from, t.elapsed());
+        let build_rss = peak_rss_mb();
         eprintln!(
             "built {built} events in {:.1}s (journal {} MB, index {} MB)",
             t.elapsed().as_secs_f64(),
             dir_size(&journal) / 1_000_000,
-            dir_size(&f.ledger.dir().join("index")) / 1_000_000
+            dir_size(&ldir.join("index")) / 1_000_000
         );
         let reps = if target >= 1_000_000 { 3 } else { 5 };
         let opts = VerifyOptions {
             contents: false,
             indexes: true,
         };
-        let (floor, n0) = time_it(reps, || read_and_hash(&journal));
-        assert_eq!(n0, built);
-        let (walk, n1) = time_it(reps, || {
-            let mut n = 0u64;
-            f.ledger
-                .scan(0, &mut |_| {
-                    n += 1;
-                    Ok(())
-                })
-                .unwrap();
-            n
-        });
-        assert_eq!(n1, built);
-        reset_peak_rss();
-        let (ver, rep) = time_it(reps, || f.ledger.verify(opts).unwrap());
-        let ver_rss = peak_rss_mb();
-        assert!(rep.ok(), "verify found problems: {:?}", &rep.problems[..1]);
-        assert_eq!(rep.events, built);
-        let (ver_noidx, _) = time_it(reps, || {
-            f.ledger
-                .verify(VerifyOptions {
-                    contents: false,
-                    indexes: false,
-                })
-                .unwrap()
-        });
+        let no_idx = VerifyOptions {
+            contents: false,
+            indexes: false,
+        };
+        // The four measurements interleaved, rotating the order every repetition.
+        let mut secs: [Vec<f64>; 4] = Default::default();
+        for rep in 0..reps {
+            for k in 0..4 {
+                let which = (rep + k) % 4;
+                let t = Instant::now();
+                let n = match which {
+                    0 => read_and_hash(&journal),
+                    1 => {
+                        let mut n = 0u64;
+                        l.scan(0, &mut |_| {
+                            n += 1;
+                            Ok(())
+                        })
+                        .unwrap();
+                        n
+                    }
+                    _ => {
+                        let r = l.verify(if which == 2 { opts } else { no_idx }).unwrap();
+                        assert!(r.ok(), "verify found problems: {:?}", &r.problems[..1]);
+                        r.events
+                    }
+                };
+                secs[which].push(t.elapsed().as_secs_f64());
+                assert_eq!(n, built);
+            }
+        }
+        let [floor, walk, ver, ver_noidx] = secs.map(|mut v| median(&mut v));
+        // What a fresh process (as `ledger verify` / `ledger reindex`) costs, with its
+        // own peak RSS; this process lets go of the ledger (and its lock) meanwhile.
+        drop(led.take());
+        let cv = child("verify", &ldir);
         let r = |s: f64| rate(built, Duration::from_secs_f64(s));
         eprintln!(
-            "{built}: floor {:.0}/s walk {:.0}/s verify {:.0}/s verify(no idx) {:.0}/s",
+            "{built}: floor {:.0}/s walk {:.0}/s verify {:.0}/s verify(no idx) {:.0}/s; child verify {:.2}s + {:.2}s open, {} MB",
             r(floor),
             r(walk),
             r(ver),
-            r(ver_noidx)
+            r(ver_noidx),
+            cv.op_s,
+            cv.open_s,
+            cv.peak_mb
         );
         rows.push(Row {
             cols: vec![
@@ -660,41 +734,44 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
                 fmt_rate(r(walk)),
                 fmt_rate(r(floor)),
                 format!("{:.1}", ver / floor),
-                format!("{ver_rss}"),
+                format!("{:.2} + {:.2}", cv.open_s, cv.op_s),
+                format!("{}", cv.peak_mb),
                 fmt_rate(build_rate),
+                format!("{build_rss}"),
                 met(r(ver), 1_000_000.0),
             ],
         });
-        if target > cfg.reindex_max {
-            continue;
+        if target <= cfg.reindex_max {
+            let reps_ri = if target >= 1_000_000 { 1 } else { 3 };
+            let runs: Vec<ChildRun> = (0..reps_ri).map(|_| child("reindex", &ldir)).collect();
+            let ri = median(&mut runs.iter().map(|c| c.op_s).collect::<Vec<_>>());
+            let peak = runs.iter().map(|c| c.peak_mb).max().unwrap();
+            eprintln!("{built}: reindex {ri:.2}s, {peak} MB");
+            reindex_rows.push(Row {
+                cols: vec![
+                    fmt_rate(built as f64),
+                    format!("{ri:.2}"),
+                    fmt_rate(r(ri)),
+                    fmt_rate(r(walk)),
+                    format!("{:.0}", ri / walk),
+                    format!("{peak}"),
+                    format!("{}", dir_size(&ldir.join("index")) / 1_000_000),
+                ],
+            });
         }
-        reset_peak_rss();
-        let reps_ri = if target >= 1_000_000 { 1 } else { 3 };
-        let (ri, n) = time_it(reps_ri, || f.ledger.reindex().unwrap());
-        assert_eq!(n, built);
-        reindex_rows.push(Row {
-            cols: vec![
-                fmt_rate(built as f64),
-                format!("{:.2}", ri),
-                fmt_rate(r(ri)),
-                fmt_rate(r(walk)),
-                format!("{:.0}", ri / walk),
-                format!("{}", peak_rss_mb()),
-                format!("{}", dir_size(&f.ledger.dir().join("index")) / 1_000_000),
-            ],
-        });
+        led = Some(
+            Ledger::open_dir(&ldir, &ledger::OpenOptions::default())
+                .unwrap()
+                .0,
+        );
     }
+    let l = led.as_ref().unwrap();
     // What one content existence check costs (verify does one per distinct content hash).
-    let (check, found) = time_it(5, || {
-        f.pool
-            .iter()
-            .filter(|h| f.ledger.store().contains(h))
-            .count()
-    });
-    assert_eq!(found, f.pool.len());
-    let check_us = check * 1e6 / f.pool.len() as f64;
+    let (check, found) = time_it(5, || pool.iter().filter(|h| l.store().contains(h)).count());
+    assert_eq!(found, pool.len());
+    let check_us = check * 1e6 / pool.len() as f64;
     println!(
-        "### Verify and the raw journal walk\n\nWorkload: `Body::Change` events of {canonical:.0} canonical bytes on average (one resource, agent with principal, generated change ID, one meta entry), written in batches of {chunk}; {CONTENT_POOL} distinct content blobs, all stored. Warm page cache (the journal was just written). Median of 5 runs (3 at 10^6).\n\n- verify = `Ledger::verify(VerifyOptions {{ contents: false, indexes: true }})`: every frame hash, chain link, seq and batch field, the position index compared entry by entry, and one existence check per distinct content hash.\n- walk = `Ledger::scan(0, ..)`: the journal walk alone (frame hash, decode, chain checks).\n- floor = read every segment file and BLAKE3 `derive_key` every payload, nothing else (the real alternative: the least any checking walk must do).\n"
+        "### Verify and the raw journal walk\n\nWorkload: `Body::Change` events of {canonical:.0} canonical bytes on average (one resource, agent with principal, generated change ID, one meta entry), written in batches of {chunk}; {CONTENT_POOL} distinct content blobs, all stored. Warm page cache (the journal was just written). Median of 5 repetitions (3 at 10^6); in each repetition the four measurements run back to back in rotating order.\n\n- verify = `Ledger::verify(VerifyOptions {{ contents: false, indexes: true }})` on the open ledger: every frame hash, chain link, seq and batch field, the position index compared entry by entry, and one existence check per distinct content hash.\n- walk = `Ledger::scan(0, ..)`: the journal walk alone (frame hash, decode, chain checks).\n- floor = read every segment file and BLAKE3 `derive_key` every payload, nothing else (the least any checking walk must do).\n- fresh process = this benchmark re-executed as a child that opens the ledger (`Ledger::open_dir`) and verifies once, as `ledger verify` would; its peak RSS (VmHWM) is the child's own.\n"
     );
     table(
         &[
@@ -705,8 +782,10 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             "walk events/s",
             "floor (read+hash) events/s",
             "verify time / floor time",
-            "verify peak RSS MB",
+            "fresh process: open + verify s",
+            "fresh process peak RSS MB",
             "build: append events/s (10,000 per call)",
+            "build: bench process peak RSS MB",
             "goal verify ≥ 1,000,000/s",
         ],
         &rows,
@@ -721,7 +800,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
         fmt_rate(1.0 / (1.0 / last_verify + check_us * 1e-6))
     );
     println!(
-        "### Index rebuild\n\n`Ledger::reindex()` (clear every sled tree, walk the journal, add in batches of 4096, flush) on the same ledgers, compared with the walk alone; sizes above {} are skipped unless `LEDGER_BENCH_REINDEX_MAX` allows them.\n",
+        "### Index rebuild\n\n`Ledger::reindex()` (clear every sled tree, walk the journal, add in batches of 4096, flush) in a fresh child process per run (median of 3; 1 at 10^6), compared with the in-process walk; sizes above {} are skipped unless `LEDGER_BENCH_REINDEX_MAX` allows them.\n",
         cfg.reindex_max
     );
     table(
@@ -731,7 +810,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             "events/s",
             "walk events/s",
             "reindex time / walk time",
-            "peak RSS MB",
+            "peak RSS MB (child)",
             "index MB after",
         ],
         &reindex_rows,
@@ -739,6 +818,13 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
 }
 
 fn main() {
+    if let (Ok(op), Some(dir)) = (
+        std::env::var("LEDGER_BENCH_CHILD"),
+        std::env::var_os("LEDGER_BENCH_CHILD_DIR"),
+    ) {
+        child_main(&op, Path::new(&dir));
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it, and a test run should not spend minutes on timings.
     if !std::env::args().any(|a| a == "--bench") {
