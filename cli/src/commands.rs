@@ -21,7 +21,7 @@ use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
 use crate::scan::{display_path, StatCache};
 use crate::state;
-use crate::timeparse::{format_time, now_us, parse_time};
+use crate::timeparse::{format_time, now_us, parse_range};
 
 /// Parses arguments, runs the command, prints any error; returns the exit code.
 pub fn run() -> i32 {
@@ -565,14 +565,7 @@ fn log(
     json: bool,
 ) -> CliResult {
     let now = now_us();
-    let since = since
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
-    let until = until
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
+    let (since, until) = parse_range(since, until, now).map_err(CliError::usage)?;
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let Some(head) = ledger.head() else {

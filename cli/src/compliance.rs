@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::args::{Cli, Command, ExportFormat};
 use crate::context;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
-use crate::timeparse::{format_time, now_us, parse_time};
+use crate::timeparse::{format_time, now_us, parse_range};
 
 /// Runs the commands this module owns (the others are `crate::commands`'s).
 pub fn dispatch(cli: &Cli) -> CliResult<i32> {
@@ -514,14 +514,7 @@ pub fn export(
     json: bool,
 ) -> CliResult {
     let now = now_us();
-    let since_us = since
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
-    let until_us = until
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
+    let (since_us, until_us) = parse_range(since, until, now).map_err(CliError::usage)?;
     if format == ExportFormat::Csv && sign.is_some() {
         return Err(CliError::usage(
             "--sign applies to JSONL exports; CSV is a spreadsheet view without proofs",

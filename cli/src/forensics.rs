@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use ledger::{Body, Change, Content, Hash, Ledger, NewEvent, Record, ResourceKey};
-use replay::{ContentError, ContentSource, Projection, Tree};
+use replay::{ContentError, ContentSource, Projection};
 use serde_json::json;
 
 use crate::apply::{self, Root};
@@ -13,7 +13,7 @@ use crate::context::{self, Ctx};
 use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR};
 use crate::scan::StatCache;
 use crate::state;
-use crate::timeparse::{format_time, now_us, parse_time};
+use crate::timeparse::{format_time, now_us, parse_range, parse_time};
 
 /// The ledger's content store as the revert planner sees it.
 struct Store<'a>(&'a Ledger);
@@ -170,7 +170,7 @@ pub fn revert(
     };
     let changes = lifecycle(ledger, &id)?;
     let (tree, snap) = state::head_tree(ledger)?;
-    let on_disk = disk_state(&ctx, &tree, target)?;
+    let on_disk = disk_state(&ctx, target)?;
     let store = Store(ledger);
     let plan = replay::plan_revert(
         &target.event,
@@ -330,11 +330,7 @@ pub fn revert(
 }
 
 /// What is on disk now at every file the change touched (None = absent).
-fn disk_state(
-    ctx: &Ctx,
-    tree: &Tree,
-    target: &Record,
-) -> CliResult<BTreeMap<ResourceKey, Option<Content>>> {
+fn disk_state(ctx: &Ctx, target: &Record) -> CliResult<BTreeMap<ResourceKey, Option<Content>>> {
     let keys: Vec<ResourceKey> = target
         .event
         .resources()
@@ -359,7 +355,6 @@ fn disk_state(
                 size: 0,
             }),
         };
-        let _ = tree;
         out.insert(k, found);
     }
     Ok(out)
@@ -463,14 +458,7 @@ pub fn timeline(
     json: bool,
 ) -> CliResult {
     let now = now_us();
-    let since = since
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
-    let until = until
-        .map(|s| parse_time(s, now))
-        .transpose()
-        .map_err(CliError::usage)?;
+    let (since, until) = parse_range(since, until, now).map_err(CliError::usage)?;
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let mut sets: Vec<BTreeSet<u64>> = Vec::new();
@@ -698,7 +686,3 @@ pub fn diff(cli: &Cli, from: &str, to: &str, patch: bool, json: bool) -> CliResu
     }
     Ok(())
 }
-
-/// Keeps the unused-import lint quiet for `Tree` when built without tests.
-#[allow(dead_code)]
-fn _tree(_: &Tree) {}

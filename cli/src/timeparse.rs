@@ -39,6 +39,17 @@ pub fn parse_time(s: &str, now_us: i64) -> Result<i64, String> {
     Err(format!("cannot read time {s:?}: use RFC 3339 (2026-11-21T14:02:00Z), a date (2026-11-21), @UNIXSECONDS, or a duration ago (30m, 2h, 7d)"))
 }
 
+/// Parses an optional `--since`/`--until` pair; relative forms count back from `now`.
+pub fn parse_range(
+    since: Option<&str>,
+    until: Option<&str>,
+    now: i64,
+) -> Result<(Option<i64>, Option<i64>), String> {
+    let since = since.map(|s| parse_time(s, now)).transpose()?;
+    let until = until.map(|s| parse_time(s, now)).transpose()?;
+    Ok((since, until))
+}
+
 /// Formats UTC microseconds as RFC 3339 with microseconds.
 pub fn format_time(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)

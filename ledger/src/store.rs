@@ -128,42 +128,39 @@ impl ContentStore {
             out.write_all(OBJECT_MAGIC)
                 .and_then(|_| out.write_all(&[codec]))
                 .map_err(|e| Error::io("writing", &tmp, e))?;
-            let mut size = first as u64;
             hasher.update(&buf[..first]);
             let werr = |e| Error::io("writing", &tmp, e);
-            if codec == CODEC_LZ4 {
-                let mut enc = lz4_flex::frame::FrameEncoder::new(out);
-                enc.write_all(&buf[..first]).map_err(werr)?;
+            // Copies the rest of the input through the hasher into `sink`.
+            let mut pump = |sink: &mut dyn Write| -> Result<u64> {
+                sink.write_all(&buf[..first]).map_err(werr)?;
+                let mut size = first as u64;
                 loop {
                     let n = read_full(&mut input, &mut buf)
                         .map_err(|e| Error::io("reading input", "", e))?;
                     if n == 0 {
-                        break;
+                        return Ok(size);
                     }
                     hasher.update(&buf[..n]);
-                    enc.write_all(&buf[..n]).map_err(werr)?;
+                    sink.write_all(&buf[..n]).map_err(werr)?;
                     size += n as u64;
                 }
+            };
+            let size = if codec == CODEC_LZ4 {
+                let mut enc = lz4_flex::frame::FrameEncoder::new(out);
+                let size = pump(&mut enc)?;
                 let out = enc
                     .finish()
                     .map_err(|e| Error::io("writing", &tmp, io::Error::other(e)))?;
                 out.into_inner()
                     .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+                size
             } else {
-                out.write_all(&buf[..first]).map_err(werr)?;
-                loop {
-                    let n = read_full(&mut input, &mut buf)
-                        .map_err(|e| Error::io("reading input", "", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    out.write_all(&buf[..n]).map_err(werr)?;
-                    size += n as u64;
-                }
+                let mut out = out;
+                let size = pump(&mut out)?;
                 out.into_inner()
                     .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
-            }
+                size
+            };
             Ok((Hash::from(hasher.finalize()), size))
         })();
         match result {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ledger-e2e");
@@ -317,5 +317,4 @@ fn replay_matches_git_archive_and_revert_matches_git_revert() {
         clean >= 5 && conflicts >= 1,
         "history too tame: {clean} clean, {conflicts} conflicts (seed {seed:#x})"
     );
-    let _ = PathBuf::new();
 }
