@@ -208,7 +208,7 @@ fn new_change_id() -> String {
 /// A generated change ID not yet in the ledger.
 pub(crate) fn fresh_change_id(ledger: &Ledger) -> CliResult<String> {
     let mut id = new_change_id();
-    while ledger.index().change_exists(&id)?.is_some() {
+    while ledger.index()?.change_exists(&id)?.is_some() {
         id = new_change_id();
     }
     Ok(id)
@@ -218,7 +218,7 @@ fn check_change_id(ledger: &Ledger, who: &Who) -> CliResult<String> {
     match &who.change {
         Some(id) => {
             ledger::validate_id("change ID", id)?;
-            if let Some(seq) = ledger.index().change_exists(id)? {
+            if let Some(seq) = ledger.index()?.change_exists(id)? {
                 return Err(CliError::new(
                     EXIT_ERROR,
                     format!("change ID {id:?} already exists (seq {seq}); nothing was recorded"),
@@ -229,7 +229,7 @@ fn check_change_id(ledger: &Ledger, who: &Who) -> CliResult<String> {
         }
         None => {
             let mut id = new_change_id();
-            while ledger.index().change_exists(&id)?.is_some() {
+            while ledger.index()?.change_exists(&id)?.is_some() {
                 id = new_change_id();
             }
             Ok(id)
@@ -574,7 +574,7 @@ fn log(
     // Each filter narrows the candidate seqs through its index.
     let mut sets: Vec<BTreeSet<u64>> = Vec::new();
     if let Some(a) = agent {
-        sets.push(ledger.index().agent_seqs(a)?.into_iter().collect());
+        sets.push(ledger.index()?.agent_seqs(a)?.into_iter().collect());
     }
     if let Some(p) = path {
         sets.push(forensics::path_seqs(&ctx, p)?);
@@ -582,7 +582,7 @@ fn log(
     if since.is_some() || until.is_some() {
         sets.push(
             ledger
-                .index()
+                .index()?
                 .time_seqs(since, until)?
                 .into_iter()
                 .collect(),
@@ -786,7 +786,7 @@ fn cat(cli: &Cli, hash: &str) -> CliResult {
         CliError::usage(format!("{hash:?} is not a content hash (64 hex digits)"))
     })?;
     let ctx = context::open(cli)?;
-    if let Some(seq) = ctx.ledger.index().redaction(&h)? {
+    if let Some(seq) = ctx.ledger.index()?.redaction(&h)? {
         let r = ctx.ledger.event(seq)?;
         let reason = match &r.event.body {
             Body::Redaction(rd) => rd.reason.clone(),
@@ -875,7 +875,7 @@ fn reindex(cli: &Cli, json: bool) -> CliResult {
     let n = ctx.ledger.reindex()?;
     let tree = state::rebuild_snapshots(&ctx.ledger)?;
     // The stat cache is rebuilt by the next scan (it only saves reading files).
-    let _ = ctx.ledger.index().stat_tree().clear();
+    let _ = ctx.ledger.index()?.stat_tree().clear();
     ctx.ledger.flush()?;
     if json {
         json_line(&json!({"events": n, "files": tree.files().count()}))?;

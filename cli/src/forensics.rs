@@ -20,7 +20,7 @@ struct Store<'a>(&'a Ledger);
 
 impl Store<'_> {
     fn redacted(&self, hash: &Hash) -> Option<ContentError> {
-        let seq = self.0.index().redaction(hash).ok()??;
+        let seq = self.0.index().ok()?.redaction(hash).ok()??;
         let r = self.0.event(seq).ok()?;
         let reason = match &r.event.body {
             Body::Redaction(rd) => rd.reason.clone(),
@@ -80,7 +80,7 @@ pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
         return Ok(seq);
     }
     if let Ok(id) = ledger.resolve_change(s) {
-        let seqs = ledger.index().change_seqs(&id)?;
+        let seqs = ledger.index()?.change_seqs(&id)?;
         return Ok(*seqs.last().expect("a resolved change has events"));
     }
     let t = parse_time(s, now_us()).map_err(|e| {
@@ -88,7 +88,7 @@ pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
             "{s:?} is not a seq, a known change ID or a time ({e})"
         ))
     })?;
-    let seqs = ledger.index().time_seqs(None, Some(t.saturating_add(1)))?;
+    let seqs = ledger.index()?.time_seqs(None, Some(t.saturating_add(1)))?;
     match seqs.last() {
         Some(seq) => Ok(*seq),
         None => {
@@ -106,7 +106,7 @@ fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> 
     let mut out: Vec<String> = Vec::new();
     for seq in ledger
         .index()
-        .resource_seqs(&key.index_bytes())
+        .and_then(|i| i.resource_seqs(&key.index_bytes()))
         .unwrap_or_default()
     {
         if seq > after {
@@ -133,7 +133,7 @@ pub fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
         for r in ledger.change(&cur)? {
             records.insert(r.event.seq, r);
         }
-        todo.extend(ledger.index().reverters(&cur)?);
+        todo.extend(ledger.index()?.reverters(&cur)?);
     }
     let mut changes = replay::Changes::new();
     for r in records.values() {
@@ -271,7 +271,7 @@ pub fn revert(
         }
         None => crate::commands::fresh_change_id(ledger)?,
     };
-    if ledger.index().change_exists(&new_id)?.is_some() {
+    if ledger.index()?.change_exists(&new_id)?.is_some() {
         return Err(CliError::new(
             EXIT_ERROR,
             format!("change ID {new_id:?} already exists; nothing was written"),
@@ -373,7 +373,7 @@ pub fn replay_cmd(
         (Some(p), _) => resolve_point(ledger, p)?,
         (None, Some(c)) => {
             let id = ledger.resolve_change(c)?;
-            let first = ledger.index().change_seqs(&id)?[0];
+            let first = ledger.index()?.change_seqs(&id)?[0];
             first
                 .checked_sub(1)
                 .ok_or_else(|| CliError::usage("there is no state before the genesis event"))?
@@ -463,10 +463,10 @@ pub fn timeline(
     let ledger = &ctx.ledger;
     let mut sets: Vec<BTreeSet<u64>> = Vec::new();
     if let Some(a) = agent {
-        sets.push(ledger.index().agent_seqs(a)?.into_iter().collect());
+        sets.push(ledger.index()?.agent_seqs(a)?.into_iter().collect());
     }
     if let Some(c) = correlation {
-        sets.push(ledger.index().correlation_seqs(c)?.into_iter().collect());
+        sets.push(ledger.index()?.correlation_seqs(c)?.into_iter().collect());
     }
     if let Some(p) = path {
         sets.push(path_seqs(&ctx, p)?);
@@ -474,7 +474,7 @@ pub fn timeline(
     if since.is_some() || until.is_some() {
         sets.push(
             ledger
-                .index()
+                .index()?
                 .time_seqs(since, until)?
                 .into_iter()
                 .collect(),
@@ -566,7 +566,7 @@ pub(crate) fn path_seqs(ctx: &Ctx, p: &std::path::Path) -> CliResult<BTreeSet<u6
     let key = ResourceKey::file(&scope[0]).index_bytes();
     let mut s: BTreeSet<u64> = ctx
         .ledger
-        .index()
+        .index()?
         .resource_seqs(&key)?
         .into_iter()
         .collect();
@@ -574,7 +574,7 @@ pub(crate) fn path_seqs(ctx: &Ctx, p: &std::path::Path) -> CliResult<BTreeSet<u6
     if !scope[0].is_empty() {
         dir.push(b'/');
     }
-    s.extend(ctx.ledger.index().resource_prefix_seqs(&dir)?);
+    s.extend(ctx.ledger.index()?.resource_prefix_seqs(&dir)?);
     Ok(s)
 }
 
@@ -583,7 +583,7 @@ pub fn blame(cli: &Cli, path: &std::path::Path, json: bool) -> CliResult {
     let ledger = &ctx.ledger;
     let scope = ctx.ws.scope(&[path.to_path_buf()])?;
     let key = ResourceKey::file(&scope[0]);
-    let seqs = ledger.index().resource_seqs(&key.index_bytes())?;
+    let seqs = ledger.index()?.resource_seqs(&key.index_bytes())?;
     if seqs.is_empty() {
         return Err(CliError::new(EXIT_ERROR, format!("no change ever touched {}", key.name.display())).with_hint("`ledger blame` takes a file path; `ledger log --path DIR` lists changes under a directory"));
     }

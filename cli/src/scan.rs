@@ -45,7 +45,7 @@ pub struct StatCache {
 
 impl StatCache {
     pub fn load(ledger: &Ledger) -> StatCache {
-        match ledger.index().stat_tree().get(STAT_KEY) {
+        match ledger.index_unsynced().stat_tree().get(STAT_KEY) {
             Ok(Some(v)) => ledger::decode_canonical(&v).unwrap_or_default(),
             _ => StatCache::default(),
         }
@@ -62,7 +62,7 @@ impl StatCache {
     pub fn save(&self, ledger: &Ledger) {
         if self.dirty {
             if let Ok(v) = ledger::encode_canonical(self) {
-                let _ = ledger.index().stat_tree().insert(STAT_KEY, v);
+                let _ = ledger.index_unsynced().stat_tree().insert(STAT_KEY, v);
             }
         }
     }

@@ -22,7 +22,7 @@ pub const KEEP_EVERY: u64 = 4096;
 pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
     let mut best: Option<(u64, Vec<u8>)> = None;
     for name in [HEAD_SNAPSHOT, KEPT_SNAPSHOT] {
-        if let Some((s, bytes)) = ledger.index().snapshot_at_or_before(name, seq)? {
+        if let Some((s, bytes)) = ledger.index_unsynced().snapshot_at_or_before(name, seq)? {
             if best.as_ref().is_none_or(|(b, _)| s > *b) {
                 best = Some((s, bytes));
             }
@@ -66,7 +66,7 @@ pub fn head_tree(ledger: &Ledger) -> CliResult<(Tree, Option<u64>)> {
 /// Snapshots are a speed-up: failures are reported by the caller and otherwise ignored.
 pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliResult {
     let Some(seq) = tree.seq() else { return Ok(()) };
-    let index = ledger.index();
+    let index = ledger.index_unsynced();
     if used.is_none_or(|u| seq >= u + HEAD_EVERY) {
         index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
@@ -91,9 +91,11 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
             return Err(ledger::Error::Stopped);
         }
         if last_kept.is_none_or(|k| r.event.seq >= k + KEEP_EVERY) {
-            ledger
-                .index()
-                .put_snapshot(KEPT_SNAPSHOT, r.event.seq, &tree.to_snapshot_bytes())?;
+            ledger.index_unsynced().put_snapshot(
+                KEPT_SNAPSHOT,
+                r.event.seq,
+                &tree.to_snapshot_bytes(),
+            )?;
             last_kept = Some(r.event.seq);
         }
         Ok(())

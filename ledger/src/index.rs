@@ -1,14 +1,25 @@
 //! Derived indexes in sled. Everything here is rebuilt from the journal when missing,
 //! stale or unreadable; nothing here is needed to prove anything.
 //!
-//! Trees (keys big-endian so they sort; `0x00` separates a string from a seq):
-//! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
-//! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
-//! `reverts` reverted id|0|seq -> reverting change id;
+//! Positions and times live in a flat file, `index/positions`: entry `seq` is 16 bytes
+//! at offset `16 * seq` (segment u32 LE, offset u32 LE, time_us i64 LE). It is written
+//! in the appending thread, never synced (it is checked against the index state and the
+//! journal on open, and rebuilt when it disagrees).
+//!
+//! sled trees (keys big-endian so they sort; `0x00` separates a string from a seq):
+//! `change` id|0|first -> seqs; `resource` ns:name|0|first -> seqs; `agent` id|0|first
+//! -> seqs; `corr` id|0|first -> seqs, where one entry holds the seqs (u64 BE each) of
+//! one appended batch that share the key and `first` is the least of them;
+//! `redacted` hash -> seq; `reverts` reverted id|0|seq -> reverting change id;
 //! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]); `stat` and
 //! `snap` belong to the scanner and projections.
 
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::audit::MerkleState;
 use crate::error::{Error, Result};
@@ -17,15 +28,16 @@ use crate::hash::Hash;
 use crate::journal::{Position, Record, TailHint};
 use crate::storage::SegmentStamp;
 
+/// Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct Index {
     db: sled::Db,
+    positions: Arc<Positions>,
     meta: sled::Tree,
-    pos: sled::Tree,
     change: sled::Tree,
     resource: sled::Tree,
     agent: sled::Tree,
     corr: sled::Tree,
-    time: sled::Tree,
     redacted: sled::Tree,
     reverts: sled::Tree,
     stat: sled::Tree,
@@ -64,12 +76,174 @@ fn seq_suffix(k: &[u8]) -> u64 {
 /// index written before it existed, or a gap): [`crate::Ledger::merkle_state`] rebuilds it.
 const MERKLE_KEY: &str = "merkle";
 
-fn time_key(t: i64, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    // Flip the sign bit so negative times sort first.
-    k[..8].copy_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
+/// `meta` key of the [`IndexState`]. (Indexes of an older layout keep theirs under
+/// `state`; with this key absent they are rebuilt.)
+const STATE_KEY: &str = "state-v2";
+const POSITIONS_FILE: &str = "positions";
+const POSITION_BYTES: u64 = 16;
+
+/// The flat `seq -> (segment, offset, time)` file.
+struct Positions {
+    file: File,
+    /// Entries written (the file may hold a torn partial entry beyond them).
+    len: AtomicU64,
+}
+
+fn encode_position(r: &Record) -> Result<[u8; 16]> {
+    let seg = u32::try_from(r.pos.segment)
+        .map_err(|_| Error::Index(format!("segment {} out of range", r.pos.segment)))?;
+    let off = u32::try_from(r.pos.offset)
+        .map_err(|_| Error::Index(format!("offset {} out of range", r.pos.offset)))?;
+    let mut e = [0u8; 16];
+    e[..4].copy_from_slice(&seg.to_le_bytes());
+    e[4..8].copy_from_slice(&off.to_le_bytes());
+    e[8..].copy_from_slice(&r.event.time_us.to_le_bytes());
+    Ok(e)
+}
+
+fn decode_position(e: &[u8]) -> (Position, i64) {
+    let seg = u32::from_le_bytes(e[..4].try_into().unwrap());
+    let off = u32::from_le_bytes(e[4..8].try_into().unwrap());
+    let t = i64::from_le_bytes(e[8..16].try_into().unwrap());
+    (
+        Position {
+            segment: seg as u64,
+            offset: off as u64,
+        },
+        t,
+    )
+}
+
+impl Positions {
+    fn open(dir: &Path) -> Result<Positions> {
+        let path = dir.join(POSITIONS_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| Error::io("reading", &path, e))?
+            .len();
+        Ok(Positions {
+            file,
+            len: AtomicU64::new(bytes / POSITION_BYTES),
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn truncate(&self, n: u64) -> Result<()> {
+        self.file
+            .set_len(n * POSITION_BYTES)
+            .map_err(|e| Error::Index(format!("truncating the position file: {e}")))?;
+        self.len.store(n, Ordering::Release);
+        Ok(())
+    }
+
+    fn push(&self, records: &[Record]) -> Result<()> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let start = first.event.seq;
+        let len = self.len();
+        if start > len {
+            return Err(Error::Index(format!(
+                "positions end at seq {len} but seq {start} is being added"
+            )));
+        }
+        let mut buf = Vec::with_capacity(records.len() * POSITION_BYTES as usize);
+        for r in records {
+            buf.extend_from_slice(&encode_position(r)?);
+        }
+        self.file
+            .write_all_at(&buf, start * POSITION_BYTES)
+            .map_err(|e| Error::Index(format!("writing the position file: {e}")))?;
+        let end = start + records.len() as u64;
+        if end < len {
+            self.truncate(end)?;
+        }
+        self.len.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    fn read(&self, from: u64, n: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize((n * POSITION_BYTES) as usize, 0);
+        self.file
+            .read_exact_at(buf, from * POSITION_BYTES)
+            .map_err(|e| Error::Index(format!("reading the position file: {e}")))
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<(Position, i64)>> {
+        if seq >= self.len() {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        self.read(seq, 1, &mut buf)?;
+        Ok(Some(decode_position(&buf)))
+    }
+
+    /// Calls `f(seq, position, time)` for every entry from `from`, in order.
+    fn for_each(&self, from: u64, f: &mut dyn FnMut(u64, Position, i64) -> bool) -> Result<()> {
+        const CHUNK: u64 = 64 * 1024;
+        let end = self.len();
+        let mut buf = Vec::new();
+        let mut at = from;
+        while at < end {
+            let n = CHUNK.min(end - at);
+            self.read(at, n, &mut buf)?;
+            for (i, e) in buf.chunks_exact(POSITION_BYTES as usize).enumerate() {
+                let (p, t) = decode_position(e);
+                if !f(at + i as u64, p, t) {
+                    return Ok(());
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Groups `(key, seq)` pairs of one batch into sled entries `key|0|first -> seqs`.
+#[derive(Default)]
+struct Grouped(BTreeMap<Vec<u8>, Vec<u64>>);
+
+impl Grouped {
+    fn add(&mut self, key: &[u8], seq: u64) {
+        let v = self.0.entry(key.to_vec()).or_default();
+        if v.last() != Some(&seq) {
+            v.push(seq);
+        }
+    }
+
+    fn apply(self, tree: &sled::Tree) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, seqs) in self.0 {
+            let mut val = Vec::with_capacity(seqs.len() * 8);
+            for s in &seqs {
+                val.extend_from_slice(&s.to_be_bytes());
+            }
+            batch.insert(key_seq(&k, seqs[0]), val);
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+/// The seqs of one grouped entry (its key's seq when the value is empty).
+fn entry_seqs(k: &[u8], v: &[u8], out: &mut Vec<u64>) {
+    if v.len() < 8 {
+        out.push(seq_suffix(k));
+    }
+    out.extend(
+        v.chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap())),
+    );
 }
 
 impl Index {
@@ -80,13 +254,12 @@ impl Index {
             .open()?;
         let t = |n: &str| db.open_tree(n);
         let index = Index {
+            positions: Arc::new(Positions::open(dir)?),
             meta: t("meta")?,
-            pos: t("pos")?,
             change: t("change")?,
             resource: t("resource")?,
             agent: t("agent")?,
             corr: t("corr")?,
-            time: t("time")?,
             redacted: t("redacted")?,
             reverts: t("reverts")?,
             stat: t("stat")?,
@@ -101,7 +274,7 @@ impl Index {
     }
 
     pub fn state(&self) -> Result<IndexState> {
-        match self.meta.get("state")? {
+        match self.meta.get(STATE_KEY)? {
             None => Ok(IndexState::default()),
             Some(v) => bincode::serde::decode_from_slice(&v, crate::event::CANONICAL)
                 .map(|(s, _)| s)
@@ -112,20 +285,23 @@ impl Index {
     pub fn set_state(&self, s: &IndexState) -> Result<()> {
         let v = bincode::serde::encode_to_vec(s, crate::event::CANONICAL)
             .map_err(|e| Error::Index(e.to_string()))?;
-        self.meta.insert("state", v)?;
+        self.meta.insert(STATE_KEY, v)?;
         Ok(())
     }
 
-    /// Empties every journal-derived tree (not the stat cache).
+    /// Empties every journal-derived tree and the position file (not the stat cache).
     pub fn clear(&self) -> Result<()> {
+        // Trees of the older layout, if present.
+        for old in ["pos", "time"] {
+            self.db.drop_tree(old)?;
+        }
+        self.positions.truncate(0)?;
         for t in [
             &self.meta,
-            &self.pos,
             &self.change,
             &self.resource,
             &self.agent,
             &self.corr,
-            &self.time,
             &self.redacted,
             &self.reverts,
             &self.snap,
@@ -136,30 +312,40 @@ impl Index {
         self.set_merkle_state(&MerkleState::default())
     }
 
-    /// Adds records (in seq order) to every index.
+    /// Records the positions and times of records (in seq order, continuing the
+    /// position file or overwriting its end). Cheap: one write, no sync.
+    pub fn add_positions(&self, records: &[Record]) -> Result<()> {
+        self.positions.push(records)
+    }
+
+    /// Number of seqs in the position file.
+    pub fn positions_len(&self) -> u64 {
+        self.positions.len()
+    }
+
+    /// Drops position entries from seq `n` on.
+    pub fn truncate_positions(&self, n: u64) -> Result<()> {
+        self.positions.truncate(n)
+    }
+
+    /// Adds records (in seq order) to the sled indexes (not the position file: see
+    /// [`Index::add_positions`]).
     pub fn add(&self, records: &[Record]) -> Result<()> {
-        let mut pos = sled::Batch::default();
-        let mut change = sled::Batch::default();
-        let mut resource = sled::Batch::default();
-        let mut agent = sled::Batch::default();
-        let mut corr = sled::Batch::default();
-        let mut time = sled::Batch::default();
+        let mut change = Grouped::default();
+        let mut resource = Grouped::default();
+        let mut agent = Grouped::default();
+        let mut corr = Grouped::default();
         let mut redacted = sled::Batch::default();
         let mut reverts = sled::Batch::default();
         for r in records {
             let ev = &r.event;
-            let mut p = [0u8; 16];
-            p[..8].copy_from_slice(&r.pos.segment.to_be_bytes());
-            p[8..].copy_from_slice(&r.pos.offset.to_be_bytes());
-            pos.insert(&ev.seq.to_be_bytes(), &p);
-            change.insert(key_seq(ev.change_id.as_bytes(), ev.seq), &[]);
-            agent.insert(key_seq(ev.actor.agent.as_bytes(), ev.seq), &[]);
+            change.add(ev.change_id.as_bytes(), ev.seq);
+            agent.add(ev.actor.agent.as_bytes(), ev.seq);
             if let Some(c) = &ev.correlation_id {
-                corr.insert(key_seq(c.as_bytes(), ev.seq), &[]);
+                corr.add(c.as_bytes(), ev.seq);
             }
-            time.insert(&time_key(ev.time_us, ev.seq), &[]);
             for rc in ev.resources() {
-                resource.insert(key_seq(&rc.key.index_bytes(), ev.seq), &[]);
+                resource.add(&rc.key.index_bytes(), ev.seq);
             }
             if let Body::Change(c) = &ev.body {
                 if let Some(target) = &c.reverts {
@@ -170,12 +356,10 @@ impl Index {
                 redacted.insert(rd.hash.as_bytes(), &ev.seq.to_be_bytes());
             }
         }
-        self.pos.apply_batch(pos)?;
-        self.change.apply_batch(change)?;
-        self.resource.apply_batch(resource)?;
-        self.agent.apply_batch(agent)?;
-        self.corr.apply_batch(corr)?;
-        self.time.apply_batch(time)?;
+        change.apply(&self.change)?;
+        resource.apply(&self.resource)?;
+        agent.apply(&self.agent)?;
+        corr.apply(&self.corr)?;
         self.redacted.apply_batch(redacted)?;
         self.reverts.apply_batch(reverts)?;
         self.advance_merkle(records)
@@ -220,19 +404,25 @@ impl Index {
     }
 
     pub fn position(&self, seq: u64) -> Result<Option<Position>> {
-        Ok(self.pos.get(seq.to_be_bytes())?.map(|v| Position {
-            segment: u64::from_be_bytes(v[..8].try_into().unwrap()),
-            offset: u64::from_be_bytes(v[8..16].try_into().unwrap()),
-        }))
+        Ok(self.positions.get(seq)?.map(|(p, _)| p))
     }
 
-    fn seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<u64>> {
-        let mut p = prefix.to_vec();
+    /// Seqs of every entry under keys starting with `prefix`, ascending, no repeats.
+    fn prefix_seqs(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            entry_seqs(&k, &v, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn seqs(tree: &sled::Tree, key: &[u8]) -> Result<Vec<u64>> {
+        let mut p = key.to_vec();
         p.push(0);
-        tree.scan_prefix(&p)
-            .keys()
-            .map(|k| Ok(seq_suffix(&k?)))
-            .collect()
+        Self::prefix_seqs(tree, &p)
     }
 
     pub fn change_seqs(&self, change_id: &str) -> Result<Vec<u64>> {
@@ -273,15 +463,7 @@ impl Index {
 
     /// Seqs of events on resources whose index key starts with `prefix` (a directory).
     pub fn resource_prefix_seqs(&self, prefix: &[u8]) -> Result<Vec<u64>> {
-        let mut v: Vec<u64> = self
-            .resource
-            .scan_prefix(prefix)
-            .keys()
-            .map(|k| Ok(seq_suffix(&k?)))
-            .collect::<Result<_>>()?;
-        v.sort_unstable();
-        v.dedup();
-        Ok(v)
+        Self::prefix_seqs(&self.resource, prefix)
     }
 
     pub fn agent_seqs(&self, agent: &str) -> Result<Vec<u64>> {
@@ -293,16 +475,18 @@ impl Index {
     }
 
     /// Seqs of events whose recorded time lies in `[since, until)`, ascending by seq.
+    /// (Times need not rise with seq, so this reads the whole position file: 16 bytes
+    /// per event.)
     pub fn time_seqs(&self, since: Option<i64>, until: Option<i64>) -> Result<Vec<u64>> {
-        let lo = time_key(since.unwrap_or(i64::MIN), 0);
-        let hi = time_key(until.unwrap_or(i64::MAX), 0);
-        let mut v: Vec<u64> = self
-            .time
-            .range(lo..hi)
-            .keys()
-            .map(|k| Ok(seq_suffix(&k?)))
-            .collect::<Result<_>>()?;
-        v.sort_unstable();
+        let lo = since.unwrap_or(i64::MIN);
+        let hi = until.unwrap_or(i64::MAX);
+        let mut v = Vec::new();
+        self.positions.for_each(0, &mut |seq, _, t| {
+            if t >= lo && t < hi {
+                v.push(seq);
+            }
+            true
+        })?;
         Ok(v)
     }
 
@@ -364,36 +548,9 @@ impl Index {
         Ok(())
     }
 
-    /// Number of indexed event positions (for `verify`).
-    pub fn position_count(&self) -> usize {
-        self.pos.len()
-    }
-}
-
-impl Index {
-    /// Every (seq, position) in seq order.
-    pub fn positions_iter(&self) -> impl Iterator<Item = Result<(u64, Position)>> {
-        self.pos.iter().map(|kv| {
-            let (k, v) = kv?;
-            Ok((
-                u64::from_be_bytes(
-                    k[..8]
-                        .try_into()
-                        .map_err(|_| Error::Index("bad position key".into()))?,
-                ),
-                Position {
-                    segment: u64::from_be_bytes(
-                        v[..8]
-                            .try_into()
-                            .map_err(|_| Error::Index("bad position value".into()))?,
-                    ),
-                    offset: u64::from_be_bytes(
-                        v[8..16]
-                            .try_into()
-                            .map_err(|_| Error::Index("bad position value".into()))?,
-                    ),
-                },
-            ))
-        })
+    /// Calls `f(seq, position)` for every position entry in seq order until it
+    /// returns false.
+    pub fn for_each_position(&self, f: &mut dyn FnMut(u64, Position) -> bool) -> Result<()> {
+        self.positions.for_each(0, &mut |s, p, _| f(s, p))
     }
 }

@@ -4,14 +4,16 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Genesis, NewEvent, FORMAT_VERSION};
 use crate::hash::Hash;
 use crate::index::{Index, IndexState};
-use crate::journal::{Head, Journal, Position, Record, Recovery};
+use crate::journal::{Head, Journal, Position, Record, Recovery, TailHint};
 use crate::storage::{FsStorage, Storage};
 use crate::store::{ContentStore, Pending};
 
@@ -59,11 +61,43 @@ pub enum Precondition {
     NextSeq(u64),
 }
 
+type Item = (u64, Vec<NewEvent>, Precondition);
+
+/// Appends waiting for the next journal batch (group commit).
 struct Queue {
     next: u64,
-    items: Vec<(u64, Vec<NewEvent>, Precondition)>,
+    items: Vec<Item>,
     done: BTreeMap<u64, Result<Vec<Record>>>,
+    /// An appender is writing a batch; the others wait on `queue_cv`.
+    leading: bool,
 }
+
+/// Records appended to the journal, on their way into the sled indexes.
+struct IndexJob {
+    records: Vec<Record>,
+    tail: Option<TailHint>,
+}
+
+/// How far the background index writer has come.
+#[derive(Default)]
+struct IndexProgress {
+    /// Next seq handed to the writer.
+    sent: u64,
+    /// Next seq the sled indexes hold.
+    done: u64,
+    /// Why the writer stopped, if it did (the index catches up on the next open).
+    error: Option<String>,
+    /// Change IDs handed to the writer but not yet in sled, with their first seq.
+    changes: BTreeMap<String, u64>,
+}
+
+struct Indexer {
+    tx: Option<SyncSender<IndexJob>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Jobs waiting for the index writer before an append blocks (backpressure).
+const INDEX_QUEUE: usize = 64;
 
 struct Writer {
     journal: Journal,
@@ -75,9 +109,91 @@ pub struct Ledger {
     dir: PathBuf,
     writer: Mutex<Writer>,
     queue: Mutex<Queue>,
+    queue_cv: Condvar,
     store: ContentStore,
     index: Index,
+    progress: Arc<(Mutex<IndexProgress>, Condvar)>,
+    indexer: Mutex<Indexer>,
     _lock: File,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Let the index writer finish what it was given, so the next open starts level.
+        let ix = self.indexer.get_mut().unwrap_or_else(|e| e.into_inner());
+        ix.tx.take();
+        if let Some(t) = ix.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Folds the new tail into the index state after `records` were indexed.
+fn advance_state(st: &mut IndexState, records: &[Record], tail: Option<TailHint>) {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return;
+    };
+    if first.event.seq == 0 {
+        st.genesis = Some(first.hash);
+    }
+    if st.indexed == first.event.seq {
+        st.indexed = last.event.seq + 1;
+    }
+    st.tail = tail;
+    if let Some((seg, stamp)) = tail.map(|t| (t.segment, t.stamp)) {
+        match st.stamps.iter_mut().find(|(s, _)| *s == seg) {
+            Some(e) => e.1 = stamp,
+            None => st.stamps.push((seg, stamp)),
+        }
+    }
+}
+
+/// The background index writer: applies jobs in order, merging the ones that queue up.
+fn run_indexer(
+    index: Index,
+    rx: Receiver<IndexJob>,
+    progress: Arc<(Mutex<IndexProgress>, Condvar)>,
+) {
+    while let Ok(job) = rx.recv() {
+        let mut records = job.records;
+        let mut tail = job.tail;
+        while records.len() < 65_536 {
+            match rx.try_recv() {
+                Ok(more) => {
+                    records.extend(more.records);
+                    tail = more.tail;
+                }
+                Err(_) => break,
+            }
+        }
+        let failed = progress.0.lock().unwrap().error.is_some();
+        let res = if failed {
+            Ok(())
+        } else {
+            index.add(&records).and_then(|()| {
+                let mut st = index.state()?;
+                advance_state(&mut st, &records, tail);
+                index.set_state(&st)
+            })
+        };
+        let (lock, cv) = &*progress;
+        let mut p = lock.lock().unwrap();
+        match res {
+            Ok(()) if !failed => {
+                if let Some(last) = records.last() {
+                    p.done = last.event.seq + 1;
+                }
+                for r in &records {
+                    if p.changes.get(&r.event.change_id) == Some(&r.event.seq) {
+                        p.changes.remove(&r.event.change_id);
+                    }
+                }
+            }
+            Ok(()) => {}
+            Err(e) => p.error = Some(e.to_string()),
+        }
+        cv.notify_all();
+    }
 }
 
 fn now_us() -> i64 {
@@ -241,13 +357,63 @@ impl Ledger {
                 next: 0,
                 items: Vec::new(),
                 done: BTreeMap::new(),
+                leading: false,
             }),
+            queue_cv: Condvar::new(),
             store,
             index,
+            progress: Arc::new((Mutex::new(IndexProgress::default()), Condvar::new())),
+            indexer: Mutex::new(Indexer {
+                tx: None,
+                thread: None,
+            }),
             _lock: lock,
         };
         ledger.catch_up(state, &mut report)?;
+        let next = ledger.writer.lock().unwrap().journal.next_seq();
+        {
+            let mut p = ledger.progress.0.lock().unwrap();
+            p.sent = next;
+            p.done = next;
+        }
+        let (tx, rx) = sync_channel(INDEX_QUEUE);
+        let (index, progress) = (ledger.index.clone(), ledger.progress.clone());
+        let thread = std::thread::Builder::new()
+            .name("ledger-index".into())
+            .spawn(move || run_indexer(index, rx, progress))
+            .map_err(|e| Error::Index(format!("cannot start the index writer: {e}")))?;
+        *ledger.indexer.lock().unwrap() = Indexer {
+            tx: Some(tx),
+            thread: Some(thread),
+        };
         Ok((ledger, report))
+    }
+
+    /// Waits until the sled indexes hold every appended event.
+    pub fn sync_index(&self) -> Result<()> {
+        let (lock, cv) = &*self.progress;
+        let mut p = lock.lock().unwrap();
+        loop {
+            if let Some(e) = &p.error {
+                return Err(Error::Index(format!(
+                    "updating the index failed ({e}); it is rebuilt from the journal when the ledger is next opened, or run `ledger reindex`"
+                )));
+            }
+            if p.done >= p.sent {
+                return Ok(());
+            }
+            p = cv.wait(p).unwrap();
+        }
+    }
+
+    /// Whether a change ID exists, counting appends still on their way into sled.
+    fn change_first_seq(&self, id: &str) -> Result<Option<u64>> {
+        // Pending first, then sled: the writer adds to sled before forgetting the pending
+        // entry, so an ID is always in one or the other.
+        if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
+            return Ok(Some(*s));
+        }
+        self.index.change_exists(id)
     }
 
     /// Brings indexes level with the journal and checks sealed segments were not edited.
@@ -256,6 +422,24 @@ impl Ledger {
         let head = w.journal.head();
         let next = head.map_or(0, |h| h.seq + 1);
         let stamps = w.journal.stamps()?;
+        // The position file is written before sled and never synced: a longer one is cut
+        // to what sled holds; a shorter one (lost in a power cut) means rebuilding.
+        let positions = self.index.positions_len();
+        if positions > state.indexed {
+            self.index.truncate_positions(state.indexed)?;
+        }
+        let positions_ok = positions >= state.indexed
+            && match state.indexed.checked_sub(1) {
+                None => true,
+                Some(s) => match self.index.position(s) {
+                    Ok(Some(pos)) => w
+                        .journal
+                        .read_at(pos)
+                        .map(|r| r.event.seq == s)
+                        .unwrap_or(false),
+                    _ => false,
+                },
+            };
         let genesis_ok = match (state.genesis, head) {
             (Some(g), Some(_)) => {
                 self.index.position(0)?.is_some()
@@ -278,7 +462,12 @@ impl Ledger {
                 .any(|(seg, st)| Some(*seg) != last && old.get(seg) != Some(st))
                 || old.keys().any(|k| !stamps.iter().any(|(s, _)| s == k))
         };
-        let rebuild = if !genesis_ok {
+        let rebuild = if !positions_ok {
+            Some(format!(
+                "the position file ({positions} events) disagrees with the index ({} events)",
+                state.indexed
+            ))
+        } else if !genesis_ok {
             Some("index belongs to another journal or is empty".to_string())
         } else if state.indexed == 0 && next > 0 {
             Some("index was empty".to_string())
@@ -338,6 +527,7 @@ impl Ledger {
                 }
                 batch.push(r.clone());
                 if batch.len() >= 4096 {
+                    self.index.add_positions(&batch)?;
                     self.index.add(&batch)?;
                     indexed = r.event.seq + 1;
                     batch.clear();
@@ -350,6 +540,7 @@ impl Ledger {
                 Some((s, h, pos)) => w.journal.scan_from(pos, Some((s, h)), &mut f),
             }
         };
+        self.index.add_positions(&batch)?;
         self.index.add(&batch)?;
         if let Some(r) = batch.last() {
             indexed = r.event.seq + 1;
@@ -377,8 +568,16 @@ impl Ledger {
         &self.store
     }
 
-    pub fn index(&self) -> &Index {
+    /// The index without waiting for the index writer: for the trees it never touches
+    /// (the scanner's stat cache, projection snapshots).
+    pub fn index_unsynced(&self) -> &Index {
         &self.index
+    }
+
+    /// The indexes, once they hold every appended event.
+    pub fn index(&self) -> Result<&Index> {
+        self.sync_index()?;
+        Ok(&self.index)
     }
 
     pub fn head(&self) -> Option<Head> {
@@ -400,18 +599,35 @@ impl Ledger {
                 validate_id("correlation ID", c)?;
             }
         }
-        let ticket = {
-            let mut q = self.queue.lock().unwrap();
-            let t = q.next;
-            q.next += 1;
-            q.items.push((t, events, pre));
-            t
-        };
-        let mut w = self.writer.lock().unwrap();
-        if let Some(r) = self.queue.lock().unwrap().done.remove(&ticket) {
-            return r;
+        let mut q = self.queue.lock().unwrap();
+        let ticket = q.next;
+        q.next += 1;
+        q.items.push((ticket, events, pre));
+        // Group commit: one appender at a time (the leader) writes everything queued
+        // so far as one journal batch with one fsync; the others wait for their result.
+        loop {
+            if let Some(r) = q.done.remove(&ticket) {
+                return r;
+            }
+            if !q.leading {
+                q.leading = true;
+                let items = std::mem::take(&mut q.items);
+                drop(q);
+                let results = self.write_batch(items);
+                q = self.queue.lock().unwrap();
+                q.leading = false;
+                q.done.extend(results);
+                self.queue_cv.notify_all();
+                continue;
+            }
+            q = self.queue_cv.wait(q).unwrap();
         }
-        let items = std::mem::take(&mut self.queue.lock().unwrap().items);
+    }
+
+    /// Checks each item's precondition, writes the ones that pass as one journal batch,
+    /// and hands the records to the index writer. Returns every item's result.
+    fn write_batch(&self, items: Vec<Item>) -> BTreeMap<u64, Result<Vec<Record>>> {
+        let mut w = self.writer.lock().unwrap();
         let mut results: BTreeMap<u64, Result<Vec<Record>>> = BTreeMap::new();
         let mut batch = Vec::new();
         let mut owners = Vec::new();
@@ -419,20 +635,22 @@ impl Ledger {
         for (t, evs, pre) in items {
             let check = match &pre {
                 Precondition::None => Ok(()),
-                Precondition::NewChange(id) => match self.index.change_exists(id)? {
-                    Some(seq) => Err(Error::DuplicateChange {
+                Precondition::NewChange(id) => match self.change_first_seq(id) {
+                    Ok(Some(seq)) => Err(Error::DuplicateChange {
                         id: id.clone(),
                         seq,
                     }),
-                    None if new_ids.contains(id) => Err(Error::DuplicateChange {
+                    Ok(None) if new_ids.contains(id) => Err(Error::DuplicateChange {
                         id: id.clone(),
                         seq: w.journal.next_seq(),
                     }),
-                    None => Ok(()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
                 },
-                Precondition::ExistingChange(id) => match self.index.change_exists(id)? {
-                    Some(_) => Ok(()),
-                    None => Err(Error::UnknownChange(id.clone())),
+                Precondition::ExistingChange(id) => match self.change_first_seq(id) {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Error::UnknownChange(id.clone())),
+                    Err(e) => Err(e),
                 },
                 Precondition::NextSeq(seq) => {
                     let next = w.journal.next_seq() + batch.len() as u64;
@@ -455,18 +673,18 @@ impl Ledger {
             owners.push((t, evs.len()));
             batch.extend(evs);
         }
+        if owners.is_empty() {
+            return results;
+        }
         let outcome = match &w.damaged {
-            Some(d) if !batch.is_empty() => {
-                Err(Error::Refused(format!("{d}; run `ledger verify`")))
-            }
-            _ => w.journal.append(batch),
+            Some(d) => Err(Error::Refused(format!("{d}; run `ledger verify`"))),
+            None => w.journal.append(batch),
         };
         match outcome {
             Ok(records) => {
-                if let Err(e) = self.index_appended(&w, &records) {
-                    // The append is durable; the index catches up on the next open.
-                    let _ = e;
-                }
+                // The append is durable from here on; index trouble only makes the index
+                // catch up on the next open.
+                self.index_appended(&w, &records);
                 let mut it = records.into_iter();
                 for (t, n) in owners {
                     results.insert(t, Ok(it.by_ref().take(n).collect()));
@@ -476,43 +694,54 @@ impl Ledger {
                 let msg = e.to_string();
                 let mut first = Some(e);
                 for (t, _) in owners {
-                    let err = if t == ticket {
-                        first.take().unwrap_or_else(|| Error::Refused(msg.clone()))
-                    } else {
-                        Error::Refused(msg.clone())
-                    };
+                    let err = first.take().unwrap_or_else(|| Error::Refused(msg.clone()));
                     results.insert(t, Err(err));
                 }
             }
         }
-        let mine = results
-            .remove(&ticket)
-            .unwrap_or_else(|| Err(Error::Refused("append lost its ticket".into())));
-        self.queue.lock().unwrap().done.extend(results);
-        drop(w);
-        mine
+        results
     }
 
-    fn index_appended(&self, w: &Writer, records: &[Record]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.index.add(records)?;
-        let mut st = self.index.state()?;
-        if records[0].event.seq == 0 {
-            st.genesis = Some(records[0].hash);
-        }
-        if st.indexed == records[0].event.seq {
-            st.indexed = records.last().unwrap().event.seq + 1;
-        }
-        st.tail = w.journal.tail_hint();
-        if let Some((seg, stamp)) = st.tail.map(|t| (t.segment, t.stamp)) {
-            match st.stamps.iter_mut().find(|(s, _)| *s == seg) {
-                Some(e) => e.1 = stamp,
-                None => st.stamps.push((seg, stamp)),
+    /// Writes the records' positions, then queues them for the sled index writer.
+    fn index_appended(&self, w: &Writer, records: &[Record]) {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return;
+        };
+        let (lock, cv) = &*self.progress;
+        {
+            let mut p = lock.lock().unwrap();
+            if p.error.is_none() {
+                if let Err(e) = self.index.add_positions(records) {
+                    p.error = Some(e.to_string());
+                }
             }
+            if p.error.is_some() {
+                cv.notify_all();
+                return;
+            }
+            for r in records {
+                p.changes
+                    .entry(r.event.change_id.clone())
+                    .or_insert(r.event.seq);
+            }
+            p.sent = last.event.seq + 1;
         }
-        self.index.set_state(&st)
+        let job = IndexJob {
+            records: records.to_vec(),
+            tail: w.journal.tail_hint(),
+        };
+        let sent = match &self.indexer.lock().unwrap().tx {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            let mut p = lock.lock().unwrap();
+            p.error = Some(format!(
+                "the index writer stopped before seq {}",
+                first.event.seq
+            ));
+            cv.notify_all();
+        }
     }
 
     /// Stores content and makes it durable. Use before appending events that name it.
@@ -528,11 +757,10 @@ impl Ledger {
             .ok_or_else(|| Error::Invalid(format!("no event with seq {seq}")))?;
         let r = self.writer.lock().unwrap().journal.read_at(pos)?;
         if r.event.seq != seq {
-            return Err(Error::Damaged {
-                seq,
-                location: format!("segment {} offset {}", pos.segment, pos.offset),
-                reason: format!("index points at seq {}", r.event.seq),
-            });
+            return Err(Error::Index(format!(
+                "the position of seq {seq} (segment {} offset {}) holds seq {}; run `ledger reindex`",
+                pos.segment, pos.offset, r.event.seq
+            )));
         }
         Ok(r)
     }
@@ -543,7 +771,7 @@ impl Ledger {
 
     /// All events of a change, in seq order. Unknown IDs are an error.
     pub fn change(&self, change_id: &str) -> Result<Vec<Record>> {
-        let seqs = self.index.change_seqs(change_id)?;
+        let seqs = self.index()?.change_seqs(change_id)?;
         if seqs.is_empty() {
             return Err(Error::UnknownChange(change_id.to_string()));
         }
@@ -552,10 +780,11 @@ impl Ledger {
 
     /// Resolves a full change ID or an unambiguous prefix of one.
     pub fn resolve_change(&self, id: &str) -> Result<String> {
-        if self.index.change_exists(id)?.is_some() {
+        let index = self.index()?;
+        if index.change_exists(id)?.is_some() {
             return Ok(id.to_string());
         }
-        let found = self.index.changes_with_prefix(id, 2)?;
+        let found = index.changes_with_prefix(id, 2)?;
         match found.len() {
             1 => Ok(found.into_iter().next().unwrap()),
             0 => Err(Error::UnknownChange(id.to_string())),
@@ -609,8 +838,19 @@ impl Ledger {
     /// Rebuilds every index from the journal.
     pub fn reindex(&self) -> Result<u64> {
         let mut w = self.writer.lock().unwrap();
+        // With the writer held nothing new is queued; let the index writer go idle.
+        let _ = self.sync_index();
         self.index.clear()?;
         self.index_from(&mut w, 0, None)?;
+        {
+            let mut p = self.progress.0.lock().unwrap();
+            let next = w.journal.next_seq();
+            *p = IndexProgress {
+                sent: next,
+                done: next,
+                ..IndexProgress::default()
+            };
+        }
         if let Some(d) = &w.damaged {
             return Err(Error::Refused(d.clone()));
         }

@@ -61,11 +61,15 @@ impl Ledger {
         let mut rep = VerifyReport::default();
         let mut hashes: BTreeMap<Hash, u64> = BTreeMap::new();
         let mut redacted: BTreeMap<Hash, u64> = BTreeMap::new();
-        let mut positions = if opts.indexes {
-            Some(self.index().positions_iter())
-        } else {
-            None
-        };
+        // The position file, read in chunks alongside the journal walk.
+        let mut positions = Vec::new();
+        if opts.indexes {
+            self.index()?.for_each_position(&mut |s, p| {
+                positions.push((s, p));
+                true
+            })?;
+        }
+        let mut positions = opts.indexes.then(|| positions.into_iter());
         let mut index_problem: Option<Problem> = None;
         let walk = self.with_journal(|j| {
             j.scan_all(&mut |r| {
@@ -82,13 +86,13 @@ impl Ledger {
                 }
                 if let (Some(it), None) = (positions.as_mut(), &index_problem) {
                     match it.next() {
-                        Some(Ok((seq, pos))) if seq == r.event.seq && pos == r.pos => {}
+                        Some((seq, pos)) if seq == r.event.seq && pos == r.pos => {}
                         other => {
                             index_problem = Some(Problem {
                                 kind: "index",
                                 seq: Some(r.event.seq),
                                 hash: None,
-                                detail: format!("position index disagrees with the journal at seq {} (index has {:?}); run `ledger reindex`", r.event.seq, other.map(|o| o.map(|(s, p)| (s, p.segment, p.offset)).ok())),
+                                detail: format!("position index disagrees with the journal at seq {} (index has {:?}); run `ledger reindex`", r.event.seq, other.map(|(s, p)| (s, p.segment, p.offset))),
                             })
                         }
                     }
@@ -111,12 +115,12 @@ impl Ledger {
         if let Some(p) = index_problem {
             rep.problems.push(p);
         } else if let Some(mut it) = positions {
-            if let Some(Ok((seq, _))) = it.next() {
+            if let Some((seq, _)) = it.next() {
                 rep.problems.push(Problem { kind: "index", seq: Some(seq), hash: None, detail: format!("index names seq {seq}, which the journal does not have; run `ledger reindex`") });
             }
         }
         if opts.indexes && rep.problems.is_empty() {
-            let st = self.index().state()?;
+            let st = self.index()?.state()?;
             if st.indexed != rep.events {
                 rep.problems.push(Problem {
                     kind: "index",

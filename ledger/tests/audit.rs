@@ -74,7 +74,11 @@ fn appends_keep_the_stored_frontier_current() {
     let (_d, l) = init();
     for round in 0..5 {
         append_n(&l, round * 7, 7);
-        let stored = l.index().merkle_state().expect("appends keep the state");
+        let stored = l
+            .index()
+            .unwrap()
+            .merkle_state()
+            .expect("appends keep the state");
         let all = leaves(&l);
         assert_eq!(stored.frontier.size(), all.len() as u64);
         assert_eq!(stored.frontier.root(), merkle::root(&all));
@@ -85,7 +89,7 @@ fn appends_keep_the_stored_frontier_current() {
     let batch: Vec<NewEvent> = (0..10).map(|i| ev(&format!("b{i}"))).collect();
     l.append(batch, Precondition::None).unwrap();
     assert_eq!(
-        l.index().merkle_state().unwrap().frontier.root(),
+        l.index().unwrap().merkle_state().unwrap().frontier.root(),
         merkle::root(&leaves(&l))
     );
 }
@@ -98,27 +102,27 @@ fn missing_or_stale_state_is_rebuilt_from_the_journal() {
     // A state that claims another last hash (as after the journal changed under it).
     let mut stale = good.clone();
     stale.last = Hash([7; 32]);
-    l.index().set_merkle_state(&stale).unwrap();
+    l.index().unwrap().set_merkle_state(&stale).unwrap();
     assert_eq!(l.merkle_state().unwrap(), good);
-    assert_eq!(l.index().merkle_state(), Some(good.clone()));
+    assert_eq!(l.index().unwrap().merkle_state(), Some(good.clone()));
     // A state behind the head is caught up by reading only the events after it.
     let mut behind = MerkleState::default();
     for h in &leaves(&l)[..5] {
         behind.frontier.push(*h);
     }
     behind.last = l.event(4).unwrap().hash;
-    l.index().set_merkle_state(&behind).unwrap();
+    l.index().unwrap().set_merkle_state(&behind).unwrap();
     assert_eq!(l.merkle_state().unwrap(), good);
     // A state past the head (a shorter journal) is thrown away.
     let mut ahead = good.clone();
     ahead.frontier.push(Hash([1; 32]));
-    l.index().set_merkle_state(&ahead).unwrap();
+    l.index().unwrap().set_merkle_state(&ahead).unwrap();
     assert_eq!(l.merkle_state().unwrap(), good);
     // Deleting the whole index rebuilds it, state included.
     drop(l);
     std::fs::remove_dir_all(d.path().join(LEDGER_DIR).join("index")).unwrap();
     let l = open(d.path());
-    assert_eq!(l.index().merkle_state(), Some(good.clone()));
+    assert_eq!(l.index().unwrap().merkle_state(), Some(good.clone()));
     assert_eq!(l.merkle_state().unwrap(), good);
     // So does reindex.
     l.reindex().unwrap();
