@@ -129,7 +129,7 @@ impl Drop for Ledger {
 }
 
 /// Folds the new tail into the index state after `records` were indexed.
-fn advance_state(st: &mut IndexState, records: &[Record], tail: Option<TailHint>) {
+fn advance_state(st: &mut IndexState, records: &[Record]) {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return;
     };
@@ -138,6 +138,13 @@ fn advance_state(st: &mut IndexState, records: &[Record], tail: Option<TailHint>
     }
     if st.indexed == first.event.seq {
         st.indexed = last.event.seq + 1;
+    }
+}
+
+/// Notes the journal's tail (and its segment's stamp) in the index state.
+fn record_tail(st: &mut IndexState, tail: Option<TailHint>) {
+    if tail.is_none() {
+        return;
     }
     st.tail = tail;
     if let Some((seg, stamp)) = tail.map(|t| (t.segment, t.stamp)) {
@@ -156,12 +163,14 @@ fn run_indexer(
 ) {
     while let Ok(job) = rx.recv() {
         let mut records = job.records;
-        let mut tail = job.tail;
+        // Every job's tail, in order: a segment sealed by an earlier job keeps the stamp
+        // it had when it was last written.
+        let mut tails = vec![job.tail];
         while records.len() < 65_536 {
             match rx.try_recv() {
                 Ok(more) => {
                     records.extend(more.records);
-                    tail = more.tail;
+                    tails.push(more.tail);
                 }
                 Err(_) => break,
             }
@@ -172,7 +181,10 @@ fn run_indexer(
         } else {
             index.add(&records).and_then(|()| {
                 let mut st = index.state()?;
-                advance_state(&mut st, &records, tail);
+                advance_state(&mut st, &records);
+                for tail in tails {
+                    record_tail(&mut st, tail);
+                }
                 index.set_state(&st)
             })
         };
@@ -582,6 +594,17 @@ impl Ledger {
 
     pub fn head(&self) -> Option<Head> {
         self.writer.lock().unwrap().journal.head()
+    }
+
+    /// Makes the journal start a new segment once the current one holds `bytes` (tests
+    /// use small segments to exercise sealing).
+    #[doc(hidden)]
+    pub fn set_segment_target(&self, bytes: u64) {
+        self.writer
+            .lock()
+            .unwrap()
+            .journal
+            .set_segment_target(bytes);
     }
 
     /// Why appends are refused, if they are.

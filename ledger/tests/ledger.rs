@@ -328,3 +328,27 @@ fn events_appended_by_one_handle_are_indexed_when_the_next_opens() {
         5001
     );
 }
+
+#[test]
+fn segments_sealed_while_the_index_writer_lags_do_not_force_a_rebuild() {
+    let (d, l) = init();
+    l.set_segment_target(16 * 1024);
+    // Quick small appends: the index writer merges queued batches, several of which
+    // seal a segment; each sealed segment's final stamp must still be recorded.
+    for b in 0..150 {
+        let batch = (0..20)
+            .map(|i| ev(&format!("s{b}-{i}"), "a"))
+            .collect::<Vec<_>>();
+        l.append(batch, Precondition::None).unwrap();
+    }
+    let segments = std::fs::read_dir(d.path().join(LEDGER_DIR).join("journal"))
+        .unwrap()
+        .count();
+    assert!(segments > 10, "{segments} segments");
+    drop(l);
+    let (l2, report) =
+        Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
+    assert!(report.reindexed.is_none(), "{report:?}");
+    assert_eq!(l2.change("s149-19").unwrap()[0].event.seq, 3000);
+    assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
+}
