@@ -16,6 +16,8 @@
 //! sync the journal refuses every further append until reopened (no retry can turn an
 //! fsync failure into a false success).
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -685,6 +687,108 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// The checks of [`Journal::scan_all`], with segments walked on `workers` threads.
+    /// `f` folds the records of one segment into an accumulator made by `init`; the
+    /// accumulators come back in seq order. Returns `Ok(None)` when anything is wrong
+    /// (a bad frame, link, seq, batch or segment boundary): run `scan_all` then, which
+    /// names the first problem exactly as it always does.
+    pub fn scan_all_parallel<T: Send>(
+        &self,
+        workers: usize,
+        init: &(dyn Fn() -> T + Sync),
+        f: &(dyn Fn(&mut T, &Record) -> Result<()> + Sync),
+    ) -> Result<Option<Vec<T>>> {
+        struct Walked<T> {
+            first: Option<(u64, Hash)>,
+            last: Option<Expect>,
+            broken: bool,
+            acc: T,
+        }
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        if segs.first().is_some_and(|&s| s != 0) {
+            return Ok(None);
+        }
+        let n = segs.len();
+        let results: Mutex<Vec<Option<Result<Walked<T>>>>> =
+            Mutex::new((0..n).map(|_| None).collect());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(workers);
+        let rx = Mutex::new(rx);
+        let read = std::thread::scope(|s| -> Result<()> {
+            for _ in 0..workers.max(1) {
+                s.spawn(|| loop {
+                    let Ok((i, seg, bytes)) = rx.lock().unwrap().recv() else {
+                        return;
+                    };
+                    let mut acc = init();
+                    let mut first = None;
+                    let mut expect = None;
+                    let res = walk(seg, 0, &bytes, &mut expect, &mut |r| {
+                        if first.is_none() {
+                            first = Some((r.event.seq, r.event.prev));
+                        }
+                        f(&mut acc, r)
+                    });
+                    let out = res.map(|brk| Walked {
+                        first,
+                        last: expect,
+                        broken: brk.is_some(),
+                        acc,
+                    });
+                    results.lock().unwrap()[i] = Some(out);
+                });
+            }
+            // The calling thread reads; the workers check. Reading stops early on error.
+            let mut read = Ok(());
+            for (i, &seg) in segs.iter().enumerate() {
+                match read_segment(self.storage.as_ref(), seg, 0) {
+                    Ok(bytes) => {
+                        if tx.send((i, seg, bytes)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        read = Err(self.io(seg, "reading", e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            read
+        });
+        read?;
+        let mut out = Vec::with_capacity(n);
+        let mut prev: Option<Expect> = None;
+        for (i, w) in results.into_inner().unwrap().into_iter().enumerate() {
+            let Some(w) = w else { return Ok(None) };
+            let w = w?;
+            let Some((first_seq, first_prev)) = w.first else {
+                // Only the last segment may be empty (a roll just happened).
+                if w.broken || i + 1 != n {
+                    return Ok(None);
+                }
+                out.push(w.acc);
+                continue;
+            };
+            let joins = match &prev {
+                None => first_seq == 0,
+                Some(e) => e.batch.is_none() && e.seq == first_seq && e.prev == first_prev,
+            };
+            if w.broken || !joins || first_seq != segs[i] {
+                return Ok(None);
+            }
+            prev = w.last;
+            out.push(w.acc);
+        }
+        let end = prev.map_or(0, |e| e.seq);
+        if end != self.head.map_or(0, |h| h.seq + 1) {
+            return Ok(None);
+        }
+        Ok(Some(out))
     }
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.

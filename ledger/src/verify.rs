@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::event::Body;
 use crate::hash::Hash;
+use crate::journal::{Position, Record};
 use crate::ledger::Ledger;
 
 /// One thing `verify` found wrong. `seq` or `hash` names where.
@@ -54,70 +55,124 @@ impl Default for VerifyOptions {
     }
 }
 
+/// What the journal walk of `verify` collects (per segment when walked in parallel).
+#[derive(Default)]
+struct Walk {
+    events: u64,
+    head: Option<(u64, Hash)>,
+    /// Each content hash the events name, with the first seq naming it.
+    hashes: BTreeMap<Hash, u64>,
+    redacted: BTreeMap<Hash, u64>,
+    /// The first record whose position the index has wrong.
+    index_problem: Option<Problem>,
+}
+
+impl Walk {
+    fn add(&mut self, r: &Record, positions: Option<&[Position]>) {
+        let seq = r.event.seq;
+        self.events += 1;
+        self.head = Some((seq, r.hash));
+        for rc in r.event.resources() {
+            for c in [&rc.old, &rc.new].into_iter().flatten() {
+                self.hashes.entry(c.hash).or_insert(seq);
+            }
+        }
+        if let Body::Redaction(rd) = &r.event.body {
+            self.redacted.insert(rd.hash, seq);
+        }
+        if let (Some(p), None) = (positions, &self.index_problem) {
+            let have = p.get(seq as usize);
+            if have != Some(&r.pos) {
+                self.index_problem = Some(Problem {
+                    kind: "index",
+                    seq: Some(seq),
+                    hash: None,
+                    detail: format!(
+                        "position index disagrees with the journal at seq {seq} (index has {:?}); run `ledger reindex`",
+                        have.map(|p| (p.segment, p.offset))
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Joins the walk of the next segments onto this one.
+    fn merge(mut self, next: Walk) -> Walk {
+        self.events += next.events;
+        self.head = next.head.or(self.head);
+        for (h, s) in next.hashes {
+            self.hashes.entry(h).or_insert(s);
+        }
+        self.redacted.extend(next.redacted);
+        self.index_problem = self.index_problem.or(next.index_problem);
+        self
+    }
+}
+
 impl Ledger {
     /// Checks everything; never stops at the first content problem, but a broken chain
     /// ends the journal walk (nothing after it can be trusted).
     pub fn verify(&self, opts: VerifyOptions) -> Result<VerifyReport> {
         let mut rep = VerifyReport::default();
-        let mut hashes: BTreeMap<Hash, u64> = BTreeMap::new();
-        let mut redacted: BTreeMap<Hash, u64> = BTreeMap::new();
-        // The position file, read in chunks alongside the journal walk.
+        // The position file, compared entry by entry with where each record really is.
         let mut positions = Vec::new();
         if opts.indexes {
-            self.index()?.for_each_position(&mut |s, p| {
-                positions.push((s, p));
+            self.index()?.for_each_position(&mut |_, p| {
+                positions.push(p);
                 true
             })?;
         }
-        let mut positions = opts.indexes.then(|| positions.into_iter());
-        let mut index_problem: Option<Problem> = None;
-        let walk = self.with_journal(|j| {
-            j.scan_all(&mut |r| {
-                rep.events += 1;
-                rep.head_seq = Some(r.event.seq);
-                rep.head_hash = Some(r.hash);
-                for rc in r.event.resources() {
-                    for c in [&rc.old, &rc.new].into_iter().flatten() {
-                        hashes.entry(c.hash).or_insert(r.event.seq);
-                    }
+        let positions = opts.indexes.then_some(positions.as_slice());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let fold = |acc: &mut Walk, r: &Record| -> Result<()> {
+            acc.add(r, positions);
+            Ok(())
+        };
+        let parallel = if workers > 1 {
+            self.with_journal(|j| j.scan_all_parallel(workers, &Walk::default, &fold))?
+        } else {
+            None
+        };
+        let walk = match parallel {
+            Some(parts) => parts.into_iter().fold(Walk::default(), Walk::merge),
+            None => {
+                // One thread, or something is wrong: the sequential walk names the first
+                // problem.
+                let mut acc = Walk::default();
+                let res = self.with_journal(|j| j.scan_all(&mut |r| fold(&mut acc, r)));
+                if let Err(e) = res {
+                    let (seq, detail) = match &e {
+                        Error::Damaged { seq, .. } => (Some(*seq), e.to_string()),
+                        _ => (None, e.to_string()),
+                    };
+                    rep.problems.push(Problem {
+                        kind: "journal",
+                        seq,
+                        hash: None,
+                        detail,
+                    });
                 }
-                if let Body::Redaction(rd) = &r.event.body {
-                    redacted.insert(rd.hash, r.event.seq);
-                }
-                if let (Some(it), None) = (positions.as_mut(), &index_problem) {
-                    match it.next() {
-                        Some((seq, pos)) if seq == r.event.seq && pos == r.pos => {}
-                        other => {
-                            index_problem = Some(Problem {
-                                kind: "index",
-                                seq: Some(r.event.seq),
-                                hash: None,
-                                detail: format!("position index disagrees with the journal at seq {} (index has {:?}); run `ledger reindex`", r.event.seq, other.map(|(s, p)| (s, p.segment, p.offset))),
-                            })
-                        }
-                    }
-                }
-                Ok(())
-            })
-        });
-        if let Err(e) = walk {
-            let (seq, detail) = match &e {
-                Error::Damaged { seq, .. } => (Some(*seq), e.to_string()),
-                _ => (None, e.to_string()),
-            };
-            rep.problems.push(Problem {
-                kind: "journal",
-                seq,
-                hash: None,
-                detail,
-            });
-        }
-        if let Some(p) = index_problem {
-            rep.problems.push(p);
-        } else if let Some(mut it) = positions {
-            if let Some((seq, _)) = it.next() {
-                rep.problems.push(Problem { kind: "index", seq: Some(seq), hash: None, detail: format!("index names seq {seq}, which the journal does not have; run `ledger reindex`") });
+                acc
             }
+        };
+        rep.events = walk.events;
+        if let Some((seq, hash)) = walk.head {
+            rep.head_seq = Some(seq);
+            rep.head_hash = Some(hash);
+        }
+        let (hashes, redacted) = (walk.hashes, walk.redacted);
+        if let Some(p) = walk.index_problem {
+            rep.problems.push(p);
+        } else if positions.is_some_and(|p| p.len() as u64 > rep.events) {
+            let seq = rep.events;
+            rep.problems.push(Problem {
+                kind: "index",
+                seq: Some(seq),
+                hash: None,
+                detail: format!(
+                    "index names seq {seq}, which the journal does not have; run `ledger reindex`"
+                ),
+            });
         }
         if opts.indexes && rep.problems.is_empty() {
             let st = self.index()?.state()?;

@@ -352,3 +352,76 @@ fn segments_sealed_while_the_index_writer_lags_do_not_force_a_rebuild() {
     assert_eq!(l2.change("s149-19").unwrap()[0].event.seq, 3000);
     assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
 }
+
+/// A ledger of 3,001 events over many small segments.
+fn many_segments() -> (tempfile::TempDir, Ledger) {
+    let (d, l) = init();
+    l.set_segment_target(16 * 1024);
+    for b in 0..100 {
+        let batch = (0..30)
+            .map(|i| ev(&format!("m{b}-{i}"), &format!("agent-{}", i % 3)))
+            .collect::<Vec<_>>();
+        l.append(batch, Precondition::None).unwrap();
+    }
+    (d, l)
+}
+
+#[test]
+fn the_parallel_segment_walk_sees_every_record_once_in_order() {
+    let (d, l) = many_segments();
+    drop(l);
+    let storage = FsStorage::new(&d.path().join(LEDGER_DIR).join("journal")).unwrap();
+    let (j, _) = open_journal(Box::new(storage)).unwrap();
+    let mut sequential = Vec::new();
+    j.scan_all(&mut |r| {
+        sequential.push((r.event.seq, r.hash));
+        Ok(())
+    })
+    .unwrap();
+    let parts = j
+        .scan_all_parallel(2, &Vec::new, &|acc: &mut Vec<(u64, Hash)>, r| {
+            acc.push((r.event.seq, r.hash));
+            Ok(())
+        })
+        .unwrap()
+        .expect("an intact journal walks in parallel");
+    assert!(parts.len() > 10, "{} segments", parts.len());
+    let parallel: Vec<_> = parts.into_iter().flatten().collect();
+    assert_eq!(parallel, sequential);
+    assert_eq!(parallel.len(), 3001);
+}
+
+#[test]
+fn damage_in_a_middle_segment_is_named_by_verify_like_the_sequential_walk() {
+    let (d, l) = many_segments();
+    assert_eq!(l.verify(VerifyOptions::default()).unwrap().events, 3001);
+    drop(l);
+    let jdir = d.path().join(LEDGER_DIR).join("journal");
+    let mut segs: Vec<_> = std::fs::read_dir(&jdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let victim = &segs[segs.len() / 2];
+    // Flip a byte in the payload of the second record of a middle segment.
+    let mut bytes = std::fs::read(victim).unwrap();
+    let first_len = 4 + 4 + 16 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize + 32;
+    bytes[first_len + 40] ^= 0x20;
+    std::fs::write(victim, &bytes).unwrap();
+    let storage = FsStorage::new(&jdir).unwrap();
+    let (j, _) = open_journal(Box::new(storage)).unwrap();
+    assert!(j
+        .scan_all_parallel(2, &|| (), &|_, _| Ok(()))
+        .unwrap()
+        .is_none());
+    let seq = match j.scan_all(&mut |_| Ok(())) {
+        Err(Error::Damaged { seq, .. }) => seq,
+        other => panic!("sequential walk: {other:?}"),
+    };
+    drop(j);
+    let (l2, _) = Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
+    let rep = l2.verify(VerifyOptions::default()).unwrap();
+    assert!(!rep.ok());
+    assert_eq!(rep.problems[0].kind, "journal");
+    assert_eq!(rep.problems[0].seq, Some(seq), "{:?}", rep.problems);
+}
