@@ -301,6 +301,26 @@ impl Journal {
             segment_target: SEGMENT_TARGET,
         };
         let rec = j.recover(hint, acknowledged)?;
+        // A journal that ends cleanly (at a batch boundary) before an acknowledged seq
+        // lost acknowledged records: refuse, as for a torn record below that seq.
+        if let Some(ack) = acknowledged {
+            let next = j.next_seq();
+            if j.damage.is_none() && next <= ack {
+                let location = match j.storage.segments() {
+                    Ok(s) => s
+                        .last()
+                        .map_or_else(|| "journal".to_string(), |l| j.storage.describe(*l)),
+                    Err(_) => "journal".to_string(),
+                };
+                return Err(Error::Damaged {
+                    seq: next,
+                    location,
+                    reason: format!(
+                        "the journal ends before seq {next}, but seq {ack} was acknowledged: acknowledged records are missing"
+                    ),
+                });
+            }
+        }
         Ok((j, rec))
     }
 
@@ -670,6 +690,24 @@ impl Journal {
                     reason: b.reason,
                 });
             }
+        }
+        // Appends write whole batches and recovery cuts unfinished ones, so a batch still
+        // open at the end means its last record's batch fields (not hash-covered) are
+        // damaged, or records were cut off behind the journal's back.
+        if let Some(Expect {
+            seq,
+            batch: Some((first, last)),
+            ..
+        }) = expect
+        {
+            return Err(Error::Damaged {
+                seq: first,
+                location: "journal end".into(),
+                reason: format!(
+                    "batch {first}..={last} is unfinished: the journal ends at seq {}",
+                    seq.wrapping_sub(1)
+                ),
+            });
         }
         if let (Some(e), Some(h)) = (expect, self.head) {
             if e.seq != h.seq + 1 {
