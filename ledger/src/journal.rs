@@ -381,7 +381,9 @@ impl Journal {
         let mut expect = None;
         let mut last_rec: Option<(Head, u64, u64, u64)> = None; // head, end offset, batch_first, batch_first offset
         let mut batch_start_off = 0u64;
+        let mut first_seq = None;
         let mut cb = |r: &Record| -> Result<()> {
+            first_seq.get_or_insert(r.event.seq);
             if r.batch_first == r.event.seq {
                 batch_start_off = r.pos.offset;
             }
@@ -397,14 +399,15 @@ impl Journal {
             Ok(())
         };
         let brk = walk(last, 0, &bytes, &mut expect, &mut cb)?;
-        if let Some(r) = last_rec {
-            if last != segs[0] && r.0.seq < last {
-                return Err(Error::Damaged {
-                    seq: last,
-                    location: self.storage.describe(last),
-                    reason: "segment name does not match its first record".into(),
-                });
-            }
+        // Segments are named by the seq of their first record (rule 6).
+        if let Some(first) = first_seq.filter(|f| *f != last) {
+            return Err(Error::Damaged {
+                seq: last,
+                location: self.storage.describe(last),
+                reason: format!(
+                    "segment name does not match its first record (seq {first} is first)"
+                ),
+            });
         }
         let incomplete = expect.and_then(|e| e.batch);
         let (cut_at, torn_first) = match (&brk, incomplete) {
@@ -665,6 +668,14 @@ impl Journal {
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
             let start = if first { from.offset } else { 0 };
             first = false;
+            if expect.is_none() && seg == 0 && start == 0 {
+                // The journal's first record: seq 0 with the zero prev hash.
+                expect = Some(Expect {
+                    seq: 0,
+                    prev: Hash::ZERO,
+                    batch: None,
+                });
+            }
             if expect.is_none() && seg != from.segment {
                 expect = Some(Expect {
                     seq: seg,
@@ -754,9 +765,12 @@ impl Journal {
                 if !saw_genesis {
                     if r.event.seq != 0 || r.event.prev != Hash::ZERO {
                         return Err(Error::Damaged {
-                            seq: r.event.seq,
+                            seq: 0,
                             location: "journal start".into(),
-                            reason: "the journal does not start with seq 0".into(),
+                            reason: format!(
+                                "the journal does not start with seq 0 (seq {} is first)",
+                                r.event.seq
+                            ),
                         });
                     }
                     saw_genesis = true;

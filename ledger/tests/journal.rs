@@ -277,3 +277,33 @@ fn acknowledged_records_cut_at_a_boundary_are_refused() {
     assert_eq!(rec, Recovery::default());
     assert_eq!(j2.head().unwrap().seq, 1);
 }
+
+/// Two whole records exchanged at the start of a segment: each frame checks itself,
+/// but the segment no longer starts with the seq it is named by, and the full walk
+/// names seq 0 (where seq 1 now stands), not the seq it found.
+#[test]
+fn swapped_first_records_are_damage_naming_the_missing_seq() {
+    let mem = MemStorage::new();
+    let (mut j, _) = open_journal(Box::new(mem.clone())).unwrap();
+    for i in 0..3 {
+        j.append(vec![ev(i)]).unwrap();
+    }
+    let recs = all(&j);
+    let seg = mem.durable_image()[&0].clone();
+    let (a, b) = (recs[0].frame_len as usize, recs[1].frame_len as usize);
+    let mut swapped = seg[a..a + b].to_vec();
+    swapped.extend_from_slice(&seg[..a]);
+    swapped.extend_from_slice(&seg[a + b..]);
+    let image = BTreeMap::from([(0u64, swapped.clone())]);
+    match open_journal(Box::new(MemStorage::from_image(image))) {
+        Err(e @ Error::Damaged { seq: 0, .. }) => {
+            assert!(e.to_string().contains("segment name"), "{e}")
+        }
+        other => panic!("expected damage at seq 0, got {:?}", other.map(|(j, _)| j.head())),
+    }
+    let mut edit = mem.clone();
+    edit.truncate(0, 0).unwrap();
+    edit.append(0, &swapped).unwrap();
+    let err = j.scan_all(&mut |_| Ok(())).unwrap_err();
+    assert!(matches!(err, Error::Damaged { seq: 0, .. }), "{err}");
+}

@@ -480,16 +480,27 @@ fn open_journal_as_ledger_does(
     }
 }
 
-/// A journal flip (already applied) against an open ledger: the recovery step of
-/// opening must not accept or cut it, and `verify` must name the seq.
-fn check_journal_flip(
+/// Every journal segment's bytes, to prove checking changed nothing.
+fn journal_snapshot(journal_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(journal_dir)
+        .into_iter()
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// Damaged journal bytes (already in place) against an open ledger: the recovery step
+/// of opening must not accept or cut them, and `verify` must name a seq `seq_ok`
+/// accepts (so must a refusal at open).
+fn check_journal_damage(
     ledger: &Ledger,
     state: &IndexState,
     journal_dir: &Path,
-    flip: &Flip,
-    seq: u64,
+    seq_ok: &dyn Fn(u64) -> bool,
 ) -> Result<(AtOpen, u64), String> {
-    let before = fs::read(&flip.path).unwrap();
+    let before = journal_snapshot(journal_dir);
     let opened = open_journal_as_ledger_does(journal_dir, state);
     let named = journal_problem_seq(
         ledger,
@@ -498,23 +509,24 @@ fn check_journal_flip(
             indexes: true,
         },
     );
-    if fs::read(&flip.path).unwrap() != before {
-        return Err("the damaged segment was changed".into());
+    if journal_snapshot(journal_dir) != before {
+        return Err("the damaged journal was changed".into());
     }
     let (at_open, refused_seq) = opened?;
     let named = named?;
     for n in [Some(named), refused_seq].into_iter().flatten() {
-        if !seq_ok(n, seq, flip.region) {
-            return Err(format!("seq {n} named instead of seq {seq}"));
+        if !seq_ok(n) {
+            return Err(format!("seq {n} named"));
         }
     }
     Ok((at_open, named))
 }
 
-/// A journal flip the whole way `ledger verify` takes it: open the ledger (recovery,
-/// index catch-up, possibly a rebuild), then verify everything.
-fn check_journal_flip_full(dir: &Path, flip: &Flip, seq: u64) -> Result<AtOpen, String> {
-    let before = fs::read(&flip.path).unwrap();
+/// Damaged journal bytes the whole way `ledger verify` takes them: open the ledger
+/// (recovery, index catch-up, possibly a rebuild), then verify everything.
+fn check_journal_damage_full(dir: &Path, seq_ok: &dyn Fn(u64) -> bool) -> Result<AtOpen, String> {
+    let journal_dir = dir.join("journal");
+    let before = journal_snapshot(&journal_dir);
     let result = match Ledger::open_dir(dir, &open_opts()) {
         Err(Error::Damaged { seq: named, .. }) => Ok((AtOpen::Refused, named)),
         Err(e) => Err(format!("opening failed without naming damage: {e}")),
@@ -533,14 +545,28 @@ fn check_journal_flip_full(dir: &Path, flip: &Flip, seq: u64) -> Result<AtOpen, 
             ))
         })(),
     };
-    if fs::read(&flip.path).unwrap() != before {
-        return Err("the damaged segment was changed".into());
+    if journal_snapshot(&journal_dir) != before {
+        return Err("the damaged journal was changed".into());
     }
     let (at_open, named) = result?;
-    if !seq_ok(named, seq, flip.region) {
-        return Err(format!("seq {named} named instead of seq {seq}"));
+    if !seq_ok(named) {
+        return Err(format!("seq {named} named"));
     }
     Ok(at_open)
+}
+
+fn check_journal_flip(
+    ledger: &Ledger,
+    state: &IndexState,
+    journal_dir: &Path,
+    flip: &Flip,
+    seq: u64,
+) -> Result<(AtOpen, u64), String> {
+    check_journal_damage(ledger, state, journal_dir, &|n| seq_ok(n, seq, flip.region))
+}
+
+fn check_journal_flip_full(dir: &Path, flip: &Flip, seq: u64) -> Result<AtOpen, String> {
+    check_journal_damage_full(dir, &|n| seq_ok(n, seq, flip.region))
 }
 
 /// How a content flip came out.
@@ -676,6 +702,7 @@ fn random_bit_flips_are_all_detected_and_named() {
     let mut named_next = 0u64;
     let mut full_journal = 0u64;
     let mut full_content = 0u64;
+    let mut content_outcomes: BTreeMap<usize, ContentOutcome> = BTreeMap::new();
 
     let (ledger, _) = Ledger::open_dir(&dir, &open_opts()).unwrap();
     let state = ledger.index().state().unwrap();
@@ -705,6 +732,7 @@ fn random_bit_flips_are_all_detected_and_named() {
                     e.1 += 1;
                 }
                 *by_content.entry(outcome).or_default() += 1;
+                content_outcomes.insert(i, outcome);
             }
             Expect::Seq(seq) => {
                 let (at_open, named) = with_flip(i, flip, seed, || {
@@ -739,6 +767,43 @@ fn random_bit_flips_are_all_detected_and_named() {
         *full_open.entry(at_open).or_default() += 1;
     }
     let full_time = t.elapsed();
+
+    // Some through the real binary: exit 3 and the seq or hash in its message.
+    let t = Instant::now();
+    let cli_n = env_u64("LEDGER_FLIP_CLI", 50) as usize;
+    let step = (flips.len() / cli_n.max(1)).max(1);
+    let mut cli_runs = 0;
+    for (i, flip) in flips
+        .iter()
+        .enumerate()
+        .skip(step / 2)
+        .step_by(step)
+        .take(cli_n)
+    {
+        let out = with_flip(i, flip, seed, || Ok(fx.env.run(["verify"])));
+        let ctx = format!("flip #{i} through `ledger verify`: {}", flip.describe());
+        assert_ne!(out.code, 101, "{ctx}: panicked: {out:?}");
+        match flip.expect {
+            Expect::Seq(seq) => {
+                assert_eq!(out.code, EXIT_VERIFY, "{ctx}: {out:?}");
+                let names = |s: u64| out.stderr.contains(&format!("damaged at seq {s} "));
+                assert!(
+                    names(seq) || (flip.region.is_batch_field() && names(seq + 1)),
+                    "{ctx}: seq {seq} not named: {out:?}"
+                );
+            }
+            Expect::Hash(hash) => {
+                if content_outcomes[&i] == ContentOutcome::Named {
+                    assert_eq!(out.code, EXIT_VERIFY, "{ctx}: {out:?}");
+                    assert!(out.stderr.contains(&hash.to_hex()), "{ctx}: {out:?}");
+                } else {
+                    out.success();
+                }
+            }
+        }
+        cli_runs += 1;
+    }
+    let cli_time = t.elapsed();
 
     // Everything restored: the ledger verifies and takes appends again.
     let (ledger, _) = Ledger::open_dir(&dir, &open_opts()).unwrap();
@@ -776,7 +841,12 @@ fn random_bit_flips_are_all_detected_and_named() {
     eprintln!(
         "  also through Ledger::open_dir + full verify: {full_journal} journal flips ({full_open:?}), {full_content} content flips"
     );
-    eprintln!("in-process flips took {in_process:?}; full-path journal sample {full_time:?}");
+    eprintln!(
+        "  through the `ledger` binary: {cli_runs} flips, each exit 3 naming the seq or hash"
+    );
+    eprintln!(
+        "in-process flips took {in_process:?}; full-path journal sample {full_time:?}; binary {cli_time:?}"
+    );
 }
 
 /// Every bit of the frame headers (marker, length, batch fields: the bytes the event
@@ -1026,4 +1096,207 @@ fn truncation_at_every_byte_of_the_last_records() {
         );
         assert_eq!(fs::read(&seg).unwrap(), &full[..cut], "cut at {cut}");
     }
+}
+
+// ---- swapped records and blobs ---------------------------------------------------------
+
+/// `bytes` with frames `a` and `b` (whole, `a` first, same segment) exchanged.
+fn swap_frames(bytes: &[u8], a: &Frame, b: &Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..a.off]);
+    out.extend_from_slice(&bytes[b.off..b.off + b.len]);
+    out.extend_from_slice(&bytes[a.off + a.len..b.off]);
+    out.extend_from_slice(&bytes[a.off..a.off + a.len]);
+    out.extend_from_slice(&bytes[b.off + b.len..]);
+    out
+}
+
+/// Every pair of whole frames within a segment exchanged, and a sample of pairs across
+/// two segments: `verify` names the seq expected where the first of the two was, and
+/// opening neither accepts nor cuts anything.
+#[test]
+fn swapped_records_are_detected_naming_the_seq() {
+    let fx = Fixture::build(40);
+    let dir = fx.dir();
+    let journal_dir = fx.env.journal_dir();
+    let (ledger, _) = Ledger::open_dir(&dir, &open_opts()).unwrap();
+    let state = ledger.index().state().unwrap();
+    let mut by_segment: BTreeMap<PathBuf, Vec<&Frame>> = BTreeMap::new();
+    for f in &fx.frames {
+        by_segment.entry(f.path.clone()).or_default().push(f);
+    }
+    // (what, damaged segment bytes, seqs that may be named)
+    type Case = (String, Vec<(PathBuf, Vec<u8>)>, Vec<u64>);
+    let mut cases: Vec<Case> = Vec::new();
+    for (path, frames) in &by_segment {
+        let good = fs::read(path).unwrap();
+        for (x, a) in frames.iter().enumerate() {
+            for b in &frames[x + 1..] {
+                cases.push((
+                    format!("seqs {} and {} swapped in {}", a.seq, b.seq, path.display()),
+                    vec![(path.clone(), swap_frames(&good, a, b))],
+                    vec![a.seq],
+                ));
+            }
+        }
+    }
+    let within = cases.len();
+    // Across segments: frame `a` of one segment and `b` of a later one.
+    let segs: Vec<&PathBuf> = by_segment.keys().collect();
+    let mut rng = Rng::new(7);
+    for _ in 0..60 {
+        let s1 = rng.below(segs.len() as u64 - 1) as usize;
+        let s2 = rng.range(s1 as u64 + 1, segs.len() as u64 - 1) as usize;
+        let f1 = by_segment[segs[s1]][rng.below(by_segment[segs[s1]].len() as u64) as usize];
+        let f2 = by_segment[segs[s2]][rng.below(by_segment[segs[s2]].len() as u64) as usize];
+        let (g1, g2) = (fs::read(segs[s1]).unwrap(), fs::read(segs[s2]).unwrap());
+        let mut n1 = g1[..f1.off].to_vec();
+        n1.extend_from_slice(&g2[f2.off..f2.off + f2.len]);
+        n1.extend_from_slice(&g1[f1.off + f1.len..]);
+        let mut n2 = g2[..f2.off].to_vec();
+        n2.extend_from_slice(&g1[f1.off..f1.off + f1.len]);
+        n2.extend_from_slice(&g2[f2.off + f2.len..]);
+        cases.push((
+            format!("seq {} and seq {} swapped across segments", f1.seq, f2.seq),
+            vec![(segs[s1].clone(), n1), (segs[s2].clone(), n2)],
+            // Both places are damaged: verify meets the first, opening looks at the
+            // last segment only.
+            vec![f1.seq, f2.seq],
+        ));
+    }
+    let originals = journal_snapshot(&journal_dir);
+    let restore = || {
+        for (p, b) in &originals {
+            fs::write(p, b).unwrap();
+        }
+    };
+    let run = |what: &str, files: &[(PathBuf, Vec<u8>)], check: &dyn Fn() -> Result<(), String>| {
+        for (p, b) in files {
+            fs::write(p, b).unwrap();
+        }
+        let r = catch_unwind(AssertUnwindSafe(check));
+        restore();
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => panic!("{what}: {why}"),
+            Err(p) => panic!("{what}: panicked: {}", panic_text(p)),
+        }
+    };
+    let t = Instant::now();
+    for (what, files, seqs) in &cases {
+        run(what, files, &|| {
+            check_journal_damage(&ledger, &state, &journal_dir, &|n| seqs.contains(&n)).map(|_| ())
+        });
+    }
+    drop(ledger);
+    // A sample the whole way, and a few through the binary.
+    for (what, files, seqs) in cases.iter().step_by(25) {
+        run(what, files, &|| {
+            check_journal_damage_full(&dir, &|n| seqs.contains(&n)).map(|_| ())
+        });
+    }
+    for (what, files, seqs) in cases.iter().step_by(cases.len() / 6) {
+        run(what, files, &|| {
+            let out = fx.env.run(["verify"]);
+            let named = seqs
+                .iter()
+                .any(|s| out.stderr.contains(&format!("damaged at seq {s} ")));
+            if out.code == EXIT_VERIFY && named {
+                Ok(())
+            } else {
+                Err(format!("through the binary: {out:?}"))
+            }
+        });
+    }
+    eprintln!(
+        "{} swaps ({within} within a segment, {} across), each named; {:?}",
+        cases.len(),
+        cases.len() - within,
+        t.elapsed()
+    );
+    let (ledger, _) = Ledger::open_dir(&dir, &open_opts()).unwrap();
+    assert!(ledger.verify(VerifyOptions::default()).unwrap().ok());
+}
+
+/// Two objects' files exchanged: each now holds the other's content under the wrong
+/// name; `verify` names both hashes and nothing else.
+#[test]
+fn swapped_blobs_are_detected_naming_both_hashes() {
+    let fx = Fixture::build(40);
+    let dir = fx.dir();
+    let (ledger, _) = Ledger::open_dir(&dir, &open_opts()).unwrap();
+    let mut pairs = Vec::new();
+    for (x, a) in fx.objects.iter().enumerate() {
+        for b in &fx.objects[x + 1..] {
+            pairs.push((a, b));
+        }
+    }
+    let t = Instant::now();
+    let mut full = 0;
+    for (k, (a, b)) in pairs.iter().enumerate() {
+        let (ba, bb) = (fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap());
+        fs::write(&a.path, &bb).unwrap();
+        fs::write(&b.path, &ba).unwrap();
+        let check = || -> Result<(), String> {
+            for o in [a, b] {
+                match ledger.store().verify(&o.hash) {
+                    Err(Error::CorruptContent { hash, actual }) if hash == o.hash => {
+                        if actual == o.hash {
+                            return Err("reported with its own hash as actual".into());
+                        }
+                    }
+                    other => return Err(format!("{}: {other:?}", o.hash)),
+                }
+            }
+            if k % 40 == 0 {
+                let rep = ledger
+                    .verify(VerifyOptions::default())
+                    .map_err(|e| e.to_string())?;
+                let mut named: Vec<Hash> = rep
+                    .problems
+                    .iter()
+                    .filter(|p| p.kind == "content")
+                    .filter_map(|p| p.hash)
+                    .collect();
+                named.sort();
+                let mut want = vec![a.hash, b.hash];
+                want.sort();
+                if named != want || rep.problems.len() != 2 {
+                    return Err(format!("verify reported {:?}", rep.problems));
+                }
+            }
+            Ok(())
+        };
+        let r = catch_unwind(AssertUnwindSafe(check));
+        fs::write(&a.path, &ba).unwrap();
+        fs::write(&b.path, &bb).unwrap();
+        let what = format!("objects {} and {} swapped", a.hash, b.hash);
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => panic!("{what}: {why}"),
+            Err(p) => panic!("{what}: panicked: {}", panic_text(p)),
+        }
+        if k % 40 == 0 {
+            full += 1;
+        }
+    }
+    drop(ledger);
+    // Through the binary: exit 3, both hashes named.
+    let (a, b) = pairs[pairs.len() / 2];
+    let (ba, bb) = (fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap());
+    fs::write(&a.path, &bb).unwrap();
+    fs::write(&b.path, &ba).unwrap();
+    let out = fx.env.run(["verify"]).expect_code(EXIT_VERIFY);
+    fs::write(&a.path, &ba).unwrap();
+    fs::write(&b.path, &bb).unwrap();
+    assert!(out.stderr.contains("2 problem(s)"), "{out:?}");
+    for h in [a.hash, b.hash] {
+        assert!(out.stderr.contains(&h.to_hex()), "{h} not named: {out:?}");
+    }
+    eprintln!(
+        "{} blob pairs swapped, each pair named ({full} also through Ledger::verify); {:?}",
+        pairs.len(),
+        t.elapsed()
+    );
+    fx.env.verify_ok();
 }
