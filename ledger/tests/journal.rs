@@ -299,7 +299,10 @@ fn swapped_first_records_are_damage_naming_the_missing_seq() {
         Err(e @ Error::Damaged { seq: 0, .. }) => {
             assert!(e.to_string().contains("segment name"), "{e}")
         }
-        other => panic!("expected damage at seq 0, got {:?}", other.map(|(j, _)| j.head())),
+        other => panic!(
+            "expected damage at seq 0, got {:?}",
+            other.map(|(j, _)| j.head())
+        ),
     }
     let mut edit = mem.clone();
     edit.truncate(0, 0).unwrap();
