@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Genesis, NewEvent, FORMAT_VERSION};
 use crate::hash::Hash;
 use crate::index::{Index, IndexState};
-use crate::journal::{Head, Journal, Position, Record, Recovery};
+use crate::journal::{Head, Journal, Position, Record, Recovery, TailHint};
 use crate::storage::{FsStorage, Storage};
 use crate::store::{ContentStore, Pending};
 
@@ -297,7 +297,7 @@ impl Ledger {
                 report.reindexed = Some(why);
             }
             self.index.clear()?;
-            self.index_from(&mut w, 0, None)?;
+            self.index_from(&mut w, 0, None, state.tail)?;
         } else if state.indexed < next {
             let prev = match state.indexed.checked_sub(1) {
                 Some(s) => {
@@ -317,16 +317,22 @@ impl Ledger {
                 }
                 None => None,
             };
-            self.index_from(&mut w, state.indexed, prev)?;
+            self.index_from(&mut w, state.indexed, prev, state.tail)?;
         }
         Ok(())
     }
 
+    /// Indexes the journal from seq `from` (after `prev`). `known_tail` is the tail the
+    /// index recorded before: the last acknowledged seq, which recovery must never cut
+    /// below. It is kept when the journal now ends earlier, which it only does when it
+    /// is damaged (opening refuses a clean journal that ends before it), so that
+    /// indexing a damaged journal does not forget what was acknowledged.
     fn index_from(
         &self,
         w: &mut MutexGuard<'_, Writer>,
         from: u64,
         prev: Option<(u64, Hash, Position)>,
+        known_tail: Option<TailHint>,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(4096);
         let mut genesis = None;
@@ -363,7 +369,11 @@ impl Ledger {
             st.genesis = Some(g);
         }
         st.indexed = indexed;
-        st.tail = w.journal.tail_hint();
+        st.tail = match (w.journal.tail_hint(), known_tail) {
+            (Some(now), Some(before)) if before.head.seq > now.head.seq => Some(before),
+            (None, before) => before,
+            (now, _) => now,
+        };
         st.stamps = w.journal.stamps()?;
         self.index.set_state(&st)?;
         Ok(())
@@ -609,8 +619,9 @@ impl Ledger {
     /// Rebuilds every index from the journal.
     pub fn reindex(&self) -> Result<u64> {
         let mut w = self.writer.lock().unwrap();
+        let known_tail = self.index.state().ok().and_then(|s| s.tail);
         self.index.clear()?;
-        self.index_from(&mut w, 0, None)?;
+        self.index_from(&mut w, 0, None, known_tail)?;
         if let Some(d) = &w.damaged {
             return Err(Error::Refused(d.clone()));
         }

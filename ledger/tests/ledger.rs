@@ -211,3 +211,43 @@ fn edited_sealed_segment_is_noticed_on_open_and_appends_refused() {
         "journal bytes unchanged"
     );
 }
+
+/// Opening a ledger whose journal is damaged before its tail re-indexes what it can;
+/// that must not make it forget the last acknowledged seq. Here the damage is later
+/// repaired (a bad read that went away, a restored copy) and the tail record is then
+/// damaged: it must be refused as damage, not cut as a torn write.
+#[test]
+fn opening_a_damaged_journal_keeps_the_acknowledged_tail() {
+    let (d, l) = init();
+    for i in 0..5 {
+        l.append(vec![ev(&format!("c{i}"), "a")], Precondition::None)
+            .unwrap();
+    }
+    let last = l.event(5).unwrap();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR);
+    let seg = dir.join("journal").join("00000000000000000000.seg");
+    let good = std::fs::read(&seg).unwrap();
+    let first_len = 24 + u32::from_le_bytes(good[4..8].try_into().unwrap()) as usize + 32;
+    let mut bad = good.clone();
+    bad[first_len + 30] ^= 0xff; // inside seq 1
+    std::fs::write(&seg, &bad).unwrap();
+    {
+        let (_l, report) = Ledger::open_dir(&dir, &OpenOptions::default()).unwrap();
+        assert!(report.damaged.is_some(), "{report:?}");
+    }
+    let mut torn = good.clone();
+    let at = last.pos.offset as usize + 40;
+    torn[at] ^= 0x01; // inside seq 5, the acknowledged tail
+    std::fs::write(&seg, &torn).unwrap();
+    match Ledger::open_dir(&dir, &OpenOptions::default()) {
+        Err(Error::Damaged { seq: 5, .. }) => {}
+        Err(e) => panic!("refused, but not naming seq 5: {e}"),
+        Ok((l, report)) => panic!(
+            "acknowledged seq 5 was treated as a torn write: {:?}, head {:?}",
+            report.recovery,
+            l.head()
+        ),
+    }
+    assert!(std::fs::read(&seg).unwrap() == torn, "the journal was cut");
+}

@@ -394,16 +394,15 @@ impl Flip {
     }
 
     /// Flips the bit in place (the file keeps its inode; its mtime moves on).
-    fn toggle(&self) {
+    fn toggle(&self) -> std::io::Result<()> {
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&self.path)
-            .unwrap();
+            .open(&self.path)?;
         let mut b = [0u8];
-        f.read_exact_at(&mut b, self.offset as u64).unwrap();
+        f.read_exact_at(&mut b, self.offset as u64)?;
         b[0] ^= 1 << self.bit;
-        f.write_all_at(&b, self.offset as u64).unwrap();
+        f.write_all_at(&b, self.offset as u64)
     }
 
     fn describe(&self) -> String {
@@ -510,7 +509,9 @@ fn check_journal_damage(
         },
     );
     if journal_snapshot(journal_dir) != before {
-        return Err("the damaged journal was changed".into());
+        return Err(format!(
+            "the damaged journal was changed (open: {opened:?}; verify: {named:?})"
+        ));
     }
     let (at_open, refused_seq) = opened?;
     let named = named?;
@@ -546,7 +547,7 @@ fn check_journal_damage_full(dir: &Path, seq_ok: &dyn Fn(u64) -> bool) -> Result
         })(),
     };
     if journal_snapshot(&journal_dir) != before {
-        return Err("the damaged journal was changed".into());
+        return Err(format!("the damaged journal was changed ({result:?})"));
     }
     let (at_open, named) = result?;
     if !seq_ok(named) {
@@ -661,13 +662,14 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 /// Runs `check` with the flip applied, undoes the flip, and turns an error or a panic
 /// into a test failure naming the flip and the seed.
 fn with_flip<T>(i: usize, flip: &Flip, seed: u64, check: impl FnOnce() -> Result<T, String>) -> T {
-    flip.toggle();
+    flip.toggle().unwrap();
     let r = catch_unwind(AssertUnwindSafe(check));
-    flip.toggle();
-    let why = match r {
-        Ok(Ok(x)) => return x,
-        Ok(Err(why)) => why,
-        Err(p) => format!("panicked: {}", panic_text(p)),
+    let restored = flip.toggle();
+    let why = match (r, restored) {
+        (Ok(Ok(x)), Ok(())) => return x,
+        (Ok(Ok(_)), Err(e)) => format!("passed, but the file cannot be restored: {e}"),
+        (Ok(Err(why)), _) => why,
+        (Err(p), _) => format!("panicked: {}", panic_text(p)),
     };
     panic!(
         "flip #{i} (rerun with LEDGER_FLIP_SEED={seed}): {}: {why}",
