@@ -536,7 +536,23 @@ impl Ledger {
             .index
             .position(seq)?
             .ok_or_else(|| Error::Invalid(format!("no event with seq {seq}")))?;
-        let r = self.writer.lock().unwrap().journal.read_at(pos)?;
+        // `read_at` knows the position, not the seq: name the seq asked for.
+        let r = self
+            .writer
+            .lock()
+            .unwrap()
+            .journal
+            .read_at(pos)
+            .map_err(|e| match e {
+                Error::Damaged {
+                    location, reason, ..
+                } => Error::Damaged {
+                    seq,
+                    location,
+                    reason,
+                },
+                other => other,
+            })?;
         if r.event.seq != seq {
             return Err(Error::Damaged {
                 seq,

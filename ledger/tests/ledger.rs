@@ -251,3 +251,28 @@ fn opening_a_damaged_journal_keeps_the_acknowledged_tail() {
     }
     assert!(std::fs::read(&seg).unwrap() == torn, "the journal was cut");
 }
+
+/// A record damaged behind an open ledger's back: reading it by seq names that seq
+/// (not the first seq of its segment).
+#[test]
+fn reading_a_damaged_record_names_its_seq() {
+    let (d, l) = init();
+    for i in 0..4 {
+        l.append(vec![ev(&format!("c{i}"), "a")], Precondition::None)
+            .unwrap();
+    }
+    let pos = l.event(3).unwrap().pos;
+    let seg = d
+        .path()
+        .join(LEDGER_DIR)
+        .join("journal")
+        .join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[pos.offset as usize + 60] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    match l.event(3) {
+        Err(e @ Error::Damaged { seq: 3, .. }) => assert!(e.to_string().contains("seq 3")),
+        other => panic!("expected damage at seq 3, got {other:?}"),
+    }
+    assert!(l.event(2).is_ok());
+}
