@@ -303,6 +303,26 @@ impl Journal {
             segment_target: SEGMENT_TARGET,
         };
         let rec = j.recover(hint, acknowledged)?;
+        // A journal that ends cleanly (at a batch boundary) before an acknowledged seq
+        // lost acknowledged records: refuse, as for a torn record below that seq.
+        if let Some(ack) = acknowledged {
+            let next = j.next_seq();
+            if j.damage.is_none() && next <= ack {
+                let location = match j.storage.segments() {
+                    Ok(s) => s
+                        .last()
+                        .map_or_else(|| "journal".to_string(), |l| j.storage.describe(*l)),
+                    Err(_) => "journal".to_string(),
+                };
+                return Err(Error::Damaged {
+                    seq: next,
+                    location,
+                    reason: format!(
+                        "the journal ends before seq {next}, but seq {ack} was acknowledged: acknowledged records are missing"
+                    ),
+                });
+            }
+        }
         Ok((j, rec))
     }
 
@@ -363,7 +383,9 @@ impl Journal {
         let mut expect = None;
         let mut last_rec: Option<(Head, u64, u64, u64)> = None; // head, end offset, batch_first, batch_first offset
         let mut batch_start_off = 0u64;
+        let mut first_seq = None;
         let mut cb = |r: &Record| -> Result<()> {
+            first_seq.get_or_insert(r.event.seq);
             if r.batch_first == r.event.seq {
                 batch_start_off = r.pos.offset;
             }
@@ -379,14 +401,15 @@ impl Journal {
             Ok(())
         };
         let brk = walk(last, 0, &bytes, &mut expect, &mut cb)?;
-        if let Some(r) = last_rec {
-            if last != segs[0] && r.0.seq < last {
-                return Err(Error::Damaged {
-                    seq: last,
-                    location: self.storage.describe(last),
-                    reason: "segment name does not match its first record".into(),
-                });
-            }
+        // Segments are named by the seq of their first record (rule 6).
+        if let Some(first) = first_seq.filter(|f| *f != last) {
+            return Err(Error::Damaged {
+                seq: last,
+                location: self.storage.describe(last),
+                reason: format!(
+                    "segment name does not match its first record (seq {first} is first)"
+                ),
+            });
         }
         let incomplete = expect.and_then(|e| e.batch);
         let (cut_at, torn_first) = match (&brk, incomplete) {
@@ -647,6 +670,14 @@ impl Journal {
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
             let start = if first { from.offset } else { 0 };
             first = false;
+            if expect.is_none() && seg == 0 && start == 0 {
+                // The journal's first record: seq 0 with the zero prev hash.
+                expect = Some(Expect {
+                    seq: 0,
+                    prev: Hash::ZERO,
+                    batch: None,
+                });
+            }
             if expect.is_none() && seg != from.segment {
                 expect = Some(Expect {
                     seq: seg,
@@ -672,6 +703,24 @@ impl Journal {
                     reason: b.reason,
                 });
             }
+        }
+        // Appends write whole batches and recovery cuts unfinished ones, so a batch still
+        // open at the end means its last record's batch fields (not hash-covered) are
+        // damaged, or records were cut off behind the journal's back.
+        if let Some(Expect {
+            seq,
+            batch: Some((first, last)),
+            ..
+        }) = expect
+        {
+            return Err(Error::Damaged {
+                seq: first,
+                location: "journal end".into(),
+                reason: format!(
+                    "batch {first}..={last} is unfinished: the journal ends at seq {}",
+                    seq.wrapping_sub(1)
+                ),
+            });
         }
         if let (Some(e), Some(h)) = (expect, self.head) {
             if e.seq != h.seq + 1 {
@@ -784,6 +833,10 @@ impl Journal {
             prev = w.last;
             out.push(w.acc);
         }
+        // An unfinished batch at the end is damage (see `scan_from`).
+        if prev.is_some_and(|e| e.batch.is_some()) {
+            return Ok(None);
+        }
         let end = prev.map_or(0, |e| e.seq);
         if end != self.head.map_or(0, |h| h.seq + 1) {
             return Ok(None);
@@ -820,9 +873,12 @@ impl Journal {
                 if !saw_genesis {
                     if r.event.seq != 0 || r.event.prev != Hash::ZERO {
                         return Err(Error::Damaged {
-                            seq: r.event.seq,
+                            seq: 0,
                             location: "journal start".into(),
-                            reason: "the journal does not start with seq 0".into(),
+                            reason: format!(
+                                "the journal does not start with seq 0 (seq {} is first)",
+                                r.event.seq
+                            ),
                         });
                     }
                     saw_genesis = true;

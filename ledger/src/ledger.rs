@@ -498,7 +498,7 @@ impl Ledger {
                 report.reindexed = Some(why);
             }
             self.index.clear()?;
-            self.index_from(&mut w, 0, None)?;
+            self.index_from(&mut w, 0, None, state.tail)?;
         } else if state.indexed < next {
             let prev = match state.indexed.checked_sub(1) {
                 Some(s) => {
@@ -518,16 +518,22 @@ impl Ledger {
                 }
                 None => None,
             };
-            self.index_from(&mut w, state.indexed, prev)?;
+            self.index_from(&mut w, state.indexed, prev, state.tail)?;
         }
         Ok(())
     }
 
+    /// Indexes the journal from seq `from` (after `prev`). `known_tail` is the tail the
+    /// index recorded before: the last acknowledged seq, which recovery must never cut
+    /// below. It is kept when the journal now ends earlier, which it only does when it
+    /// is damaged (opening refuses a clean journal that ends before it), so that
+    /// indexing a damaged journal does not forget what was acknowledged.
     fn index_from(
         &self,
         w: &mut MutexGuard<'_, Writer>,
         from: u64,
         prev: Option<(u64, Hash, Position)>,
+        known_tail: Option<TailHint>,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(4096);
         let mut genesis = None;
@@ -566,7 +572,11 @@ impl Ledger {
             st.genesis = Some(g);
         }
         st.indexed = indexed;
-        st.tail = w.journal.tail_hint();
+        st.tail = match (w.journal.tail_hint(), known_tail) {
+            (Some(now), Some(before)) if before.head.seq > now.head.seq => Some(before),
+            (None, before) => before,
+            (now, _) => now,
+        };
         st.stamps = w.journal.stamps()?;
         self.index.set_state(&st)?;
         Ok(())
@@ -778,7 +788,23 @@ impl Ledger {
             .index
             .position(seq)?
             .ok_or_else(|| Error::Invalid(format!("no event with seq {seq}")))?;
-        let r = self.writer.lock().unwrap().journal.read_at(pos)?;
+        // `read_at` knows the position, not the seq: name the seq asked for.
+        let r = self
+            .writer
+            .lock()
+            .unwrap()
+            .journal
+            .read_at(pos)
+            .map_err(|e| match e {
+                Error::Damaged {
+                    location, reason, ..
+                } => Error::Damaged {
+                    seq,
+                    location,
+                    reason,
+                },
+                other => other,
+            })?;
         if r.event.seq != seq {
             return Err(Error::Index(format!(
                 "the position of seq {seq} (segment {} offset {}) holds seq {}; run `ledger reindex`",
@@ -863,8 +889,9 @@ impl Ledger {
         let mut w = self.writer.lock().unwrap();
         // With the writer held nothing new is queued; let the index writer go idle.
         let _ = self.sync_index();
+        let known_tail = self.index.state().ok().and_then(|s| s.tail);
         self.index.clear()?;
-        self.index_from(&mut w, 0, None)?;
+        self.index_from(&mut w, 0, None, known_tail)?;
         {
             let mut p = self.progress.0.lock().unwrap();
             let next = w.journal.next_seq();

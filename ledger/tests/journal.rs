@@ -218,3 +218,95 @@ fn every_truncation_of_the_last_record_recovers() {
         assert_eq!(rec.cut_bytes as usize, cut - last_start);
     }
 }
+
+/// `batch_last` is outside the event hash. A last record whose batch claims to go on
+/// (a flipped bit there, or records cut off behind an open journal) is damage to
+/// `scan_all` (and so to `verify`), naming the batch's first seq.
+#[test]
+fn an_unfinished_batch_at_the_end_fails_the_full_walk() {
+    let mem = MemStorage::new();
+    let (mut j, _) = open_journal(Box::new(mem.clone())).unwrap();
+    j.append(vec![ev(0)]).unwrap();
+    j.append(vec![ev(1)]).unwrap();
+    assert_eq!(all(&j).len(), 2);
+    let last = all(&j).pop().unwrap();
+    let mut seg = mem.written_image()[&0].clone();
+    let at = last.pos.offset as usize + 16;
+    seg[at..at + 8].copy_from_slice(&2u64.to_le_bytes()); // batch 1..=2
+    let mut edit = mem.clone();
+    edit.truncate(0, 0).unwrap();
+    edit.append(0, &seg).unwrap();
+    let err = j.scan_all(&mut |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(err, Error::Damaged { seq: 1, .. }) && err.to_string().contains("unfinished"),
+        "{err}"
+    );
+}
+
+/// Whole records cut off at a record boundary leave a journal that reads cleanly, but
+/// when the index recorded a later acknowledged seq that is lost data, not a torn write.
+#[test]
+fn acknowledged_records_cut_at_a_boundary_are_refused() {
+    let mem = MemStorage::new();
+    let (mut j, _) = open_journal(Box::new(mem.clone())).unwrap();
+    for i in 0..3 {
+        j.append(vec![ev(i)]).unwrap();
+    }
+    let recs = all(&j);
+    let mut image = mem.durable_image();
+    image
+        .get_mut(&0)
+        .unwrap()
+        .truncate(recs[2].pos.offset as usize);
+    let r = Journal::open(
+        Box::new(MemStorage::from_image(image.clone())),
+        None,
+        Some(2),
+    );
+    match r {
+        Err(e @ Error::Damaged { seq: 2, .. }) => {
+            assert!(e.to_string().contains("acknowledged"), "{e}")
+        }
+        other => panic!(
+            "expected damage at seq 2, got {:?}",
+            other.map(|(j, _)| j.head())
+        ),
+    }
+    // Without that knowledge the same bytes are a clean journal of two records.
+    let (j2, rec) = open_journal(Box::new(MemStorage::from_image(image))).unwrap();
+    assert_eq!(rec, Recovery::default());
+    assert_eq!(j2.head().unwrap().seq, 1);
+}
+
+/// Two whole records exchanged at the start of a segment: each frame checks itself,
+/// but the segment no longer starts with the seq it is named by, and the full walk
+/// names seq 0 (where seq 1 now stands), not the seq it found.
+#[test]
+fn swapped_first_records_are_damage_naming_the_missing_seq() {
+    let mem = MemStorage::new();
+    let (mut j, _) = open_journal(Box::new(mem.clone())).unwrap();
+    for i in 0..3 {
+        j.append(vec![ev(i)]).unwrap();
+    }
+    let recs = all(&j);
+    let seg = mem.durable_image()[&0].clone();
+    let (a, b) = (recs[0].frame_len as usize, recs[1].frame_len as usize);
+    let mut swapped = seg[a..a + b].to_vec();
+    swapped.extend_from_slice(&seg[..a]);
+    swapped.extend_from_slice(&seg[a + b..]);
+    let image = BTreeMap::from([(0u64, swapped.clone())]);
+    match open_journal(Box::new(MemStorage::from_image(image))) {
+        Err(e @ Error::Damaged { seq: 0, .. }) => {
+            assert!(e.to_string().contains("segment name"), "{e}")
+        }
+        other => panic!(
+            "expected damage at seq 0, got {:?}",
+            other.map(|(j, _)| j.head())
+        ),
+    }
+    let mut edit = mem.clone();
+    edit.truncate(0, 0).unwrap();
+    edit.append(0, &swapped).unwrap();
+    let err = j.scan_all(&mut |_| Ok(())).unwrap_err();
+    assert!(matches!(err, Error::Damaged { seq: 0, .. }), "{err}");
+}

@@ -425,3 +425,68 @@ fn damage_in_a_middle_segment_is_named_by_verify_like_the_sequential_walk() {
     assert_eq!(rep.problems[0].kind, "journal");
     assert_eq!(rep.problems[0].seq, Some(seq), "{:?}", rep.problems);
 }
+
+/// Opening a ledger whose journal is damaged before its tail re-indexes what it can;
+/// that must not make it forget the last acknowledged seq. Here the damage is later
+/// repaired (a bad read that went away, a restored copy) and the tail record is then
+/// damaged: it must be refused as damage, not cut as a torn write.
+#[test]
+fn opening_a_damaged_journal_keeps_the_acknowledged_tail() {
+    let (d, l) = init();
+    for i in 0..5 {
+        l.append(vec![ev(&format!("c{i}"), "a")], Precondition::None)
+            .unwrap();
+    }
+    let last = l.event(5).unwrap();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR);
+    let seg = dir.join("journal").join("00000000000000000000.seg");
+    let good = std::fs::read(&seg).unwrap();
+    let first_len = 24 + u32::from_le_bytes(good[4..8].try_into().unwrap()) as usize + 32;
+    let mut bad = good.clone();
+    bad[first_len + 30] ^= 0xff; // inside seq 1
+    std::fs::write(&seg, &bad).unwrap();
+    {
+        let (_l, report) = Ledger::open_dir(&dir, &OpenOptions::default()).unwrap();
+        assert!(report.damaged.is_some(), "{report:?}");
+    }
+    let mut torn = good.clone();
+    let at = last.pos.offset as usize + 40;
+    torn[at] ^= 0x01; // inside seq 5, the acknowledged tail
+    std::fs::write(&seg, &torn).unwrap();
+    match Ledger::open_dir(&dir, &OpenOptions::default()) {
+        Err(Error::Damaged { seq: 5, .. }) => {}
+        Err(e) => panic!("refused, but not naming seq 5: {e}"),
+        Ok((l, report)) => panic!(
+            "acknowledged seq 5 was treated as a torn write: {:?}, head {:?}",
+            report.recovery,
+            l.head()
+        ),
+    }
+    assert!(std::fs::read(&seg).unwrap() == torn, "the journal was cut");
+}
+
+/// A record damaged behind an open ledger's back: reading it by seq names that seq
+/// (not the first seq of its segment).
+#[test]
+fn reading_a_damaged_record_names_its_seq() {
+    let (d, l) = init();
+    for i in 0..4 {
+        l.append(vec![ev(&format!("c{i}"), "a")], Precondition::None)
+            .unwrap();
+    }
+    let pos = l.event(3).unwrap().pos;
+    let seg = d
+        .path()
+        .join(LEDGER_DIR)
+        .join("journal")
+        .join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[pos.offset as usize + 60] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    match l.event(3) {
+        Err(e @ Error::Damaged { seq: 3, .. }) => assert!(e.to_string().contains("seq 3")),
+        other => panic!("expected damage at seq 3, got {other:?}"),
+    }
+    assert!(l.event(2).is_ok());
+}

@@ -126,9 +126,14 @@ impl Default for TestEnvironment {
 impl TestEnvironment {
     /// A fresh environment with an empty workspace (no ledger yet).
     pub fn new() -> TestEnvironment {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh environment in a temporary directory under `base`.
+    pub fn new_in(base: &Path) -> TestEnvironment {
         let temp = tempfile::Builder::new()
             .prefix("ledger-e2e-")
-            .tempdir()
+            .tempdir_in(base)
             .expect("create a temporary directory");
         let root = temp
             .path()
@@ -486,6 +491,22 @@ impl Rng {
         }
         v.truncate(n);
         v
+    }
+}
+
+/// A memory-backed directory for temporary files when the machine has one
+/// (`/dev/shm`), else the usual temporary directory. Tests that open a ledger thousands
+/// of times use it so their run time is not the disk's fsync latency.
+pub fn memory_temp_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let usable = tempfile::Builder::new()
+        .prefix("ledger-probe-")
+        .tempdir_in(shm)
+        .is_ok();
+    if usable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
 
