@@ -35,7 +35,8 @@ pub struct Root {
 pub enum Found {
     Absent,
     File(Content),
-    /// A directory or something else that is not a file or symlink.
+    Directory,
+    /// Something else that is not a file or symlink (a FIFO, a socket, a device).
     Other(&'static str),
 }
 
@@ -176,7 +177,7 @@ fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
                 size,
             }))
         }
-        rfs::FileType::Directory => Ok(Found::Other("a directory")),
+        rfs::FileType::Directory => Ok(Found::Directory),
         _ => Ok(Found::Other("not a regular file or symlink")),
     }
 }
@@ -224,13 +225,27 @@ fn stage(
     mode: Mode,
     sync: bool,
 ) -> CliResult<Staged> {
-    let tmp = tmp_name();
     if mode == Mode::Symlink {
+        let tmp = tmp_name();
         let target = symlink_target(ledger, payload).map_err(|e| err(key, e))?;
         rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())
             .map_err(|e| err(key, format!("cannot create a symlink: {e}")))?;
         return Ok(Staged { dir, tmp });
     }
+    stage_with(dir, key, mode, sync, &mut |f| {
+        write_payload(ledger, payload, f)
+    })
+}
+
+/// Writes a regular file of `mode` to a temporary name in `dir`, its bytes from `fill`.
+fn stage_with(
+    dir: OwnedFd,
+    key: &ResourceKey,
+    mode: Mode,
+    sync: bool,
+    fill: &mut dyn FnMut(&mut File) -> Result<(), String>,
+) -> CliResult<Staged> {
+    let tmp = tmp_name();
     let perm = if mode == Mode::Executable {
         0o755
     } else {
@@ -244,7 +259,7 @@ fn stage(
     )
     .map_err(|e| err(key, format!("cannot write in its directory: {e}")))?;
     let mut f = File::from(fd);
-    let res = write_payload(ledger, payload, &mut f)
+    let res = fill(&mut f)
         .and_then(|_| {
             rfs::fchmod(f.as_fd(), rfs::Mode::from_raw_mode(perm)).map_err(|e| e.to_string())
         })
@@ -260,6 +275,34 @@ fn stage(
         return Err(err(key, format!("cannot write: {e}")));
     }
     Ok(Staged { dir, tmp })
+}
+
+/// Whether the file at `key` has other hard links: changing its mode in place would
+/// change it under every name of the inode, perhaps outside the workspace.
+fn hard_linked(dir: &OwnedFd, key: &ResourceKey) -> CliResult<bool> {
+    let name = file_name(key)?;
+    let st =
+        rfs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| err(key, e))?;
+    Ok(rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile && st.st_nlink > 1)
+}
+
+/// A copy of the file at `key` with `mode`, staged under a temporary name (for a mode
+/// change of a hard-linked file: the rename replaces only the workspace's name).
+fn stage_copy(dir: OwnedFd, key: &ResourceKey, mode: Mode) -> CliResult<Staged> {
+    let name = file_name(key)?;
+    let src = rfs::openat(
+        &dir,
+        name.as_slice(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rfs::Mode::empty(),
+    )
+    .map_err(|e| err(key, e))?;
+    let mut src = File::from(src);
+    stage_with(dir, key, mode, true, &mut |f| {
+        std::io::copy(&mut src, f)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn check_writable(dir: &OwnedFd, key: &ResourceKey) -> CliResult {
@@ -297,7 +340,10 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             None => Found::Absent,
             Some(c) => Found::File(c),
         };
-        if now != expected {
+        // A file coming back where the recorded tree has a directory: the planner made
+        // sure the plan's deletes empty it of recorded files (they run first).
+        let emptied_dir = a.before.is_none() && now == Found::Directory;
+        if now != expected && !emptied_dir {
             return Err(err(
                 &a.key,
                 format!(
@@ -327,7 +373,18 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                     check_writable(&dir, &a.key)?;
                     Ok(Some(stage(ledger, dir, &a.key, payload, *mode, true)?))
                 }
-                ActionKind::SetMode { .. } | ActionKind::Delete => {
+                ActionKind::SetMode { mode } => {
+                    let dir = root
+                        .parent(&a.key, false, &mut made_dirs)?
+                        .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
+                    check_writable(&dir, &a.key)?;
+                    if hard_linked(&dir, &a.key)? {
+                        Ok(Some(stage_copy(dir, &a.key, *mode)?))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                ActionKind::Delete => {
                     let dir = root
                         .parent(&a.key, false, &mut made_dirs)?
                         .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
@@ -355,6 +412,13 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             match &a.kind {
                 ActionKind::Write { .. } => {
                     let st = s.take().expect("staged above");
+                    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
+                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
+                    rfs::fsync(&st.dir).map_err(|e| err(&a.key, e))?;
+                }
+                ActionKind::SetMode { .. } if s.is_some() => {
+                    // A hard-linked file: its copy with the new mode replaces this name.
+                    let st = s.take().expect("checked above");
                     rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
                         .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
                     rfs::fsync(&st.dir).map_err(|e| err(&a.key, e))?;
@@ -449,6 +513,7 @@ fn describe(f: &Found) -> String {
     match f {
         Found::Absent => "absent".into(),
         Found::File(c) => format!("{} {}", c.mode.as_str(), &c.hash.to_hex()[..12]),
+        Found::Directory => "a directory".into(),
         Found::Other(what) => (*what).to_string(),
     }
 }

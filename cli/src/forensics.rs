@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::apply::{self, Root};
 use crate::args::Cli;
 use crate::context::{self, Ctx};
-use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR};
+use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR, EXIT_VERIFY};
 use crate::scan::StatCache;
 use crate::state;
 use crate::timeparse::{format_time, now_us, parse_range, parse_time};
@@ -159,6 +159,15 @@ pub fn revert(
     ledger::validate_id("agent ID", agent)?;
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
+    if let Some(d) = ledger.damaged() {
+        // Appends are refused, so the revert could not be recorded; and the history
+        // read ends before the damage, so no plan made from it can be trusted.
+        return Err(CliError::new(
+            EXIT_VERIFY,
+            format!("cannot revert: {d}; nothing was written"),
+        )
+        .with_hint("run `ledger verify` for a full report"));
+    }
     let id = ledger.resolve_change(change)?;
     let records = ledger.change(&id)?;
     let Some(target) = records
@@ -170,7 +179,20 @@ pub fn revert(
     };
     let changes = lifecycle(ledger, &id)?;
     let (tree, snap) = state::head_tree(ledger)?;
-    let on_disk = disk_state(&ctx, target)?;
+    let (on_disk, odd) = disk_state(&ctx, target, &tree)?;
+    // The planner sees anything that is neither a file nor absent as an unrecorded
+    // edit; say what is really there.
+    let reason = |c: &replay::Conflict| match (&c.reason, odd.get(&c.key)) {
+        (replay::ConflictReason::Unrecorded { recorded, .. }, Some(what)) => format!(
+            "changed outside the ledger (recorded: {}, on disk: {what})",
+            recorded.map_or("absent".to_string(), |c| format!(
+                "{} {}",
+                c.mode.as_str(),
+                &c.hash.to_hex()[..12]
+            ))
+        ),
+        _ => c.reason.to_string(),
+    };
     let store = Store(ledger);
     let plan = replay::plan_revert(
         &target.event,
@@ -187,7 +209,7 @@ pub fn revert(
             conflicts,
         }) => {
             if json {
-                let v: Vec<_> = conflicts.iter().map(|c| json!({"resource": c.key.display(), "reason": c.reason.to_string(), "later_changes": c.later_changes})).collect();
+                let v: Vec<_> = conflicts.iter().map(|c| json!({"resource": c.key.display(), "reason": reason(c), "later_changes": c.later_changes})).collect();
                 json_line(&json!({"change_id": change_id, "reverted": false, "conflicts": v}))?;
             } else {
                 eprintln!(
@@ -195,7 +217,7 @@ pub fn revert(
                     conflicts.len()
                 );
                 for c in &conflicts {
-                    eprintln!("  {}: {}", c.key.name.display(), c.reason);
+                    eprintln!("  {}: {}", c.key.name.display(), reason(c));
                     if !c.later_changes.is_empty() {
                         eprintln!("      later changes: {}", c.later_changes.join(", "));
                     }
@@ -329,8 +351,38 @@ pub fn revert(
     Ok(0)
 }
 
-/// What is on disk now at every file the change touched (None = absent).
-fn disk_state(ctx: &Ctx, target: &Record) -> CliResult<BTreeMap<ResourceKey, Option<Content>>> {
+/// Where `p` leads: its longest existing prefix with symlinks resolved, then the rest
+/// of it applied lexically.
+fn resolve_path(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::path::{Component, PathBuf};
+    let abs = std::path::absolute(p).ok()?;
+    let comps: Vec<Component> = abs.components().collect();
+    for i in (1..=comps.len()).rev() {
+        let prefix: PathBuf = comps[..i].iter().collect();
+        if let Ok(mut c) = prefix.canonicalize() {
+            for comp in &comps[i..] {
+                match comp {
+                    Component::ParentDir => {
+                        c.pop();
+                    }
+                    Component::Normal(n) => c.push(n),
+                    _ => {}
+                }
+            }
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// What is on disk now at every file the change touched (None = absent), and for the
+/// paths holding something else, what that is.
+type DiskState = (
+    BTreeMap<ResourceKey, Option<Content>>,
+    BTreeMap<ResourceKey, String>,
+);
+
+fn disk_state(ctx: &Ctx, target: &Record, head: &replay::Tree) -> CliResult<DiskState> {
     let keys: Vec<ResourceKey> = target
         .event
         .resources()
@@ -339,25 +391,48 @@ fn disk_state(ctx: &Ctx, target: &Record) -> CliResult<BTreeMap<ResourceKey, Opt
         .map(|r| r.key.clone())
         .collect();
     let mut out: BTreeMap<ResourceKey, Option<Content>> = BTreeMap::new();
+    let mut odd: BTreeMap<ResourceKey, String> = BTreeMap::new();
     if keys.is_empty() {
-        return Ok(out);
+        return Ok((out, odd));
     }
     let root = Root::open(&ctx.ws.root)?;
+    // Stands for "something the ledger did not record": never equal to recorded content.
+    let unrecorded = Some(Content {
+        hash: Hash::ZERO,
+        mode: ledger::Mode::Regular,
+        size: 0,
+    });
     for k in keys {
         // Looked at directly (no symlinks followed); anything that is not a file or
-        // symlink counts as an unrecorded difference.
+        // symlink counts as an unrecorded difference, except a directory where the
+        // recorded tree has files beneath the path and none at it.
         let found = match root.look(&k) {
             Ok(apply::Found::Absent) => None,
             Ok(apply::Found::File(c)) => Some(c),
-            Ok(apply::Found::Other(_)) | Err(_) => Some(Content {
-                hash: Hash::ZERO,
-                mode: ledger::Mode::Regular,
-                size: 0,
-            }),
+            Ok(apply::Found::Directory) => {
+                let mut dir = k.name.as_bytes().to_vec();
+                dir.push(b'/');
+                let expected =
+                    head.get(&k).is_none() && head.with_prefix(&k.namespace, &dir).next().is_some();
+                if expected {
+                    None
+                } else {
+                    odd.insert(k.clone(), "a directory".into());
+                    unrecorded
+                }
+            }
+            Ok(apply::Found::Other(what)) => {
+                odd.insert(k.clone(), what.into());
+                unrecorded
+            }
+            Err(e) => {
+                odd.insert(k.clone(), format!("not reachable ({})", e.message));
+                unrecorded
+            }
         };
         out.insert(k, found);
     }
-    Ok(out)
+    Ok((out, odd))
 }
 
 pub fn replay_cmd(
@@ -380,6 +455,15 @@ pub fn replay_cmd(
         }
         (None, None) => return Err(CliError::usage("give --at or --before")),
     };
+    if let (Some(o), Ok(l)) = (resolve_path(out), ledger.dir().canonicalize()) {
+        if o.starts_with(&l) {
+            return Err(CliError::usage(format!(
+                "{} is inside the ledger's own directory {}; replay writes only outside it",
+                out.display(),
+                l.display()
+            )));
+        }
+    }
     let created = match std::fs::read_dir(out) {
         Ok(mut rd) => {
             if rd.next().is_some() {
@@ -404,10 +488,29 @@ pub fn replay_cmd(
         }
     };
     let (tree, _) = state::tree_at(ledger, seq)?;
-    // Every byte must be available before the first is written.
+    // Every path must be writable beneath the output and every byte available before
+    // the first is written.
     let store = Store(ledger);
     for (k, e) in tree.files() {
-        if let Err(err) = store.check(&e.content.hash) {
+        let problem = match replay::safe_relative_path(k.name.as_bytes()) {
+            Err(u) => Some(format!("refusing an unsafe path: {u}")),
+            Ok(_) => {
+                let mut dir = k.name.as_bytes().to_vec();
+                dir.push(b'/');
+                let below = tree
+                    .with_prefix(&k.namespace, &dir)
+                    .next()
+                    .map(|(b, _)| b.name.display());
+                match below {
+                    Some(below) => Some(format!(
+                        "it is recorded as a file ({}) and as a directory holding {below}; a path cannot be both",
+                        e.content.mode.as_str(),
+                    )),
+                    None => store.check(&e.content.hash).err().map(|e| e.to_string()),
+                }
+            }
+        };
+        if let Some(err) = problem {
             if created {
                 let _ = std::fs::remove_dir(out);
             }

@@ -54,8 +54,17 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
     Ok((tree, used))
 }
 
-/// The tree at the journal head.
+/// The tree at the journal head. Refused while the journal is damaged: the readable
+/// head is then the last record before the damage, not the real head, and comparing the
+/// workspace with it would mislead.
 pub fn head_tree(ledger: &Ledger) -> CliResult<(Tree, Option<u64>)> {
+    if let Some(d) = ledger.damaged() {
+        return Err(crate::output::CliError::new(
+            crate::output::EXIT_VERIFY,
+            format!("{d}; the recorded state past the damage is unknown"),
+        )
+        .with_hint("run `ledger verify` for a full report"));
+    }
     match ledger.head() {
         Some(h) => tree_at(ledger, h.seq),
         None => Ok((Tree::new(), None)),

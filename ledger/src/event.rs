@@ -42,7 +42,47 @@ pub struct Event {
     pub correlation_id: Option<String>,
     pub body: Body,
     /// Free-form, already-redacted metadata (inputs, outputs, tool names...).
+    #[serde(deserialize_with = "canonical_meta")]
     pub meta: BTreeMap<String, String>,
+}
+
+/// Reads `meta` refusing, in the canonical (binary) encoding, keys that are not in
+/// strictly ascending order: a map decoded from such bytes would lose a duplicate or
+/// reorder pairs, so the decoded event would not be what the hashed bytes say, and it
+/// would hash differently when encoded again. Human-readable formats keep map semantics.
+fn canonical_meta<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct V {
+        strict: bool,
+    }
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = m.next_entry::<String, String>()? {
+                if self.strict {
+                    if let Some((last, _)) = out.last_key_value() {
+                        if k <= *last {
+                            return Err(serde::de::Error::custom(format!(
+                                "meta key {k:?} follows {last:?}: keys must be in ascending order, each once"
+                            )));
+                        }
+                    }
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    let strict = !d.is_human_readable();
+    d.deserialize_map(V { strict })
 }
 
 /// Who acted.
@@ -409,6 +449,44 @@ mod tests {
             assert!(
                 Event::decode(&bytes[..cut]).is_err(),
                 "prefix of {cut} bytes decoded"
+            );
+        }
+    }
+
+    /// The meta map's pairs must be in ascending key order, each key once: otherwise
+    /// the bytes (and their hash) say something the decoded event does not show.
+    #[test]
+    fn decode_rejects_unsorted_or_duplicate_meta_keys() {
+        let mut ev = fixed_event();
+        ev.meta.insert("a".into(), "1".into());
+        ev.meta.insert("b".into(), "2".into());
+        let bytes = ev.encode();
+        assert_eq!(Event::decode(&bytes).unwrap(), ev);
+        // meta is the tail: u64 count, then (u64 len, key, u64 len, value) per pair.
+        let pair = |k: &str, v: &str| {
+            let mut p = Vec::new();
+            for s in [k, v] {
+                p.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                p.extend_from_slice(s.as_bytes());
+            }
+            p
+        };
+        let tail_len = 8 + pair("a", "1").len() + pair("b", "2").len() + pair("tool", "edit").len();
+        let head = &bytes[..bytes.len() - tail_len];
+        for pairs in [
+            vec![pair("b", "2"), pair("a", "1"), pair("tool", "edit")],
+            vec![pair("a", "1"), pair("a", "2"), pair("tool", "edit")],
+        ] {
+            let mut forged = head.to_vec();
+            forged.extend_from_slice(&3u64.to_le_bytes());
+            for p in pairs {
+                forged.extend_from_slice(&p);
+            }
+            assert_eq!(forged.len(), bytes.len());
+            assert!(
+                Event::decode(&forged).is_err(),
+                "non-canonical meta decoded: {:?}",
+                Event::decode(&forged).map(|e| e.meta)
             );
         }
     }

@@ -124,14 +124,25 @@ impl Name {
         &self.0
     }
 
-    /// Shows the name; bytes that are not UTF-8 appear as `\xNN`.
+    /// Shows the name; bytes that are not UTF-8, and the bytes of control characters
+    /// (C0, DEL, C1: newlines, escape sequences...), appear as `\xNN`, so a recorded
+    /// name can neither drive a terminal nor forge a line of output.
     pub fn display(&self) -> String {
         let mut out = String::new();
-        for chunk in self.0.utf8_chunks() {
-            out.push_str(chunk.valid());
-            for b in chunk.invalid() {
+        let hex = |out: &mut String, bytes: &[u8]| {
+            for b in bytes {
                 out.push_str(&format!("\\x{b:02x}"));
             }
+        };
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() {
+                    hex(&mut out, c.encode_utf8(&mut [0u8; 4]).as_bytes());
+                } else {
+                    out.push(c);
+                }
+            }
+            hex(&mut out, chunk.invalid());
         }
         out
     }
@@ -208,5 +219,24 @@ impl<'de> Deserialize<'de> for Name {
         } else {
             d.deserialize_byte_buf(V)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_display_escapes_invalid_utf8_and_control_characters() {
+        assert_eq!(Name(b"src/main.rs".to_vec()).display(), "src/main.rs");
+        assert_eq!(Name("café/ü".into()).display(), "café/ü");
+        assert_eq!(Name(b"a\xffb".to_vec()).display(), "a\\xffb");
+        // A name must not drive a terminal or forge an output line.
+        assert_eq!(
+            Name(b"x\x1b[2J\ny\0\x7f\t".to_vec()).display(),
+            "x\\x1b[2J\\x0ay\\x00\\x7f\\x09"
+        );
+        // C1 controls (U+009B is a one-character CSI on some terminals).
+        assert_eq!(Name("a\u{9b}b".into()).display(), "a\\xc2\\x9bb");
     }
 }

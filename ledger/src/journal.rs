@@ -376,6 +376,8 @@ impl Journal {
                     .map_err(|e| self.io(last, "removing empty segment", e))?;
                 return self.recover(None, acknowledged);
             }
+            // The empty segment 0 exists: appends go into it (creating it again fails).
+            self.active = Some((last, 0));
             return Ok(Recovery::default());
         }
         let bytes = read_segment(self.storage.as_ref(), last, 0)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -238,8 +239,9 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(crate::storage::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| Error::io("opening", &path, e))?;
+        .map_err(|e| Error::io("opening", &path, crate::storage::not_a_link(e)))?;
     let start = Instant::now();
     loop {
         match f.try_lock() {
@@ -872,11 +874,17 @@ impl Ledger {
         if from_seq > until_seq {
             return Ok(());
         }
+        // Stops right after `until_seq`: the record after it is never decoded, so a
+        // damaged record past the range does not fail reads before it.
         let r = self.scan(from_seq, &mut |r| {
             if r.event.seq > until_seq {
                 return Err(Error::Stopped);
             }
-            f(r)
+            f(r)?;
+            if r.event.seq == until_seq {
+                return Err(Error::Stopped);
+            }
+            Ok(())
         });
         match r {
             Err(Error::Stopped) => Ok(()),

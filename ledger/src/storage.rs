@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -66,10 +66,41 @@ impl FsStorage {
             let f = OpenOptions::new()
                 .read(true)
                 .append(true)
-                .open(self.path(segment))?;
+                .custom_flags(O_NOFOLLOW)
+                .open(self.path(segment))
+                .map_err(not_a_link)?;
             self.open.insert(segment, f);
         }
         Ok(self.open.get_mut(&segment).expect("inserted above"))
+    }
+
+    /// The segment's metadata; anything but a regular file (a symlink planted in the
+    /// journal directory, a directory) is refused, never followed.
+    fn meta(&self, segment: u64) -> io::Result<fs::Metadata> {
+        let m = fs::symlink_metadata(self.path(segment))?;
+        if !m.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file (a symbolic link or a directory); the ledger never follows links in its journal",
+            ));
+        }
+        Ok(m)
+    }
+}
+
+/// `O_NOFOLLOW`: files the ledger writes inside `.ledger/` are never opened through a
+/// symlink, so a link planted there cannot redirect a write (or a cut) elsewhere.
+pub(crate) const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Names the refusal when an `O_NOFOLLOW` open met a symlink.
+pub(crate) fn not_a_link(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        io::Error::new(
+            e.kind(),
+            "it is a symbolic link; the ledger never follows links inside .ledger/",
+        )
+    } else {
+        e
     }
 }
 
@@ -100,11 +131,11 @@ impl Storage for FsStorage {
     }
 
     fn len(&self, segment: u64) -> io::Result<u64> {
-        Ok(fs::metadata(self.path(segment))?.len())
+        Ok(self.meta(segment)?.len())
     }
 
     fn stamp(&self, segment: u64) -> io::Result<SegmentStamp> {
-        let m = fs::metadata(self.path(segment))?;
+        let m = self.meta(segment)?;
         Ok(SegmentStamp {
             len: m.len(),
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
@@ -126,7 +157,13 @@ impl Storage for FsStorage {
         };
         match self.open.get(&segment) {
             Some(f) => read(f),
-            None => read(&File::open(self.path(segment))?),
+            None => read(
+                &OpenOptions::new()
+                    .read(true)
+                    .custom_flags(O_NOFOLLOW)
+                    .open(self.path(segment))
+                    .map_err(not_a_link)?,
+            ),
         }
     }
 
@@ -152,6 +189,14 @@ impl Storage for FsStorage {
 
     fn truncate(&mut self, segment: u64, len: u64) -> io::Result<()> {
         let f = self.file(segment)?;
+        // Another name for the same bytes (a hard link planted in the journal, or a
+        // backup made with `cp -al`) would be cut too: refuse instead.
+        let links = f.metadata()?.nlink();
+        if links > 1 {
+            return Err(io::Error::other(format!(
+                "the segment has {links} hard links; cutting it would change the file under its other names too"
+            )));
+        }
         f.set_len(len)?;
         f.sync_all()
     }

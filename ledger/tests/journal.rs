@@ -310,3 +310,20 @@ fn swapped_first_records_are_damage_naming_the_missing_seq() {
     let err = j.scan_all(&mut |_| Ok(())).unwrap_err();
     assert!(matches!(err, Error::Damaged { seq: 0, .. }), "{err}");
 }
+
+/// Found by the `journal_open` fuzz target (input: one empty segment 0): a crash right
+/// after the first segment was created, before its first record was written, left a
+/// journal that opened but refused every append ("creating journal segment: already
+/// exists").
+#[test]
+fn an_empty_first_segment_takes_appends() {
+    let mem = MemStorage::from_image(BTreeMap::from([(0u64, Vec::new())]));
+    let (mut j, rec) = open_journal(Box::new(mem.clone())).unwrap();
+    assert_eq!(rec, Recovery::default());
+    assert!(j.head().is_none());
+    j.append(vec![ev(0)]).unwrap();
+    j.append(vec![ev(1)]).unwrap();
+    let (j2, rec) = open_journal(Box::new(MemStorage::from_image(mem.durable_image()))).unwrap();
+    assert_eq!(rec.cut_bytes, 0);
+    assert_eq!(all(&j2).len(), 2);
+}
