@@ -153,11 +153,9 @@ struct H {
 }
 
 impl H {
-    fn new() -> H {
-        // A copy of one `ledger init`ed ledger per test process: cheaper than an init
-        // per case, and the same bytes an init writes.
-        static TEMPLATE: std::sync::OnceLock<TestEnvironment> = std::sync::OnceLock::new();
-        let template = TEMPLATE.get_or_init(TestEnvironment::init);
+    /// A case's world, its ledger a copy of `template`'s (one `ledger init` per
+    /// category: cheaper than one per case, and the same bytes an init writes).
+    fn new(template: &TestEnvironment) -> H {
         let env = TestEnvironment::new();
         copy_tree(&template.ledger_dir(), &env.ledger_dir());
         let root = env.root().to_path_buf();
@@ -1720,6 +1718,7 @@ fn run_category(category: &str) {
         .filter(|c| c.category == category)
         .filter(|c| only.as_ref().is_none_or(|o| c.name.contains(o.as_str())))
         .collect();
+    let template = TestEnvironment::init();
     let queue = Mutex::new(todo.iter());
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -1729,7 +1728,7 @@ fn run_category(category: &str) {
                     break;
                 };
                 let res = catch_unwind(AssertUnwindSafe(|| {
-                    let mut h = H::new();
+                    let mut h = H::new(&template);
                     (c.run)(&mut h);
                     h.finish();
                 }));
