@@ -116,7 +116,6 @@ impl Ledger {
                 }
             }
             let from = st.frontier.size();
-            let last = st.last;
             if from < n {
                 let mut push = |r: &Record| -> Result<()> {
                     st.frontier.push(merkle::leaf_hash(&r.hash));
@@ -130,7 +129,13 @@ impl Ledger {
                         .index()?
                         .position(from)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {from}")))?;
-                    j.scan_from(pos, Some((from - 1, last)), &mut push)?;
+                    let before = self
+                        .index()
+                        .position(from - 1)?
+                        .ok_or_else(|| Error::Index(format!("no position for seq {}", from - 1)))?;
+                    // Its batch fields say what the next record's must be.
+                    let before = j.read_at(before)?;
+                    j.scan_from(pos, Some(&before), &mut push)?;
                 }
             }
             if st.frontier.size() != n {

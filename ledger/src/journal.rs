@@ -652,22 +652,19 @@ impl Journal {
     }
 
     /// Calls `f` for every record from `from` (a record start) to the head, checking
-    /// frames and chain links; `prev` is the hash of the record before `from` when known.
+    /// frames and chain links; `prev` is the record before `from` when known (its seq,
+    /// hash and batch fields say what the first record must be, also in mid-batch).
     pub fn scan_from(
         &self,
         from: Position,
-        prev: Option<(u64, Hash)>,
+        prev: Option<&Record>,
         f: &mut dyn FnMut(&Record) -> Result<()>,
     ) -> Result<()> {
         let segs = self
             .storage
             .segments()
             .map_err(|e| self.io(0, "listing journal segments", e))?;
-        let mut expect = prev.map(|(seq, hash)| Expect {
-            seq: seq + 1,
-            prev: hash,
-            batch: None,
-        });
+        let mut expect = prev.map(Expect::after);
         let mut first = true;
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
             let start = if first { from.offset } else { 0 };

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Genesis, NewEvent, FORMAT_VERSION};
-use crate::hash::Hash;
 use crate::index::{Index, IndexState};
 use crate::journal::{Head, Journal, Position, Record, Recovery, TailHint};
 use crate::storage::{FsStorage, Storage};
@@ -269,6 +268,31 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
     Ok(f)
 }
 
+/// How long to wait for sled to let go of an index database this process closed.
+const INDEX_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn is_sled_lock_error(e: &Error) -> bool {
+    matches!(e, Error::Index(m) if m.contains("could not acquire lock"))
+}
+
+/// Opens the index database and reads its state. sled releases its file lock some time
+/// after the last handle is dropped (sled issues #1234 and #1289), so a ledger reopened
+/// in the same process can find the index locked by its own previous instance. The
+/// ledger's lock is held here, so nothing else uses the index: wait for it. Treating
+/// it as unreadable would throw the index away, and with it the record of the last
+/// acknowledged seq that recovery relies on.
+fn open_index(dir: &Path) -> Result<(Index, IndexState)> {
+    let start = Instant::now();
+    loop {
+        match Index::open(dir).and_then(|i| i.state().map(|s| (i, s))) {
+            Err(e) if is_sled_lock_error(&e) && start.elapsed() < INDEX_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Ledger {
     /// Creates `workspace/.ledger` and writes the genesis event. Refuses if one exists.
     pub fn init(workspace: &Path, actor: Actor) -> Result<Ledger> {
@@ -343,8 +367,9 @@ impl Ledger {
         let lock = lock(dir, opts.lock_timeout)?;
         let mut report = OpenReport::default();
         let index_dir = dir.join("index");
-        let index = match Index::open(&index_dir).and_then(|i| i.state().map(|s| (i, s))) {
+        let index = match open_index(&index_dir) {
             Ok(x) => x,
+            Err(e) if is_sled_lock_error(&e) => return Err(e),
             Err(e) => {
                 // Derived data only: throw it away and rebuild.
                 report.reindexed = Some(format!("index unreadable ({e})"));
@@ -509,14 +534,11 @@ impl Ledger {
                         .position(s)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {s}")))?;
                     let r = w.journal.read_at(pos)?;
-                    Some((
-                        s,
-                        r.hash,
-                        Position {
-                            segment: pos.segment,
-                            offset: pos.offset + r.frame_len,
-                        },
-                    ))
+                    let next = Position {
+                        segment: pos.segment,
+                        offset: pos.offset + r.frame_len,
+                    };
+                    Some((r, next))
                 }
                 None => None,
             };
@@ -534,7 +556,7 @@ impl Ledger {
         &self,
         w: &mut MutexGuard<'_, Writer>,
         from: u64,
-        prev: Option<(u64, Hash, Position)>,
+        prev: Option<(Record, Position)>,
         known_tail: Option<TailHint>,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(4096);
@@ -557,7 +579,7 @@ impl Ledger {
             match prev {
                 None => w.journal.scan_all(&mut f),
                 // Continues after `pos` in the same segment, then through later ones.
-                Some((s, h, pos)) => w.journal.scan_from(pos, Some((s, h)), &mut f),
+                Some((r, pos)) => w.journal.scan_from(pos, Some(&r), &mut f),
             }
         };
         self.index.add_positions(&batch)?;
@@ -860,8 +882,7 @@ impl Ledger {
                 .position(from_seq - 1)?
                 .ok_or_else(|| Error::Index(format!("no position for seq {}", from_seq - 1)))?,
         )?;
-        w.journal
-            .scan_from(pos, Some((from_seq - 1, before.hash)), f)
+        w.journal.scan_from(pos, Some(&before), f)
     }
 
     /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).

@@ -797,7 +797,14 @@ fn random_bit_flips_are_all_detected_and_named() {
         .step_by(step)
         .take(cli_n)
     {
-        let out = with_flip(i, flip, seed, || Ok(fx.env.run(["verify"])));
+        let out = with_flip(i, flip, seed, || {
+            let before = journal_snapshot(&journal_dir);
+            let out = fx.env.run(["verify"]);
+            if journal_snapshot(&journal_dir) != before {
+                return Err(format!("`ledger verify` changed the journal: {out:?}"));
+            }
+            Ok(out)
+        });
         let ctx = format!("flip #{i} through `ledger verify`: {}", flip.describe());
         assert_ne!(out.code, 101, "{ctx}: panicked: {out:?}");
         match flip.expect {
@@ -1316,4 +1323,57 @@ fn swapped_blobs_are_detected_naming_both_hashes() {
         t.elapsed()
     );
     fx.env.verify_ok();
+}
+
+// ---- damage, reopen, repair, again --------------------------------------------------
+
+/// Damage comes and goes (a bad read, a copy restored from backup) while the ledger is
+/// opened again and again in one process: each open must refuse or flag the damage
+/// without cutting anything, and once repaired the ledger must verify whole, indexes
+/// included. This is what opening does to the index in between: rebuilds that stop at
+/// the damage (possibly in the middle of a batch), catch-up from there after the
+/// repair, and reopening right after the previous instance closed.
+#[test]
+fn damage_reopen_repair_cycles_leave_the_ledger_whole() {
+    let fx = Fixture::build(40);
+    let dir = fx.dir();
+    let mut rng = Rng::new(0xd1ce);
+    let rounds = if long() { 1_000 } else { 100 };
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for k in 0..rounds {
+        let f = &fx.frames[rng.below(fx.frames.len() as u64) as usize];
+        let rel = rng.below(f.len as u64) as usize;
+        let flip = Flip {
+            path: f.path.clone(),
+            offset: f.off + rel,
+            bit: rng.below(8) as u8,
+            region: Region::of_frame_offset(rel, f.len),
+            expect: Expect::Seq(f.seq),
+        };
+        let at_open = with_flip(k, &flip, 0xd1ce, || {
+            check_journal_damage_full(&dir, &|n| seq_ok(n, f.seq, flip.region))
+        });
+        *outcomes.entry(format!("{at_open:?}")).or_default() += 1;
+        // Repaired: the next open is clean and the index whole again.
+        let ctx = format!("round {k}, after repairing {}", flip.describe());
+        let (ledger, report) = Ledger::open_dir(&dir, &open_opts())
+            .unwrap_or_else(|e| panic!("{ctx}: the repaired ledger does not open: {e}"));
+        assert_eq!(report.recovery, Recovery::default(), "{ctx}");
+        assert!(
+            ledger.damaged().is_none(),
+            "{ctx}: {:?} {report:?}",
+            ledger.damaged()
+        );
+        let st = ledger.index().state().unwrap();
+        assert_eq!(st.indexed, fx.events, "{ctx}");
+        assert_eq!(ledger.index().position_count() as u64, fx.events, "{ctx}");
+        assert_eq!(st.tail.map(|t| t.head.seq), Some(fx.events - 1), "{ctx}");
+        if k % 10 == 9 {
+            let rep = ledger.verify(VerifyOptions::default()).unwrap();
+            assert!(rep.ok(), "{ctx}: {report:?}: {:?}", rep.problems);
+            assert_eq!(rep.events, fx.events, "{ctx}");
+            *outcomes.entry("verified whole".into()).or_default() += 1;
+        }
+    }
+    eprintln!("{rounds} damage/reopen/repair rounds: {outcomes:?}");
 }
