@@ -144,6 +144,10 @@ struct Expect {
     prev: Hash,
     /// `Some(first, last)` while inside an unfinished batch.
     batch: Option<(u64, u64)>,
+    /// The walk resumes at `seq` without having read the records before it, so `seq`
+    /// may lie inside a batch whose first record was not seen: its fields need only
+    /// contain `seq`.
+    resumed: bool,
 }
 
 impl Expect {
@@ -153,6 +157,7 @@ impl Expect {
             seq: r.event.seq + 1,
             prev: r.hash,
             batch,
+            resumed: false,
         }
     }
 
@@ -174,6 +179,7 @@ impl Expect {
         }
         let ok = match self.batch {
             Some((f, l)) => r.batch_first == f && r.batch_last == l,
+            None if self.resumed => r.batch_first <= r.event.seq && r.batch_last >= r.event.seq,
             None => r.batch_first == r.event.seq && r.batch_last >= r.event.seq,
         };
         if !ok {
@@ -229,6 +235,7 @@ fn walk(
             seq: rec.event.seq,
             prev: rec.event.prev,
             batch: None,
+            resumed: false,
         });
         if rec.event.seq == 0 && rec.event.prev != Hash::ZERO {
             return Ok(Some((
@@ -636,10 +643,13 @@ impl Journal {
             .storage
             .segments()
             .map_err(|e| self.io(0, "listing journal segments", e))?;
+        // `from` may be any record, also one in the middle of a batch (a snapshot or a
+        // range can start anywhere).
         let mut expect = prev.map(|(seq, hash)| Expect {
             seq: seq + 1,
             prev: hash,
             batch: None,
+            resumed: true,
         });
         let mut first = true;
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
@@ -650,6 +660,7 @@ impl Journal {
                     seq: seg,
                     prev: Hash::ZERO,
                     batch: None,
+                    resumed: false,
                 });
             }
             if let Some(e) = &expect {
