@@ -11,7 +11,11 @@ mod context;
 mod forensics;
 mod output;
 mod scan;
-mod state;
+/// The recorded tree at any seq (snapshots plus the events after them). Public only so
+/// that `cli/benches/forensics.rs` can time `tree_at` and `rebuild_snapshots` directly;
+/// not a stable API.
+#[doc(hidden)]
+pub mod state;
 mod timeparse;
 
 pub use commands::run;

@@ -130,7 +130,7 @@ impl Ledger {
                         .position(from)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {from}")))?;
                     let before = self
-                        .index()
+                        .index()?
                         .position(from - 1)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {}", from - 1)))?;
                     // Its batch fields say what the next record's must be.

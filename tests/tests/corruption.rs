@@ -1364,9 +1364,9 @@ fn damage_reopen_repair_cycles_leave_the_ledger_whole() {
             "{ctx}: {:?} {report:?}",
             ledger.damaged()
         );
-        let st = ledger.index().state().unwrap();
+        let st = ledger.index().unwrap().state().unwrap();
         assert_eq!(st.indexed, fx.events, "{ctx}");
-        assert_eq!(ledger.index().position_count() as u64, fx.events, "{ctx}");
+        assert_eq!(ledger.index().unwrap().positions_len(), fx.events, "{ctx}");
         assert_eq!(st.tail.map(|t| t.head.seq), Some(fx.events - 1), "{ctx}");
         if k % 10 == 9 {
             let rep = ledger.verify(VerifyOptions::default()).unwrap();
