@@ -17,7 +17,14 @@
 //!   the journal by design: nothing is retried, every append is refused until the
 //!   ledger is reopened, and reopening finds the journal as it was before that batch;
 //! - content is written to `objects/tmp/` and renamed into place only when whole, so a
-//!   failed write leaves no object under its name and nothing in `objects/tmp/`.
+//!   failed write leaves no object under its name and nothing in `objects/tmp/`;
+//! - `ledger record` runs out of space while storing content (new content, but also a
+//!   file changed within the last second: it is re-read and copied to `objects/tmp/`
+//!   before it is found to be stored already), or at the journal append; it exits 1
+//!   naming the file and "No space left on device";
+//! - when the index database cannot be opened for lack of space, opening throws it
+//!   away and rebuilds it from the journal ("rebuilt the indexes ... index
+//!   unreadable"), which also frees its space.
 
 mod common;
 
@@ -486,6 +493,10 @@ fn cli_record_on_a_full_filesystem_fails_cleanly_and_resumes() {
     }
     // Changes that need no new content (deletions) with a long message: here the
     // journal append itself is what runs out of room, when opening got that far.
+    // Files changed within the last second are re-read (and so copied to objects/tmp
+    // before deduplication) by every scan; let them age and be cached first.
+    std::thread::sleep(Duration::from_millis(1_100));
+    env.run(["record", "--agent", "a"]).success();
     let long_message = "m".repeat(12_000);
     for (round, pages) in [0u64, 1, 2, 3, 4, 6].into_iter().enumerate() {
         env.remove(format!("r{round}/data.bin"));
@@ -523,6 +534,19 @@ fn cli_record_on_a_full_filesystem_fails_cleanly_and_resumes() {
             acked.push(env.record("a", &[]));
             *outcomes.entry("recorded after space returned").or_default() += 1;
         }
+    }
+    assert!(
+        outcomes.get("refused: no space").copied().unwrap_or(0) > 0,
+        "no round ran out of space: {outcomes:?}"
+    );
+    // With 4 KiB pages the fill levels above are exact, and the deletion rounds with a
+    // page or two free fail at the journal append itself.
+    let page = Command::new("getconf").arg("PAGESIZE").output();
+    if page.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "4096") {
+        assert!(
+            outcomes.contains_key("deletion refused: journal write"),
+            "no journal append ran out of space: {outcomes:?}"
+        );
     }
     // More room: a file larger than the old file system records.
     fs_.resize("16m");
