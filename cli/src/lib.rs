@@ -5,6 +5,7 @@
 
 mod apply;
 mod args;
+mod cache;
 mod commands;
 mod compliance;
 mod context;
@@ -13,5 +14,6 @@ mod output;
 mod scan;
 mod state;
 mod timeparse;
+mod walk;
 
 pub use commands::run;

@@ -1,84 +1,36 @@
 //! Comparing the workspace on disk with the recorded tree.
 //!
-//! Walks the workspace (skipping `.ledger/` and `.git/`, honouring `.gitignore` and
-//! `.ledgerignore`), uses a stat cache (size, mtime, ctime, inode, mode) so unchanged
-//! files are not read, and produces the created/modified/deleted files as
-//! `ResourceChange`s. Symlinks are recorded as their target bytes and never followed.
+//! Walks the workspace ([`crate::walk`]: `.ledger/` and `.git/` skipped, `.gitignore`
+//! and `.ledgerignore` honoured), uses the stat cache ([`crate::cache::StatCache`]: size,
+//! mtime, ctime, inode, mode) so unchanged files are not read, and produces the
+//! created/modified/deleted files as `ResourceChange`s. Symlinks are recorded as their
+//! target bytes and never followed. The walk, the recorded files and the cache are all
+//! sorted by path, so they are compared in one merge.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceKey};
-use serde::{Deserialize, Serialize};
 
+use crate::cache::{StatCache, StatEntry};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
+pub use crate::walk::Skipped;
+use crate::walk::{FileStat, Found};
 
-/// Recorded workspace files (from [`crate::state::files`]): path bytes -> content.
-pub type Files<'a> = BTreeMap<&'a [u8], Content>;
+/// Recorded workspace files (from [`crate::cache::HeadFiles::files`]): path bytes and
+/// content, sorted by path.
+pub type Files<'a> = [(&'a [u8], Content)];
 
-/// Files whose mtime is this close to the scan are re-read next time: a write in the
-/// same timestamp tick would not change the stat data.
+/// Files whose mtime or ctime is this close to the scan are not cached (they are read
+/// again next time): a write in the same timestamp tick would not change the stat data.
 const RACY_NS: i64 = 1_000_000_000;
-const STAT_KEY: &str = "v1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatEntry {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub mode: Mode,
-    pub hash: Hash,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-pub struct StatCache {
-    entries: BTreeMap<Vec<u8>, StatEntry>,
-    #[serde(skip)]
-    dirty: bool,
-}
-
-impl StatCache {
-    pub fn load(ledger: &Ledger) -> StatCache {
-        match ledger.index().stat_tree().get(STAT_KEY) {
-            Ok(Some(v)) => ledger::decode_canonical(&v).unwrap_or_default(),
-            _ => StatCache::default(),
-        }
-    }
-
-    /// Drops entries so these paths are read again on the next scan.
-    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
-        for p in paths {
-            self.dirty |= self.entries.remove(p).is_some();
-        }
-    }
-
-    /// Saves the cache if it changed. It is only a speed-up: failures are ignored.
-    pub fn save(&self, ledger: &Ledger) {
-        if self.dirty {
-            if let Ok(v) = ledger::encode_canonical(self) {
-                let _ = ledger.index().stat_tree().insert(STAT_KEY, v);
-            }
-        }
-    }
-}
 
 /// The workspace root and the ledger in it.
 pub struct Workspace {
     pub root: PathBuf,
-}
-
-/// One file as found on disk.
-#[derive(Debug, Clone)]
-struct Found {
-    rel: Vec<u8>,
-    abs: PathBuf,
-    meta: fs::Metadata,
 }
 
 /// What a scan found.
@@ -91,26 +43,38 @@ pub struct ScanResult {
     pub skipped: Vec<Skipped>,
 }
 
-/// A path the scan passed over, and why.
-pub type Skipped = (Vec<u8>, String);
-
-fn mode_of(meta: &fs::Metadata) -> Mode {
-    if meta.file_type().is_symlink() {
+fn mode_of(st: &FileStat) -> Mode {
+    if st.is_symlink() {
         Mode::Symlink
-    } else if meta.mode() & 0o100 != 0 {
+    } else if st.mode & 0o100 != 0 {
         Mode::Executable
     } else {
         Mode::Regular
     }
 }
 
-fn stamp(meta: &fs::Metadata) -> (u64, i64, i64, u64) {
-    (
-        meta.len(),
-        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        meta.ino(),
+/// The cache entry a file with stat data `st` and content `hash` gets, if any: none
+/// when its mtime or ctime is within [`RACY_NS`] of `scan_start` (or after it).
+pub fn cache_entry(st: &FileStat, hash: Hash, scan_start: i64) -> Option<StatEntry> {
+    (scan_start - st.mtime_ns > RACY_NS && scan_start - st.ctime_ns > RACY_NS).then_some(
+        StatEntry {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+            ino: st.ino,
+            mode: mode_of(st),
+            hash,
+        },
     )
+}
+
+/// Whether a cache entry describes a file with stat data `st`.
+pub fn cache_matches(e: &StatEntry, st: &FileStat) -> bool {
+    e.size == st.size
+        && e.mtime_ns == st.mtime_ns
+        && e.ctime_ns == st.ctime_ns
+        && e.ino == st.ino
+        && e.mode == mode_of(st)
 }
 
 pub fn display_path(rel: &[u8]) -> String {
@@ -122,6 +86,18 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
         EXIT_ERROR,
         format!("cannot read {}: {e}; nothing was recorded", path.display()),
     )
+}
+
+/// Moves the cursor `i` over `head` to the first entry not before `k`; calls `passed`
+/// with each entry passed over.
+fn seek<'a>(head: &Files<'a>, i: &mut usize, k: &[u8], mut passed: impl FnMut(&'a [u8], &Content)) {
+    while let Some((rel, c)) = head.get(*i) {
+        if *rel >= k {
+            break;
+        }
+        passed(rel, c);
+        *i += 1;
+    }
 }
 
 impl Workspace {
@@ -163,8 +139,12 @@ impl Workspace {
         Ok(out)
     }
 
-    /// Compares disk with `head` within `scope` (empty = everything). With `store`, new
-    /// content is written (not yet committed) to the content store.
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    /// Compares disk with `head` (sorted by path) within `scope` (empty = everything).
+    /// With `store`, new content is written (not yet committed) to the content store.
     pub fn scan(
         &self,
         ledger: &Ledger,
@@ -174,123 +154,139 @@ impl Workspace {
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
         let scan_start = crate::timeparse::now_us() * 1000;
-        let (found, skipped) = self.walk(scope)?;
-        let mut seen: BTreeSet<Vec<u8>> = found.iter().map(|f| f.rel.clone()).collect();
+        let (mut found, skipped) = crate::walk::walk(&self.root, scope)?;
+
         // Recorded files that the walk did not reach (now ignored, for example) stay
         // tracked, as in git: look at them directly.
         let mut extra = Vec::new();
-        for rel in head
-            .keys()
-            .filter(|k| in_scope(k, scope) && !seen.contains(**k))
-        {
-            let abs = self.root.join(OsStr::from_bytes(rel));
-            if let Ok(meta) = fs::symlink_metadata(&abs) {
-                if meta.is_file() || meta.file_type().is_symlink() {
-                    extra.push(Found {
-                        rel: rel.to_vec(),
-                        abs,
-                        meta,
-                    });
+        let mut h = 0;
+        for f in &found {
+            seek(head, &mut h, &f.rel, |rel, _| {
+                if in_scope(rel, scope) {
+                    extra.push(rel)
                 }
+            });
+            if head.get(h).is_some_and(|e| e.0 == f.rel.as_slice()) {
+                h += 1;
             }
         }
-        for f in &extra {
-            seen.insert(f.rel.clone());
+        extra.extend(head[h..].iter().map(|e| e.0).filter(|r| in_scope(r, scope)));
+        if !extra.is_empty() {
+            for rel in extra {
+                if let Ok(meta) = fs::symlink_metadata(self.abs(rel)) {
+                    if meta.is_file() || meta.file_type().is_symlink() {
+                        found.push(Found {
+                            rel: rel.to_vec(),
+                            stat: FileStat::from_metadata(&meta),
+                        });
+                    }
+                }
+            }
+            found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         }
-        let all: Vec<Found> = found.into_iter().chain(extra).collect();
 
-        // Files whose stat data does not match the cache must be read.
-        let mut known: BTreeMap<Vec<u8>, Content> = BTreeMap::new();
-        let mut to_read = Vec::new();
-        for f in &all {
-            let (size, mtime, ctime, ino) = stamp(&f.meta);
-            let mode = mode_of(&f.meta);
-            match cache.entries.get(&f.rel) {
+        // Files whose stat data does not match the cache must be read. Cache entries of
+        // files that are gone (within the scope) are dropped.
+        let mut known: Vec<Option<Content>> = Vec::with_capacity(found.len());
+        // (index in `found`, index of its cache entry)
+        let mut to_read: Vec<(usize, Option<usize>)> = Vec::new();
+        let (mut h, mut c) = (0, 0);
+        let cache_len = cache.len();
+        let mut gone: Vec<usize> = Vec::new();
+        for (i, f) in found.iter().enumerate() {
+            seek(head, &mut h, &f.rel, |_, _| {});
+            let recorded = head.get(h).filter(|e| e.0 == f.rel.as_slice()).map(|e| e.1);
+            while c < cache_len && cache.path(c) < f.rel.as_slice() {
+                if in_scope(cache.path(c), scope) {
+                    gone.push(c);
+                }
+                c += 1;
+            }
+            let at = (c < cache_len && cache.path(c) == f.rel.as_slice()).then(|| {
+                c += 1;
+                c - 1
+            });
+            match at.map(|c| cache.entry(c)) {
                 Some(e)
-                    if e.size == size
-                        && e.mtime_ns == mtime
-                        && e.ctime_ns == ctime
-                        && e.ino == ino
-                        && e.mode == mode
+                    if cache_matches(&e, &f.stat)
                         // A scan that does not store (`status`) fills the cache too: when
                         // recording, content that differs from the recorded tree must be
                         // in the store, so read it unless it already is.
                         && (!store
-                            || head.get(f.rel.as_slice()).is_some_and(|c| c.hash == e.hash)
+                            || recorded.is_some_and(|r| r.hash == e.hash)
                             || ledger.store().contains(&e.hash)) =>
                 {
-                    known.insert(
-                        f.rel.clone(),
-                        Content {
-                            hash: e.hash,
-                            mode,
-                            size,
-                        },
-                    );
+                    known.push(Some(Content {
+                        hash: e.hash,
+                        mode: e.mode,
+                        size: e.size,
+                    }));
                 }
-                _ => to_read.push(f),
+                _ => {
+                    known.push(None);
+                    to_read.push((i, at));
+                }
             }
         }
+        gone.extend((c..cache_len).filter(|&c| in_scope(cache.path(c), scope)));
+
         let mut pending = Pending::default();
-        let read = read_all(ledger, &to_read, store, &mut pending);
-        let read = match read {
+        let files: Vec<&Found> = to_read.iter().map(|&(i, _)| &found[i]).collect();
+        let read = match read_all(self, ledger, &files, store, &mut pending) {
             Ok(r) => r,
             Err(e) => {
                 ledger.store().abandon(pending);
                 return Err(e);
             }
         };
-        for (f, content) in to_read.iter().zip(read) {
-            let (size, mtime, ctime, ino) = stamp(&f.meta);
-            if scan_start - mtime > RACY_NS && scan_start - ctime > RACY_NS {
-                cache.entries.insert(
-                    f.rel.clone(),
-                    StatEntry {
-                        size,
-                        mtime_ns: mtime,
-                        ctime_ns: ctime,
-                        ino,
-                        mode: content.mode,
-                        hash: content.hash,
-                    },
-                );
-            } else {
-                cache.entries.remove(&f.rel);
-            }
-            cache.dirty = true;
-            known.insert(f.rel.clone(), content);
+        for (&(i, at), content) in to_read.iter().zip(read) {
+            let f = &found[i];
+            let old = at.map(|c| cache.entry(c));
+            cache.update(&f.rel, old, cache_entry(&f.stat, content.hash, scan_start));
+            known[i] = Some(content);
         }
-        // Forget cache entries of files that are gone.
-        let before = cache.entries.len();
-        cache
-            .entries
-            .retain(|k, _| !in_scope(k, scope) || seen.contains(k));
-        cache.dirty |= cache.entries.len() != before;
+        for c in gone {
+            let old = cache.entry(c);
+            let path = cache.path(c).to_vec();
+            cache.update(&path, Some(old), None);
+        }
 
+        // One merge of the disk state with the recorded files gives the changes in order.
         let mut changes = Vec::new();
-        for (rel, now) in &known {
-            match head.get(rel.as_slice()) {
-                None => changes.push(ResourceChange {
-                    key: ResourceKey::file(rel),
-                    op: Op::Create,
-                    old: None,
-                    new: Some(*now),
-                }),
-                Some(old) if old.hash != now.hash || old.mode != now.mode => {
+        let mut h = 0;
+        for (f, now) in found.iter().zip(&known) {
+            let now = now.expect("every found file is known or read");
+            seek(head, &mut h, &f.rel, |rel, old| {
+                if in_scope(rel, scope) {
                     changes.push(ResourceChange {
                         key: ResourceKey::file(rel),
-                        op: Op::Modify,
+                        op: Op::Delete,
                         old: Some(*old),
-                        new: Some(*now),
-                    })
+                        new: None,
+                    });
                 }
-                Some(_) => {}
+            });
+            match head.get(h).filter(|e| e.0 == f.rel.as_slice()) {
+                None => changes.push(ResourceChange {
+                    key: ResourceKey::file(&f.rel),
+                    op: Op::Create,
+                    old: None,
+                    new: Some(now),
+                }),
+                Some((_, old)) => {
+                    h += 1;
+                    if old.hash != now.hash || old.mode != now.mode {
+                        changes.push(ResourceChange {
+                            key: ResourceKey::file(&f.rel),
+                            op: Op::Modify,
+                            old: Some(*old),
+                            new: Some(now),
+                        })
+                    }
+                }
             }
         }
-        for (rel, old) in head
-            .iter()
-            .filter(|(k, _)| in_scope(k, scope) && !known.contains_key(**k))
-        {
+        for (rel, old) in head[h..].iter().filter(|(k, _)| in_scope(k, scope)) {
             changes.push(ResourceChange {
                 key: ResourceKey::file(rel),
                 op: Op::Delete,
@@ -305,87 +301,11 @@ impl Workspace {
             skipped,
         })
     }
-
-    fn walk(&self, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skipped>)> {
-        let root = self.root.clone();
-        let scope_owned: Vec<Vec<u8>> = scope.to_vec();
-        let mut wb = ignore::WalkBuilder::new(&self.root);
-        wb.hidden(false)
-            .parents(false)
-            .ignore(false)
-            .git_ignore(true)
-            .git_exclude(true)
-            .git_global(false)
-            .require_git(false)
-            .follow_links(false)
-            .add_custom_ignore_filename(".ledgerignore")
-            .filter_entry(move |e| {
-                let name = e.file_name();
-                if e.depth() > 0
-                    && (name == ".ledger" || name == ".git")
-                    && e.file_type().is_some_and(|t| t.is_dir())
-                {
-                    return false;
-                }
-                if scope_owned.is_empty() || e.depth() == 0 {
-                    return true;
-                }
-                let rel = e
-                    .path()
-                    .strip_prefix(&root)
-                    .map(|p| p.as_os_str().as_bytes())
-                    .unwrap_or_default();
-                scope_owned
-                    .iter()
-                    .any(|s| is_prefix_path(s, rel) || is_prefix_path(rel, s))
-            });
-        let mut found = Vec::new();
-        let mut skipped = Vec::new();
-        for entry in wb.build() {
-            let entry = entry.map_err(|e| {
-                CliError::new(
-                    EXIT_ERROR,
-                    format!("cannot scan the workspace: {e}; nothing was recorded"),
-                )
-            })?;
-            if entry.depth() == 0 {
-                continue;
-            }
-            let ft = match entry.file_type() {
-                Some(t) => t,
-                None => continue,
-            };
-            if ft.is_dir() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .expect("walk stays under the root")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            if !in_scope(&rel, scope) {
-                continue;
-            }
-            if !(ft.is_file() || ft.is_symlink()) {
-                skipped.push((rel, "not a regular file or symlink".to_string()));
-                continue;
-            }
-            let meta =
-                fs::symlink_metadata(entry.path()).map_err(|e| read_error(entry.path(), e))?;
-            found.push(Found {
-                rel,
-                abs: entry.path().to_path_buf(),
-                meta,
-            });
-        }
-        Ok((found, skipped))
-    }
 }
 
 /// Reads (hashes, and with `store` stores) files, on all cores.
 fn read_all(
+    ws: &Workspace,
     ledger: &Ledger,
     files: &[&Found],
     store: bool,
@@ -397,7 +317,7 @@ fn read_all(
     if files.len() < 64 || threads == 1 {
         return files
             .iter()
-            .map(|f| read_one(ledger, f, store, pending))
+            .map(|f| read_one(ws, ledger, f, store, pending))
             .collect();
     }
     let chunk = files.len().div_ceil(threads);
@@ -409,7 +329,7 @@ fn read_all(
                     let mut p = Pending::default();
                     let r: CliResult<Vec<Content>> = part
                         .iter()
-                        .map(|f| read_one(ledger, f, store, &mut p))
+                        .map(|f| read_one(ws, ledger, f, store, &mut p))
                         .collect();
                     match r {
                         Ok(v) => Ok((v, p)),
@@ -443,11 +363,18 @@ fn read_all(
     }
 }
 
-fn read_one(ledger: &Ledger, f: &Found, store: bool, pending: &mut Pending) -> CliResult<Content> {
-    let mode = mode_of(&f.meta);
+fn read_one(
+    ws: &Workspace,
+    ledger: &Ledger,
+    f: &Found,
+    store: bool,
+    pending: &mut Pending,
+) -> CliResult<Content> {
+    let mode = mode_of(&f.stat);
+    let abs = ws.abs(&f.rel);
     if mode == Mode::Symlink {
-        let target = fs::read_link(&f.abs)
-            .map_err(|e| read_error(&f.abs, e))?
+        let target = fs::read_link(&abs)
+            .map_err(|e| read_error(&abs, e))?
             .into_os_string()
             .into_vec();
         let hash = if store {
@@ -464,16 +391,16 @@ fn read_one(ledger: &Ledger, f: &Found, store: bool, pending: &mut Pending) -> C
     if store {
         let (hash, size) = ledger
             .store()
-            .put_file(&f.abs, pending)
+            .put_file(&abs, pending)
             .map_err(|e| CliError::new(EXIT_ERROR, format!("{e}; nothing was recorded")))?;
         Ok(Content { hash, mode, size })
     } else {
-        let mut file = fs::File::open(&f.abs).map_err(|e| read_error(&f.abs, e))?;
+        let mut file = fs::File::open(&abs).map_err(|e| read_error(&abs, e))?;
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 128 * 1024];
         let mut size = 0u64;
         loop {
-            let n = file.read(&mut buf).map_err(|e| read_error(&f.abs, e))?;
+            let n = file.read(&mut buf).map_err(|e| read_error(&abs, e))?;
             if n == 0 {
                 break;
             }
@@ -512,4 +439,388 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::HeadFiles;
+    use ledger::{Actor, Body, Change, NewEvent, Precondition};
+    use rustix::fs::{AtFlags, Timespec, Timestamps};
+
+    fn actor() -> Actor {
+        Actor {
+            agent: "test".into(),
+            principal: None,
+            role: None,
+        }
+    }
+
+    struct Ws {
+        _tmp: tempfile::TempDir,
+        ws: Workspace,
+        ledger: Ledger,
+    }
+
+    fn workspace() -> Ws {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let ledger = Ledger::init(&root, actor()).unwrap();
+        Ws {
+            _tmp: tmp,
+            ws: Workspace { root },
+            ledger,
+        }
+    }
+
+    impl Ws {
+        fn write(&self, rel: &str, bytes: &[u8]) {
+            let p = self.ws.root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, bytes).unwrap();
+        }
+        fn stat(&self, rel: &str) -> FileStat {
+            FileStat::from_metadata(&fs::symlink_metadata(self.ws.root.join(rel)).unwrap())
+        }
+        /// Sets a file's mtime (ctime moves to now, as it always does).
+        fn set_mtime(&self, rel: &str, mtime_ns: i64) {
+            let t = Timespec {
+                tv_sec: mtime_ns.div_euclid(1_000_000_000),
+                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                self.ws.root.join(rel),
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                AtFlags::empty(),
+            )
+            .unwrap();
+        }
+        /// A cache holding exactly `entries` (written and loaded back like a real one).
+        fn cache_with(&self, entries: &[(&str, StatEntry)]) -> StatCache {
+            crate::cache::remove_all(&self.ledger);
+            let mut c = StatCache::load(&self.ledger);
+            for (p, e) in entries {
+                c.update(p.as_bytes(), None, Some(*e));
+            }
+            c.save(&self.ledger);
+            let c = StatCache::load(&self.ledger);
+            assert_eq!(c.len(), entries.len());
+            c
+        }
+        /// What a scan sees for `rel`: the new content of its change (created files).
+        fn scanned(&self, rel: &str, store: bool, cache: &mut StatCache) -> (Hash, Pending) {
+            let r = self.ws.scan(&self.ledger, &[], &[], store, cache).unwrap();
+            let c = r
+                .changes
+                .iter()
+                .find(|c| c.key.name.as_bytes() == rel.as_bytes())
+                .expect("the file is listed");
+            (c.new.unwrap().hash, r.pending)
+        }
+    }
+
+    fn entry(st: &FileStat, hash: Hash) -> StatEntry {
+        StatEntry {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+            ino: st.ino,
+            mode: mode_of(st),
+            hash,
+        }
+    }
+
+    #[test]
+    fn a_matching_cache_entry_is_used_instead_of_reading() {
+        // The other tests show that each mismatch forces a read; this one shows that a
+        // full match really skips it (so they can fail).
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let stale = Hash::of_content(b"what the cache says");
+        let mut cache = w.cache_with(&[("f.txt", entry(&w.stat("f.txt"), stale))]);
+        assert_eq!(w.scanned("f.txt", false, &mut cache).0, stale);
+    }
+
+    #[test]
+    fn same_size_rewrite_within_the_same_mtime_is_detected() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let before = w.stat("f.txt");
+        let mut cache = w.cache_with(&[("f.txt", entry(&before, Hash::of_content(b"aaaa")))]);
+        w.write("f.txt", b"bbbb");
+        w.set_mtime("f.txt", before.mtime_ns);
+        let after = w.stat("f.txt");
+        assert_eq!(
+            (after.size, after.mtime_ns, after.ino),
+            (before.size, before.mtime_ns, before.ino)
+        );
+        assert_eq!(
+            w.scanned("f.txt", false, &mut cache).0,
+            Hash::of_content(b"bbbb")
+        );
+    }
+
+    #[test]
+    fn a_replaced_inode_is_detected_even_with_equal_times_and_size() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        w.write("new.tmp", b"bbbb");
+        fs::rename(w.ws.root.join("new.tmp"), w.ws.root.join("f.txt")).unwrap();
+        let now = w.stat("f.txt");
+        // Everything matches the file on disk except the inode.
+        let mut forged = entry(&now, Hash::of_content(b"aaaa"));
+        forged.ino = now.ino + 1;
+        let mut cache = w.cache_with(&[("f.txt", forged)]);
+        assert_eq!(
+            w.scanned("f.txt", false, &mut cache).0,
+            Hash::of_content(b"bbbb")
+        );
+    }
+
+    #[test]
+    fn each_stat_field_is_compared() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let st = w.stat("f.txt");
+        let good = entry(&st, Hash::ZERO);
+        assert!(cache_matches(&good, &st));
+        let variants: [fn(&mut StatEntry); 5] = [
+            |e| e.size += 1,
+            |e| e.mtime_ns += 1,
+            |e| e.ctime_ns += 1,
+            |e| e.ino += 1,
+            |e| e.mode = Mode::Executable,
+        ];
+        for change in variants {
+            let mut e = good;
+            change(&mut e);
+            assert!(!cache_matches(&e, &st), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn content_that_is_not_stored_is_read_when_recording() {
+        let w = workspace();
+        w.write("f.txt", b"real");
+        let elsewhere = Hash::of_content(b"never stored");
+        let e = entry(&w.stat("f.txt"), elsewhere);
+        let mut cache = w.cache_with(&[("f.txt", e)]);
+        // `status` may trust it (nothing is stored from it) ...
+        assert_eq!(w.scanned("f.txt", false, &mut cache).0, elsewhere);
+        // ... `record` may not: the change would name content the store lacks.
+        let (h, pending) = w.scanned("f.txt", true, &mut cache);
+        assert_eq!(h, Hash::of_content(b"real"));
+        w.ledger.commit_content(pending).unwrap();
+        assert!(w.ledger.store().contains(&h));
+        // Once the content is stored, a matching entry naming it is trusted again.
+        let mut p = Pending::default();
+        let stored = w.ledger.store().put_bytes(b"never stored", &mut p).unwrap();
+        w.ledger.commit_content(p).unwrap();
+        assert_eq!(stored, elsewhere);
+        let mut cache = w.cache_with(&[("f.txt", e)]);
+        assert_eq!(w.scanned("f.txt", true, &mut cache).0, elsewhere);
+    }
+
+    #[test]
+    fn racy_files_are_not_cached() {
+        let st = |mtime_ns: i64, ctime_ns: i64| FileStat {
+            size: 4,
+            mtime_ns,
+            ctime_ns,
+            ino: 7,
+            mode: 0o100644,
+        };
+        let now: i64 = 1_800_000_000_000_000_000;
+        let sec = 1_000_000_000;
+        let h = Hash::of_content(b"x");
+        assert!(cache_entry(&st(now - 2 * sec, now - 2 * sec), h, now).is_some());
+        // Within the window by mtime, by ctime, exactly at its edge, or in the future.
+        assert!(cache_entry(&st(now - sec / 2, now - 2 * sec), h, now).is_none());
+        assert!(cache_entry(&st(now - 2 * sec, now - sec / 2), h, now).is_none());
+        assert!(cache_entry(&st(now - sec, now - 2 * sec), h, now).is_none());
+        assert!(cache_entry(&st(now + 5 * sec, now - 2 * sec), h, now).is_none());
+    }
+
+    #[test]
+    fn a_scan_caches_files_only_once_they_are_outside_the_racy_window() {
+        let w = workspace();
+        w.write("old.txt", b"old");
+        w.write("new.txt", b"new");
+        // `old.txt` was last changed long ago as far as mtime goes, but its ctime is
+        // now: neither is cached right after being written.
+        w.set_mtime("old.txt", 1_000_000_000);
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        cache.save(&w.ledger);
+        assert_eq!(StatCache::load(&w.ledger).len(), 0);
+        // Once both are older than the window, a scan caches them.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        cache.save(&w.ledger);
+        let cache = StatCache::load(&w.ledger);
+        assert_eq!(cache.len(), 2);
+        let e = cache.entry(cache.find(b"old.txt").unwrap());
+        assert_eq!(e.hash, Hash::of_content(b"old"));
+        assert!(cache_matches(&e, &w.stat("old.txt")));
+    }
+
+    #[test]
+    fn cache_files_that_are_damaged_count_as_empty() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        w.cache_with(&[("f.txt", e), ("g.txt", e)]);
+        let path = w.ledger.dir().join("index/stat-cache");
+        let good = fs::read(&path).unwrap();
+        assert_eq!(StatCache::load(&w.ledger).len(), 2);
+        for damage in [
+            |b: &mut Vec<u8>| b[30] ^= 1,
+            |b: &mut Vec<u8>| b.truncate(b.len() - 1),
+            |b: &mut Vec<u8>| b.push(0),
+            |b: &mut Vec<u8>| b.clear(),
+            |b: &mut Vec<u8>| b[8] = 1, // version 1 (the sled-era format)
+        ] {
+            let mut b = good.clone();
+            damage(&mut b);
+            fs::write(&path, &b).unwrap();
+            assert_eq!(StatCache::load(&w.ledger).len(), 0);
+        }
+    }
+
+    #[test]
+    fn cache_updates_merge_in_order_and_forget_drops_entries() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        let mut c = w.cache_with(&[("b", e), ("d", e), ("f", e)]);
+        let mut e2 = e;
+        e2.size = 99;
+        c.update(b"a", None, Some(e));
+        c.update(b"d", Some(e), Some(e2));
+        c.update(b"f", Some(e), None);
+        c.update(b"g", None, Some(e));
+        c.save(&w.ledger);
+        let c = StatCache::load(&w.ledger);
+        let paths: Vec<&[u8]> = (0..c.len()).map(|i| c.path(i)).collect();
+        assert_eq!(paths, [&b"a"[..], b"b", b"d", b"g"]);
+        assert_eq!(c.entry(2), e2);
+        let mut c = c;
+        c.forget([&b"b"[..], b"zz"].into_iter());
+        c.save(&w.ledger);
+        let c = StatCache::load(&w.ledger);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.find(b"b"), None);
+    }
+
+    fn record(w: &Ws, files: &[(&str, &[u8])]) -> Vec<ledger::Record> {
+        let mut p = Pending::default();
+        let mut resources = Vec::new();
+        let head = HeadFiles::load(&w.ledger).unwrap();
+        let recorded = head.files();
+        for (rel, bytes) in files {
+            let hash = w.ledger.store().put_bytes(bytes, &mut p).unwrap();
+            let old = recorded
+                .iter()
+                .find(|(k, _)| *k == rel.as_bytes())
+                .map(|e| e.1);
+            resources.push(ResourceChange {
+                key: ResourceKey::file(rel.as_bytes()),
+                op: if old.is_some() {
+                    Op::Modify
+                } else {
+                    Op::Create
+                },
+                old,
+                new: Some(Content {
+                    hash,
+                    mode: Mode::Regular,
+                    size: bytes.len() as u64,
+                }),
+            });
+        }
+        w.ledger.commit_content(p).unwrap();
+        w.ledger
+            .append(
+                vec![NewEvent {
+                    time_us: 1,
+                    actor: actor(),
+                    change_id: format!("c{}", w.ledger.head().unwrap().seq),
+                    correlation_id: None,
+                    body: Body::Change(Change {
+                        message: None,
+                        reverts: None,
+                        resources,
+                    }),
+                    meta: Default::default(),
+                }],
+                Precondition::None,
+            )
+            .unwrap()
+    }
+
+    fn tree_files(w: &Ws) -> Vec<(Vec<u8>, Content)> {
+        let (tree, _) = crate::state::head_tree(&w.ledger).unwrap();
+        tree.files()
+            .map(|(k, e)| (k.name.as_bytes().to_vec(), e.content))
+            .collect()
+    }
+
+    fn head_files(w: &Ws) -> Vec<(Vec<u8>, Content)> {
+        let hf = HeadFiles::load(&w.ledger).unwrap();
+        assert_eq!(hf.seq(), w.ledger.head().map(|h| h.seq));
+        hf.files().iter().map(|(p, c)| (p.to_vec(), *c)).collect()
+    }
+
+    #[test]
+    fn head_files_follow_the_journal_and_are_rewritten_when_due() {
+        let w = workspace();
+        let path = w.ledger.dir().join("index/head-files");
+        record(&w, &[("b", b"1"), ("a", b"2")]);
+        // First load: no file, built from the tree and saved.
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let first = fs::read(&path).unwrap();
+        // A few events later the file is still the old base; the events are folded in.
+        for i in 0..5u8 {
+            record(&w, &[("c", &[i]), ("a", &[i, i])]);
+            let hf = HeadFiles::load(&w.ledger).unwrap();
+            hf.save_if_due(&w.ledger);
+            assert_eq!(fs::read(&path).unwrap(), first, "rewritten too early");
+            assert_eq!(head_files(&w), tree_files(&w));
+        }
+        for i in 0..crate::cache::HEAD_FILES_EVERY as u8 {
+            record(&w, &[(if i % 2 == 0 { "d" } else { "e/f" }, &[i])]);
+        }
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        assert_ne!(fs::read(&path).unwrap(), first, "never rewritten");
+        assert_eq!(head_files(&w), tree_files(&w));
+    }
+
+    #[test]
+    fn head_files_of_another_journal_are_not_used() {
+        let a = workspace();
+        record(&a, &[("x", b"from a")]);
+        HeadFiles::load(&a.ledger).unwrap().save_if_due(&a.ledger);
+        let b = workspace();
+        record(&b, &[("y", b"from b")]);
+        // Same seq, different journal: the file's event hash does not match.
+        fs::copy(
+            a.ledger.dir().join("index/head-files"),
+            b.ledger.dir().join("index/head-files"),
+        )
+        .unwrap();
+        assert_eq!(head_files(&b), tree_files(&b));
+        assert_eq!(head_files(&b)[0].0, b"y");
+        // A damaged file is not used either.
+        let p = b.ledger.dir().join("index/head-files");
+        let mut bytes = fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 0x55;
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(head_files(&b), tree_files(&b));
+    }
 }

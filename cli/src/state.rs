@@ -4,11 +4,11 @@
 //! Two kinds of snapshot are kept: `tree-head`, the newest (replaced as the head moves,
 //! so loading the head folds at most [`HEAD_EVERY`] events), and `tree`, kept for good
 //! at least every [`KEEP_EVERY`] events, so the state at any past point costs at most
-//! that many events. Both are derived and rebuilt when missing or unreadable.
+//! that many events. Both are derived and rebuilt when missing or unreadable. `record`
+//! and `status` do not load them (see [`crate::cache::HeadFiles`]); `record` saves them
+//! when due.
 
-use std::collections::BTreeMap;
-
-use ledger::{Content, Ledger};
+use ledger::Ledger;
 use replay::{Projection, Tree};
 
 use crate::output::CliResult;
@@ -71,13 +71,29 @@ pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliRes
         index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
-    let kept = index
-        .snapshot_at_or_before(KEPT_SNAPSHOT, seq)?
-        .map(|(s, _)| s);
+    let kept = index.latest_snapshot_seq(KEPT_SNAPSHOT)?;
     if kept.is_none_or(|k| seq >= k + KEEP_EVERY) {
         index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
     }
     Ok(())
+}
+
+/// Saves snapshots at the head when they are due, loading the tree only then (once per
+/// [`HEAD_EVERY`] events): `record` itself works from [`crate::cache::HeadFiles`] and
+/// never needs the whole tree.
+pub fn keep_snapshots_current(ledger: &Ledger) -> CliResult {
+    let Some(head) = ledger.head() else {
+        return Ok(());
+    };
+    let index = ledger.index();
+    let newest = index
+        .latest_snapshot_seq(HEAD_SNAPSHOT)?
+        .max(index.latest_snapshot_seq(KEPT_SNAPSHOT)?);
+    if newest.is_some_and(|s| head.seq < s + HEAD_EVERY) {
+        return Ok(());
+    }
+    let (tree, used) = tree_at(ledger, head.seq)?;
+    save_snapshots(ledger, &tree, used)
 }
 
 /// Rebuilds every snapshot from the journal (after `ledger reindex`); returns the head tree.
@@ -110,11 +126,4 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
     }
     save_snapshots(ledger, &tree, None)?;
     Ok(tree)
-}
-
-/// Workspace files of a tree: path bytes -> content.
-pub fn files(tree: &Tree) -> BTreeMap<&[u8], Content> {
-    tree.files()
-        .map(|(k, e)| (k.name.as_bytes(), e.content))
-        .collect()
 }

@@ -60,6 +60,13 @@ fn seq_suffix(k: &[u8]) -> u64 {
     )
 }
 
+/// `meta` key noting the seq of the newest snapshot of a projection.
+fn snapshot_mark(name: &str) -> Vec<u8> {
+    let mut k = b"snapshot-seq:".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 /// `meta` key of the [`MerkleState`] over the indexed events. Absent means unknown (an
 /// index written before it existed, or a gap): [`crate::Ledger::merkle_state`] rebuilds it.
 const MERKLE_KEY: &str = "merkle";
@@ -331,10 +338,38 @@ impl Index {
         &self.stat
     }
 
-    /// Projection snapshots: name|0|seq -> bytes.
+    /// Projection snapshots: name|0|seq -> bytes. The newest seq per name is also noted
+    /// in `meta` (see [`Index::latest_snapshot_seq`]).
     pub fn put_snapshot(&self, name: &str, seq: u64, bytes: &[u8]) -> Result<()> {
         self.snap.insert(key_seq(name.as_bytes(), seq), bytes)?;
+        if self.latest_snapshot_seq(name)?.is_none_or(|s| s < seq) {
+            self.meta.insert(snapshot_mark(name), &seq.to_be_bytes())?;
+        }
         Ok(())
+    }
+
+    /// Seq of the newest snapshot of `name`, without reading any snapshot: from the
+    /// mark in `meta`, or (an index written before marks existed) from the `snap` tree
+    /// once, which then sets the mark.
+    pub fn latest_snapshot_seq(&self, name: &str) -> Result<Option<u64>> {
+        if let Some(v) = self.meta.get(snapshot_mark(name))? {
+            return Ok(v
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap())));
+        }
+        let lo = key_seq(name.as_bytes(), 0);
+        let hi = key_seq(name.as_bytes(), u64::MAX);
+        let newest = self
+            .snap
+            .range(lo..=hi)
+            .keys()
+            .next_back()
+            .transpose()?
+            .map(|k| seq_suffix(&k));
+        if let Some(s) = newest {
+            self.meta.insert(snapshot_mark(name), &s.to_be_bytes())?;
+        }
+        Ok(newest)
     }
 
     /// The newest snapshot of `name` at or before `seq`.

@@ -1,0 +1,494 @@
+//! Two derived files in `.ledger/index/` that make `record` and `status` cheap: the stat
+//! cache (`stat-cache`) and the recorded files at a recent seq (`head-files`).
+//!
+//! Both are flat, sorted by path bytes, read with one `read` and used in place (no map
+//! is built), and end with a BLAKE3 checksum of everything before it. Anything
+//! unexpected (missing file, other magic or version, bad checksum, unsorted paths,
+//! trailing bytes) makes the file count as absent; it is then rebuilt. They are written
+//! to a temporary name and renamed, without fsync: losing them costs time, not data.
+//!
+//! `stat-cache` (magic `LDGRSTAT`):
+//! `magic[8] version:u32 0:u32 count:u64` then per entry `path_len:u32 path
+//! size:u64 mtime_ns:i64 ctime_ns:i64 ino:u64 mode:u8 hash[32]`, then `blake3[32]`.
+//! An entry says: a file with exactly this stat data held these bytes.
+//!
+//! `head-files` (magic `LDGRHEAD`):
+//! `magic[8] version:u32 0:u32 seq:u64 event_hash[32] count:u64` then per entry
+//! `path_len:u32 path hash[32] mode:u8 size:u64`, then `blake3[32]`: the `file`
+//! namespace of the recorded tree right after `seq`, whose event hash is `event_hash`
+//! (checked against the journal before the file is used; events after it are folded in
+//! from the journal). Integers are little-endian; mode is 0 regular, 1 executable,
+//! 2 symlink.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ledger::{Body, Content, Hash, Ledger, Mode, Record};
+use replay::Projection;
+
+use crate::output::CliResult;
+
+const STAT_FILE: &str = "stat-cache";
+const STAT_MAGIC: &[u8; 8] = b"LDGRSTAT";
+/// Version 1 was a single sled value (`stat` tree, key `v1`).
+const STAT_VERSION: u32 = 2;
+const STAT_FIXED: usize = 8 + 8 + 8 + 8 + 1 + 32;
+
+const HEAD_FILE: &str = "head-files";
+const HEAD_MAGIC: &[u8; 8] = b"LDGRHEAD";
+const HEAD_VERSION: u32 = 1;
+const HEAD_FIXED: usize = 32 + 1 + 8;
+
+/// `head-files` is rewritten when this many events were folded in since it was written.
+pub const HEAD_FILES_EVERY: u64 = 64;
+/// ... or when this many paths changed since.
+const HEAD_FILES_MAX_CHANGED: usize = 4096;
+
+fn index_file(ledger: &Ledger, name: &str) -> PathBuf {
+    ledger.dir().join("index").join(name)
+}
+
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Regular => 0,
+        Mode::Executable => 1,
+        Mode::Symlink => 2,
+    }
+}
+
+fn byte_mode(b: u8) -> Option<Mode> {
+    match b {
+        0 => Some(Mode::Regular),
+        1 => Some(Mode::Executable),
+        2 => Some(Mode::Symlink),
+        _ => None,
+    }
+}
+
+/// Bounds-checked reading of a flat file.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+fn hash_at(b: &[u8]) -> Hash {
+    Hash(b[..32].try_into().expect("32 bytes"))
+}
+
+/// Checks the trailing checksum; returns the body (without it).
+fn checked_body(buf: &[u8]) -> Option<&[u8]> {
+    let split = buf.len().checked_sub(32)?;
+    let (body, sum) = buf.split_at(split);
+    (blake3::hash(body).as_bytes() == sum).then_some(body)
+}
+
+/// Reads `count` entries of `path_len:u32 path fixed[fixed]`, checking that paths are
+/// non-empty and strictly increasing and that nothing follows. Returns the path spans.
+fn read_entries(c: &mut Cursor<'_>, count: u64, fixed: usize) -> Option<Vec<(usize, usize)>> {
+    // Each entry takes at least 5 + fixed bytes: a huge count cannot allocate much.
+    let max = (c.buf.len() - c.pos) / (4 + 1 + fixed);
+    let count = usize::try_from(count).ok().filter(|n| *n <= max)?;
+    let mut spans = Vec::with_capacity(count);
+    let mut prev: &[u8] = &[];
+    for _ in 0..count {
+        let len = c.u32()? as usize;
+        let start = c.pos;
+        let path = c.take(len)?;
+        if path.is_empty() || (!spans.is_empty() && path <= prev) {
+            return None;
+        }
+        c.take(fixed)?;
+        spans.push((start, len));
+        prev = path;
+    }
+    (c.pos == c.buf.len()).then_some(spans)
+}
+
+/// Writes `buf` (checksum appended) to `index/<name>` through a temporary file.
+fn write_flat(ledger: &Ledger, name: &str, mut buf: Vec<u8>) -> std::io::Result<()> {
+    let sum = blake3::hash(&buf);
+    buf.extend_from_slice(sum.as_bytes());
+    let path = index_file(ledger, name);
+    let tmp = index_file(ledger, &format!("{name}.tmp-{}", std::process::id()));
+    let res = std::fs::write(&tmp, &buf).and_then(|_| std::fs::rename(&tmp, &path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn put_path(buf: &mut Vec<u8>, path: &[u8]) {
+    buf.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    buf.extend_from_slice(path);
+}
+
+/// One stat cache entry: the stat data of a file and the hash of what it held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub mode: Mode,
+    pub hash: Hash,
+}
+
+impl StatEntry {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.size.to_le_bytes());
+        buf.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        buf.extend_from_slice(&self.ctime_ns.to_le_bytes());
+        buf.extend_from_slice(&self.ino.to_le_bytes());
+        buf.push(mode_byte(self.mode));
+        buf.extend_from_slice(self.hash.as_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Option<StatEntry> {
+        Some(StatEntry {
+            size: le_u64(&b[0..]),
+            mtime_ns: le_u64(&b[8..]) as i64,
+            ctime_ns: le_u64(&b[16..]) as i64,
+            ino: le_u64(&b[24..]),
+            mode: byte_mode(b[32])?,
+            hash: hash_at(&b[33..]),
+        })
+    }
+}
+
+/// The stat cache: path -> [`StatEntry`], sorted by path, plus the updates of this run.
+#[derive(Default)]
+pub struct StatCache {
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    /// Path -> new entry (`None`: drop it). Applied by [`StatCache::save`].
+    updates: BTreeMap<Vec<u8>, Option<StatEntry>>,
+    /// No valid cache file was found.
+    missing: bool,
+}
+
+impl StatCache {
+    /// Loads the cache; a missing or damaged file gives an empty cache.
+    pub fn load(ledger: &Ledger) -> StatCache {
+        let buf = std::fs::read(index_file(ledger, STAT_FILE)).unwrap_or_default();
+        Self::parse(buf).unwrap_or_else(|| StatCache {
+            missing: true,
+            ..StatCache::default()
+        })
+    }
+
+    fn parse(buf: Vec<u8>) -> Option<StatCache> {
+        let body = checked_body(&buf)?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != STAT_MAGIC || c.u32()? != STAT_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let count = c.u64()?;
+        let spans = read_entries(&mut c, count, STAT_FIXED)?;
+        for &(start, len) in &spans {
+            // Mode bytes are checked once here so `entry` cannot fail later.
+            byte_mode(body[start + len + 32])?;
+        }
+        Some(StatCache {
+            buf,
+            spans,
+            updates: BTreeMap::new(),
+            missing: false,
+        })
+    }
+
+    /// Number of entries as loaded.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Path of entry `i` (entries are sorted by path).
+    pub fn path(&self, i: usize) -> &[u8] {
+        let (s, l) = self.spans[i];
+        &self.buf[s..s + l]
+    }
+
+    /// Entry `i` as loaded.
+    pub fn entry(&self, i: usize) -> StatEntry {
+        let (s, l) = self.spans[i];
+        StatEntry::decode(&self.buf[s + l..]).expect("mode bytes are checked on load")
+    }
+
+    /// Index of `path`'s entry, if any.
+    pub fn find(&self, path: &[u8]) -> Option<usize> {
+        self.spans
+            .binary_search_by(|&(s, l)| self.buf[s..s + l].cmp(path))
+            .ok()
+    }
+
+    /// Sets (`Some`) or drops (`None`) the entry of `path`; `old` is its loaded entry.
+    pub fn update(&mut self, path: &[u8], old: Option<StatEntry>, new: Option<StatEntry>) {
+        if old != new {
+            self.updates.insert(path.to_vec(), new);
+        }
+    }
+
+    /// Drops entries so these paths are read again on the next scan.
+    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
+        for p in paths {
+            if self.find(p).is_some() || self.updates.get(p).is_some_and(Option::is_some) {
+                self.updates.insert(p.to_vec(), None);
+            }
+        }
+    }
+
+    /// Writes the cache if anything changed. It is only a speed-up: failures are ignored.
+    pub fn save(&self, ledger: &Ledger) {
+        if self.updates.is_empty() && !self.missing {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.buf.len() + self.updates.len() * 128);
+        out.extend_from_slice(STAT_MAGIC);
+        out.extend_from_slice(&STAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        let mut ups = self.updates.iter().peekable();
+        let mut emit = |out: &mut Vec<u8>, path: &[u8], fixed: Result<&[u8], &StatEntry>| {
+            put_path(out, path);
+            match fixed {
+                Ok(bytes) => out.extend_from_slice(bytes),
+                Err(e) => e.encode(out),
+            }
+            count += 1;
+        };
+        for i in 0..self.spans.len() {
+            let path = self.path(i);
+            while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
+                if let Some(e) = e {
+                    emit(&mut out, p, Err(e));
+                }
+            }
+            match ups.next_if(|(p, _)| p.as_slice() == path) {
+                Some((_, Some(e))) => emit(&mut out, path, Err(e)),
+                Some((_, None)) => {}
+                None => {
+                    let (s, l) = self.spans[i];
+                    emit(&mut out, path, Ok(&self.buf[s + l..s + l + STAT_FIXED]));
+                }
+            }
+        }
+        for (p, e) in ups {
+            if let Some(e) = e {
+                emit(&mut out, p, Err(e));
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        let _ = write_flat(ledger, STAT_FILE, out);
+        if self.missing {
+            // The cache of earlier versions was one sled value; it is dead weight now.
+            let _ = ledger.index().stat_tree().remove("v1");
+        }
+    }
+}
+
+/// Removes both files (`ledger reindex`); they are rebuilt when next needed.
+pub fn remove_all(ledger: &Ledger) {
+    let _ = std::fs::remove_file(index_file(ledger, STAT_FILE));
+    let _ = std::fs::remove_file(index_file(ledger, HEAD_FILE));
+}
+
+/// The recorded workspace files at the journal head: the `head-files` base plus the
+/// file changes of the events after it.
+pub struct HeadFiles {
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    /// Seq the base describes (`None`: empty base, before any event).
+    base_seq: Option<u64>,
+    /// Changes since the base: path -> content (`None`: deleted).
+    overlay: BTreeMap<Vec<u8>, Option<Content>>,
+    /// Seq of the last event folded in.
+    seq: Option<u64>,
+    /// The base on disk is missing or unusable.
+    stale: bool,
+}
+
+impl HeadFiles {
+    /// The files at the head: from `head-files` when it matches this journal, else
+    /// from the tree snapshots (and then saved by [`HeadFiles::save_if_due`]).
+    pub fn load(ledger: &Ledger) -> CliResult<HeadFiles> {
+        let Some(head) = ledger.head() else {
+            return Ok(HeadFiles::empty(true));
+        };
+        let buf = std::fs::read(index_file(ledger, HEAD_FILE)).unwrap_or_default();
+        let mut hf = match Self::parse(buf) {
+            Some((hf, hash))
+                if hf.base_seq.is_some_and(|s| s <= head.seq)
+                    && hf
+                        .base_seq
+                        .and_then(|s| ledger.event(s).ok())
+                        .is_some_and(|r| r.hash == hash) =>
+            {
+                hf
+            }
+            _ => {
+                let (tree, _) = crate::state::tree_at(ledger, head.seq)?;
+                let mut hf = HeadFiles::empty(true);
+                for (k, e) in tree.files() {
+                    hf.overlay
+                        .insert(k.name.as_bytes().to_vec(), Some(e.content));
+                }
+                hf.seq = tree.seq();
+                return Ok(hf);
+            }
+        };
+        if let Some(s) = hf.base_seq.filter(|s| *s < head.seq) {
+            ledger.scan_range(s + 1, head.seq, &mut |r| {
+                hf.apply_one(r);
+                Ok(())
+            })?;
+        }
+        Ok(hf)
+    }
+
+    fn empty(stale: bool) -> HeadFiles {
+        HeadFiles {
+            buf: Vec::new(),
+            spans: Vec::new(),
+            base_seq: None,
+            overlay: BTreeMap::new(),
+            seq: None,
+            stale,
+        }
+    }
+
+    fn parse(buf: Vec<u8>) -> Option<(HeadFiles, Hash)> {
+        let body = checked_body(&buf)?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != HEAD_MAGIC || c.u32()? != HEAD_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let seq = c.u64()?;
+        let hash = hash_at(c.take(32)?);
+        let count = c.u64()?;
+        let spans = read_entries(&mut c, count, HEAD_FIXED)?;
+        for &(start, len) in &spans {
+            byte_mode(body[start + len + 32])?;
+        }
+        Some((
+            HeadFiles {
+                buf,
+                spans,
+                base_seq: Some(seq),
+                overlay: BTreeMap::new(),
+                seq: Some(seq),
+                stale: false,
+            },
+            hash,
+        ))
+    }
+
+    fn base_content(&self, i: usize) -> (&[u8], Content) {
+        let (s, l) = self.spans[i];
+        let f = &self.buf[s + l..];
+        (
+            &self.buf[s..s + l],
+            Content {
+                hash: hash_at(f),
+                mode: byte_mode(f[32]).expect("mode bytes are checked on load"),
+                size: le_u64(&f[33..]),
+            },
+        )
+    }
+
+    /// Folds events (in seq order, after the ones already folded) in.
+    pub fn apply(&mut self, records: &[Record]) {
+        for r in records {
+            self.apply_one(r);
+        }
+    }
+
+    fn apply_one(&mut self, r: &Record) {
+        if self.seq.is_some_and(|s| r.event.seq <= s) {
+            return;
+        }
+        if let Body::Change(c) = &r.event.body {
+            for rc in c.resources.iter().filter(|rc| rc.key.is_file()) {
+                self.overlay.insert(rc.key.name.as_bytes().to_vec(), rc.new);
+            }
+        }
+        self.seq = Some(r.event.seq);
+    }
+
+    /// Seq of the last event folded in.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// Every recorded file, sorted by path.
+    pub fn files(&self) -> Vec<(&[u8], Content)> {
+        let mut out = Vec::with_capacity(self.spans.len() + self.overlay.len());
+        let mut ov = self.overlay.iter().peekable();
+        for i in 0..self.spans.len() {
+            let (path, c) = self.base_content(i);
+            while let Some((p, n)) = ov.next_if(|(p, _)| p.as_slice() < path) {
+                if let Some(n) = n {
+                    out.push((p.as_slice(), *n));
+                }
+            }
+            match ov.next_if(|(p, _)| p.as_slice() == path) {
+                Some((_, Some(n))) => out.push((path, *n)),
+                Some((_, None)) => {}
+                None => out.push((path, c)),
+            }
+        }
+        for (p, n) in ov {
+            if let Some(n) = n {
+                out.push((p.as_slice(), *n));
+            }
+        }
+        out
+    }
+
+    /// Rewrites `head-files` at the folded seq when it is missing or far behind. A
+    /// speed-up only: failures are ignored.
+    pub fn save_if_due(&self, ledger: &Ledger) {
+        let Some(seq) = self.seq else { return };
+        let due = self.stale
+            || self.base_seq.is_none_or(|b| seq >= b + HEAD_FILES_EVERY)
+            || self.overlay.len() >= HEAD_FILES_MAX_CHANGED;
+        if !due {
+            return;
+        }
+        let Ok(r) = ledger.event(seq) else { return };
+        let files = self.files();
+        let mut out = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96 + 128);
+        out.extend_from_slice(HEAD_MAGIC);
+        out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(r.hash.as_bytes());
+        out.extend_from_slice(&(files.len() as u64).to_le_bytes());
+        for (p, c) in files {
+            put_path(&mut out, p);
+            out.extend_from_slice(c.hash.as_bytes());
+            out.push(mode_byte(c.mode));
+            out.extend_from_slice(&c.size.to_le_bytes());
+        }
+        let _ = write_flat(ledger, HEAD_FILE, out);
+    }
+}
