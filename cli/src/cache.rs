@@ -11,13 +11,16 @@
 //! `magic[8] version:u32 0:u32 count:u64` then per entry `path_len:u32 path
 //! size:u64 mtime_ns:i64 ctime_ns:i64 ino:u64 mode:u8 hash[32]`, then `blake3[32]`.
 //! An entry says: a file with exactly this stat data held these bytes.
+//! `stat-cache.delta` (magic `LDGRSTDL`): `magic[8] version:u32 0:u32 base[32]
+//! count:u64`, entries as above (mode `0xff`: the path has no entry), `blake3[32]`;
+//! `base` is the trailing checksum of the `stat-cache` it applies to.
 //!
 //! `head-files` (magic `LDGRHEAD`):
 //! `magic[8] version:u32 0:u32 seq:u64 event_hash[32] count:u64` then per entry
 //! `path_len:u32 path hash[32] mode:u8 size:u64`, then `blake3[32]`: the `file`
 //! namespace of the recorded tree right after `seq`, whose event hash is `event_hash`
-//! (checked against the journal before the file is used; events after it are folded in
-//! from the journal). Integers are little-endian; mode is 0 regular, 1 executable,
+//! (checked against the journal before the file is used: the head's hash, or the `prev`
+//! of the event after `seq`; the events after it are folded in from the journal). Integers are little-endian; mode is 0 regular, 1 executable,
 //! 2 symlink.
 
 use std::collections::BTreeMap;
@@ -30,6 +33,8 @@ use crate::output::CliResult;
 
 const STAT_FILE: &str = "stat-cache";
 const STAT_MAGIC: &[u8; 8] = b"LDGRSTAT";
+const STAT_DELTA_FILE: &str = "stat-cache.delta";
+const STAT_DELTA_MAGIC: &[u8; 8] = b"LDGRSTDL";
 /// Version 1 was a single sled value (`stat` tree, key `v1`).
 const STAT_VERSION: u32 = 2;
 const STAT_FIXED: usize = 8 + 8 + 8 + 8 + 1 + 32;
@@ -174,29 +179,66 @@ impl StatEntry {
     }
 }
 
+/// Where an entry of the stat cache's merged view lives.
+#[derive(Clone, Copy)]
+struct Span {
+    in_delta: bool,
+    start: usize,
+    len: usize,
+}
+
 /// The stat cache: path -> [`StatEntry`], sorted by path, plus the updates of this run.
+///
+/// On disk it is a base file and a small delta file of the entries changed since the
+/// base was written (with tombstones for dropped ones); a run that changes a few
+/// entries rewrites only the delta. The delta names the checksum of the base it
+/// belongs to and is ignored with any other base. Combining any base with any delta
+/// would still be safe: an entry only ever says what a file with exactly that stat
+/// data held, and is used only when the stat data matches.
 #[derive(Default)]
 pub struct StatCache {
-    buf: Vec<u8>,
-    spans: Vec<(usize, usize)>,
+    base: Vec<u8>,
+    base_spans: Vec<(usize, usize)>,
+    /// Checksum of the base file's body (what a delta must name).
+    base_sum: [u8; 32],
+    delta: Vec<u8>,
+    /// Delta entries (tombstones included), sorted by path.
+    delta_spans: Vec<(usize, usize)>,
+    /// The merged view: base entries overridden by the delta, tombstones removed.
+    spans: Vec<Span>,
     /// Path -> new entry (`None`: drop it). Applied by [`StatCache::save`].
     updates: BTreeMap<Vec<u8>, Option<StatEntry>>,
-    /// No valid cache file was found.
+    /// No valid base file was found.
     missing: bool,
 }
 
+/// Mode byte of a delta entry that drops the path.
+const TOMBSTONE: u8 = 0xff;
+
 impl StatCache {
-    /// Loads the cache; a missing or damaged file gives an empty cache.
+    /// Loads the cache; a missing or damaged base gives an empty cache, a missing,
+    /// damaged or foreign delta is ignored.
     pub fn load(ledger: &Ledger) -> StatCache {
-        let buf = std::fs::read(index_file(ledger, STAT_FILE)).unwrap_or_default();
-        Self::parse(buf).unwrap_or_else(|| StatCache {
-            missing: true,
-            ..StatCache::default()
-        })
+        let base = std::fs::read(index_file(ledger, STAT_FILE)).unwrap_or_default();
+        let Some(mut cache) = Self::parse_base(base) else {
+            return StatCache {
+                missing: true,
+                ..StatCache::default()
+            };
+        };
+        let delta = std::fs::read(index_file(ledger, STAT_DELTA_FILE)).unwrap_or_default();
+        if let Some(spans) = parse_delta(&delta, &cache.base_sum) {
+            cache.delta = delta;
+            cache.delta_spans = spans;
+        }
+        cache.merge_view();
+        cache
     }
 
-    fn parse(buf: Vec<u8>) -> Option<StatCache> {
+    fn parse_base(buf: Vec<u8>) -> Option<StatCache> {
         let body = checked_body(&buf)?;
+        // The checksum just verified is the body's hash.
+        let base_sum: [u8; 32] = buf[body.len()..].try_into().ok()?;
         let mut c = Cursor { buf: body, pos: 0 };
         if c.take(8)? != STAT_MAGIC || c.u32()? != STAT_VERSION || c.u32()? != 0 {
             return None;
@@ -208,11 +250,48 @@ impl StatCache {
             byte_mode(body[start + len + 32])?;
         }
         Some(StatCache {
-            buf,
-            spans,
-            updates: BTreeMap::new(),
-            missing: false,
+            base: buf,
+            base_spans: spans,
+            base_sum,
+            ..StatCache::default()
         })
+    }
+
+    /// Builds the merged view of base and delta.
+    fn merge_view(&mut self) {
+        let mut spans = Vec::with_capacity(self.base_spans.len() + self.delta_spans.len());
+        let mut d = self.delta_spans.iter().peekable();
+        let delta_span = |&(start, len): &(usize, usize)| {
+            (self.delta[start + len + 32] != TOMBSTONE).then_some(Span {
+                in_delta: true,
+                start,
+                len,
+            })
+        };
+        for &(start, len) in &self.base_spans {
+            let path = &self.base[start..start + len];
+            while let Some(ds) = d.next_if(|&&(s, l)| &self.delta[s..s + l] < path) {
+                spans.extend(delta_span(ds));
+            }
+            match d.next_if(|&&(s, l)| &self.delta[s..s + l] == path) {
+                Some(ds) => spans.extend(delta_span(ds)),
+                None => spans.push(Span {
+                    in_delta: false,
+                    start,
+                    len,
+                }),
+            }
+        }
+        spans.extend(d.filter_map(delta_span));
+        self.spans = spans;
+    }
+
+    fn bytes(&self, sp: Span) -> &[u8] {
+        if sp.in_delta {
+            &self.delta
+        } else {
+            &self.base
+        }
     }
 
     /// Number of entries as loaded.
@@ -222,21 +301,33 @@ impl StatCache {
 
     /// Path of entry `i` (entries are sorted by path).
     pub fn path(&self, i: usize) -> &[u8] {
-        let (s, l) = self.spans[i];
-        &self.buf[s..s + l]
+        let sp = self.spans[i];
+        &self.bytes(sp)[sp.start..sp.start + sp.len]
+    }
+
+    /// The fixed-size part of entry `i`.
+    fn fixed(&self, i: usize) -> &[u8] {
+        let sp = self.spans[i];
+        &self.bytes(sp)[sp.start + sp.len..sp.start + sp.len + STAT_FIXED]
     }
 
     /// Entry `i` as loaded.
     pub fn entry(&self, i: usize) -> StatEntry {
-        let (s, l) = self.spans[i];
-        StatEntry::decode(&self.buf[s + l..]).expect("mode bytes are checked on load")
+        StatEntry::decode(self.fixed(i)).expect("mode bytes are checked on load")
     }
 
     /// Index of `path`'s entry, if any.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.spans
-            .binary_search_by(|&(s, l)| self.buf[s..s + l].cmp(path))
-            .ok()
+        let (mut lo, mut hi) = (0, self.spans.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.path(mid).cmp(path) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
     }
 
     /// Sets (`Some`) or drops (`None`) the entry of `path`; `old` is its loaded entry.
@@ -255,60 +346,146 @@ impl StatCache {
         }
     }
 
-    /// Writes the cache if anything changed. It is only a speed-up: failures are ignored.
+    /// Writes what changed: a new delta, or (when the delta would grow past a fraction
+    /// of the base, or there is no base) a new base. Only a speed-up: failures are
+    /// ignored.
     pub fn save(&self, ledger: &Ledger) {
         if self.updates.is_empty() && !self.missing {
             return;
         }
-        let mut out = Vec::with_capacity(self.buf.len() + self.updates.len() * 128);
+        if !self.missing {
+            let delta = self.new_delta();
+            let limit = (self.base_spans.len() / 8).max(1024);
+            if delta.len() <= limit {
+                let mut out = Vec::with_capacity(64 + delta.len() * 128);
+                out.extend_from_slice(STAT_DELTA_MAGIC);
+                out.extend_from_slice(&STAT_VERSION.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&self.base_sum);
+                out.extend_from_slice(&(delta.len() as u64).to_le_bytes());
+                for (path, fixed) in delta {
+                    put_path(&mut out, path);
+                    match fixed {
+                        Fixed::Bytes(b) => out.extend_from_slice(b),
+                        Fixed::Entry(e) => e.encode(&mut out),
+                        Fixed::Tombstone => {
+                            out.extend_from_slice(&[0u8; 32]);
+                            out.push(TOMBSTONE);
+                            out.extend_from_slice(&[0u8; 32]);
+                        }
+                    }
+                }
+                let _ = write_flat(ledger, STAT_DELTA_FILE, out);
+                return;
+            }
+        }
+        let mut out = Vec::with_capacity(self.base.len() + self.updates.len() * 128);
         out.extend_from_slice(STAT_MAGIC);
         out.extend_from_slice(&STAT_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         let count_at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut count = 0u64;
-        let mut ups = self.updates.iter().peekable();
-        let mut emit = |out: &mut Vec<u8>, path: &[u8], fixed: Result<&[u8], &StatEntry>| {
+        let mut emit = |out: &mut Vec<u8>, path: &[u8], fixed: Fixed<'_>| {
+            let e = match fixed {
+                Fixed::Bytes(b) => Ok(b),
+                Fixed::Entry(e) => Err(e),
+                Fixed::Tombstone => return,
+            };
             put_path(out, path);
-            match fixed {
-                Ok(bytes) => out.extend_from_slice(bytes),
+            match e {
+                Ok(b) => out.extend_from_slice(b),
                 Err(e) => e.encode(out),
             }
             count += 1;
         };
+        let mut ups = self.updates.iter().peekable();
         for i in 0..self.spans.len() {
             let path = self.path(i);
             while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
                 if let Some(e) = e {
-                    emit(&mut out, p, Err(e));
+                    emit(&mut out, p, Fixed::Entry(*e));
                 }
             }
             match ups.next_if(|(p, _)| p.as_slice() == path) {
-                Some((_, Some(e))) => emit(&mut out, path, Err(e)),
+                Some((_, Some(e))) => emit(&mut out, path, Fixed::Entry(*e)),
                 Some((_, None)) => {}
-                None => {
-                    let (s, l) = self.spans[i];
-                    emit(&mut out, path, Ok(&self.buf[s + l..s + l + STAT_FIXED]));
-                }
+                None => emit(&mut out, path, Fixed::Bytes(self.fixed(i))),
             }
         }
         for (p, e) in ups {
             if let Some(e) = e {
-                emit(&mut out, p, Err(e));
+                emit(&mut out, p, Fixed::Entry(*e));
             }
         }
         out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-        let _ = write_flat(ledger, STAT_FILE, out);
-        if self.missing {
-            // The cache of earlier versions was one sled value; it is dead weight now.
-            let _ = ledger.index().stat_tree().remove("v1");
+        if write_flat(ledger, STAT_FILE, out).is_ok() {
+            let _ = std::fs::remove_file(index_file(ledger, STAT_DELTA_FILE));
         }
     }
+
+    /// The delta after this run: the loaded delta with the updates applied.
+    fn new_delta(&self) -> Vec<(&[u8], Fixed<'_>)> {
+        let in_base = |p: &[u8]| {
+            self.base_spans
+                .binary_search_by(|&(s, l)| self.base[s..s + l].cmp(p))
+                .is_ok()
+        };
+        let update = |p: &'_ [u8], e: &Option<StatEntry>| match e {
+            Some(e) => Some(Fixed::Entry(*e)),
+            None => in_base(p).then_some(Fixed::Tombstone),
+        };
+        let mut out = Vec::new();
+        let mut ups = self.updates.iter().peekable();
+        for &(s, l) in &self.delta_spans {
+            let path = &self.delta[s..s + l];
+            while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
+                out.extend(update(p, e).map(|f| (p.as_slice(), f)));
+            }
+            match ups.next_if(|(p, _)| p.as_slice() == path) {
+                Some((p, e)) => out.extend(update(p, e).map(|f| (path, f))),
+                None => out.push((path, Fixed::Bytes(&self.delta[s + l..s + l + STAT_FIXED]))),
+            }
+        }
+        for (p, e) in ups {
+            out.extend(update(p, e).map(|f| (p.as_slice(), f)));
+        }
+        out
+    }
+}
+
+/// The fixed-size part of an entry to write.
+enum Fixed<'a> {
+    Bytes(&'a [u8]),
+    Entry(StatEntry),
+    Tombstone,
+}
+
+/// Checks a delta file against the base it must belong to; returns its entries.
+fn parse_delta(buf: &[u8], base_sum: &[u8; 32]) -> Option<Vec<(usize, usize)>> {
+    let body = checked_body(buf)?;
+    let mut c = Cursor { buf: body, pos: 0 };
+    if c.take(8)? != STAT_DELTA_MAGIC || c.u32()? != STAT_VERSION || c.u32()? != 0 {
+        return None;
+    }
+    if c.take(32)? != base_sum {
+        return None;
+    }
+    let count = c.u64()?;
+    let spans = read_entries(&mut c, count, STAT_FIXED)?;
+    for &(start, len) in &spans {
+        let m = body[start + len + 32];
+        if m != TOMBSTONE {
+            byte_mode(m)?;
+        }
+    }
+    Some(spans)
 }
 
 /// Removes both files (`ledger reindex`); they are rebuilt when next needed.
 pub fn remove_all(ledger: &Ledger) {
     let _ = std::fs::remove_file(index_file(ledger, STAT_FILE));
+    let _ = std::fs::remove_file(index_file(ledger, STAT_DELTA_FILE));
     let _ = std::fs::remove_file(index_file(ledger, HEAD_FILE));
 }
 
@@ -335,34 +512,50 @@ impl HeadFiles {
             return Ok(HeadFiles::empty(true));
         };
         let buf = std::fs::read(index_file(ledger, HEAD_FILE)).unwrap_or_default();
-        let mut hf = match Self::parse(buf) {
-            Some((hf, hash))
-                if hf.base_seq.is_some_and(|s| s <= head.seq)
-                    && hf
-                        .base_seq
-                        .and_then(|s| ledger.event(s).ok())
-                        .is_some_and(|r| r.hash == hash) =>
-            {
-                hf
-            }
-            _ => {
-                let (tree, _) = crate::state::tree_at(ledger, head.seq)?;
-                let mut hf = HeadFiles::empty(true);
-                for (k, e) in tree.files() {
-                    hf.overlay
-                        .insert(k.name.as_bytes().to_vec(), Some(e.content));
-                }
-                hf.seq = tree.seq();
+        if let Some((mut hf, hash)) = Self::parse(buf) {
+            if hf.catch_up(ledger, hash, head.seq, head.hash)? {
                 return Ok(hf);
             }
-        };
-        if let Some(s) = hf.base_seq.filter(|s| *s < head.seq) {
-            ledger.scan_range(s + 1, head.seq, &mut |r| {
-                hf.apply_one(r);
-                Ok(())
-            })?;
         }
+        let (tree, _) = crate::state::tree_at(ledger, head.seq)?;
+        let mut hf = HeadFiles::empty(true);
+        for (k, e) in tree.files() {
+            hf.overlay
+                .insert(k.name.as_bytes().to_vec(), Some(e.content));
+        }
+        hf.seq = tree.seq();
         Ok(hf)
+    }
+
+    /// Folds in the events after the base, checking that the base belongs to this
+    /// journal: its event hash is the head's, or the `prev` of the event after it (so
+    /// the base's own event, possibly a large one, is never read). `false`: unusable.
+    fn catch_up(
+        &mut self,
+        ledger: &Ledger,
+        hash: Hash,
+        head_seq: u64,
+        head_hash: Hash,
+    ) -> CliResult<bool> {
+        let Some(base) = self.base_seq else {
+            return Ok(false);
+        };
+        if base >= head_seq {
+            return Ok(base == head_seq && hash == head_hash);
+        }
+        let Ok(next) = ledger.event(base + 1) else {
+            return Ok(false);
+        };
+        if next.event.prev != hash {
+            return Ok(false);
+        }
+        self.apply_one(&next);
+        // The journal walk checks the chain from `next` on.
+        ledger.scan_range(base + 2, head_seq, &mut |r| {
+            self.apply_one(r);
+            Ok(())
+        })?;
+        Ok(self.seq == Some(head_seq))
     }
 
     fn empty(stale: bool) -> HeadFiles {
@@ -474,14 +667,17 @@ impl HeadFiles {
         if !due {
             return;
         }
-        let Ok(r) = ledger.event(seq) else { return };
+        // Written at the head only, whose hash is known without reading its event.
+        let Some(head) = ledger.head().filter(|h| h.seq == seq) else {
+            return;
+        };
         let files = self.files();
         let mut out = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96 + 128);
         out.extend_from_slice(HEAD_MAGIC);
         out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(r.hash.as_bytes());
+        out.extend_from_slice(head.hash.as_bytes());
         out.extend_from_slice(&(files.len() as u64).to_le_bytes());
         for (p, c) in files {
             put_path(&mut out, p);

@@ -38,7 +38,9 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    match dispatch(&cli) {
+    let r = dispatch(&cli);
+    crate::output::t("end (ledger dropped)");
+    match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -51,6 +53,7 @@ pub fn run() -> i32 {
 }
 
 fn dispatch(cli: &Cli) -> CliResult<i32> {
+    crate::output::t("start");
     match &cli.command {
         Command::Init { json } => init(*json).map(|_| 0),
         Command::Record { who, paths, json } => record(cli, who, paths, *json).map(|_| 0),
@@ -257,11 +260,16 @@ fn record_changes(
     meta: BTreeMap<String, String>,
 ) -> CliResult<Option<(Vec<ResourceChange>, Vec<Record>)>> {
     let ledger = &ctx.ledger;
+    crate::output::t("opened");
     let mut head = HeadFiles::load(ledger)?;
+    crate::output::t("headfiles loaded");
     let mut cache = StatCache::load(ledger);
-    let scan = ctx
-        .ws
-        .scan(ledger, &head.files(), scope, true, &mut cache)?;
+    crate::output::t("cache loaded");
+    let files = head.files();
+    crate::output::t("files merged");
+    let scan = ctx.ws.scan(ledger, &files, scope, true, &mut cache)?;
+    drop(files);
+    crate::output::t("scanned");
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
@@ -300,19 +308,24 @@ fn record_changes(
             meta,
         });
     }
+    crate::output::t("content committed");
     let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
+    crate::output::t("appended");
     // The change is durable; the rest is derived data, only a speed-up from here on.
     cache.save(ledger);
+    crate::output::t("cache saved");
     head.apply(&records);
     if head.seq() == ledger.head().map(|h| h.seq) {
         head.save_if_due(ledger);
     }
+    crate::output::t("head saved");
     if let Err(e) = state::keep_snapshots_current(ledger) {
         eprintln!(
             "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
             e.message
         );
     }
+    crate::output::t("snapshots kept");
     Ok(Some((scan.changes, records)))
 }
 
@@ -363,6 +376,7 @@ fn record(cli: &Cli, who: &Who, paths: &[std::path::PathBuf], json: bool) -> Cli
             }
         }
         Some((changes, records)) => {
+            crate::output::t("done");
             if json {
                 json_line(
                     &json!({"change_id": id, "seq": records[0].event.seq, "hash": records[0].hash, "files": changes.len()}),
@@ -892,7 +906,6 @@ fn reindex(cli: &Cli, json: bool) -> CliResult {
     let tree = state::rebuild_snapshots(&ctx.ledger)?;
     // The stat cache and the head files are rebuilt by the next scan (they only save
     // reading files and folding events).
-    let _ = ctx.ledger.index().stat_tree().clear();
     crate::cache::remove_all(&ctx.ledger);
     ctx.ledger.flush()?;
     if json {

@@ -88,15 +88,115 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
     )
 }
 
-/// Moves the cursor `i` over `head` to the first entry not before `k`; calls `passed`
-/// with each entry passed over.
-fn seek<'a>(head: &Files<'a>, i: &mut usize, k: &[u8], mut passed: impl FnMut(&'a [u8], &Content)) {
-    while let Some((rel, c)) = head.get(*i) {
-        if *rel >= k {
-            break;
+/// The change from `recorded` to `now` at `rel`, if any.
+fn change(rel: &[u8], recorded: Option<Content>, now: Content) -> Option<ResourceChange> {
+    match recorded {
+        None => Some(ResourceChange {
+            key: ResourceKey::file(rel),
+            op: Op::Create,
+            old: None,
+            new: Some(now),
+        }),
+        Some(old) if old.hash != now.hash || old.mode != now.mode => Some(ResourceChange {
+            key: ResourceKey::file(rel),
+            op: Op::Modify,
+            old: Some(old),
+            new: Some(now),
+        }),
+        Some(_) => None,
+    }
+}
+
+/// A file whose content must be read.
+struct ToRead {
+    found: Found,
+    recorded: Option<Content>,
+    /// Index of its (stale) cache entry.
+    cached: Option<usize>,
+}
+
+/// State of the merge in [`Workspace::scan`]: cursors into the recorded files (`h`) and
+/// the cache (`c`), and what it found so far.
+struct Merge<'a, 'h> {
+    ledger: &'a Ledger,
+    head: &'a Files<'h>,
+    scope: &'a [Vec<u8>],
+    store: bool,
+    cache: &'a StatCache,
+    h: usize,
+    c: usize,
+    changes: Vec<ResourceChange>,
+    to_read: Vec<ToRead>,
+    /// Cache entries of files that are gone.
+    gone: Vec<usize>,
+}
+
+impl Merge<'_, '_> {
+    /// Handles the recorded files before `rel` (all of them for an empty `rel`) that the
+    /// walk did not reach: looked at directly, or deleted.
+    fn pass_head_before(&mut self, rel: &[u8], ws: &Workspace) {
+        while let Some(&(path, old)) = self.head.get(self.h) {
+            if !rel.is_empty() && path >= rel {
+                break;
+            }
+            self.h += 1;
+            if !in_scope(path, self.scope) {
+                continue;
+            }
+            match fs::symlink_metadata(ws.abs(path)) {
+                Ok(meta) if meta.is_file() || meta.file_type().is_symlink() => {
+                    let f = Found {
+                        rel: path.to_vec(),
+                        stat: FileStat::from_metadata(&meta),
+                    };
+                    self.file(f, Some(old));
+                }
+                _ => self.changes.push(ResourceChange {
+                    key: ResourceKey::file(path),
+                    op: Op::Delete,
+                    old: Some(old),
+                    new: None,
+                }),
+            }
         }
-        passed(rel, c);
-        *i += 1;
+    }
+
+    /// One file on disk, in path order, with what is recorded for it.
+    fn file(&mut self, f: Found, recorded: Option<Content>) {
+        let cache = self.cache;
+        while self.c < cache.len() && cache.path(self.c) < f.rel.as_slice() {
+            if in_scope(cache.path(self.c), self.scope) {
+                self.gone.push(self.c);
+            }
+            self.c += 1;
+        }
+        let at = (self.c < cache.len() && cache.path(self.c) == f.rel.as_slice()).then(|| {
+            self.c += 1;
+            self.c - 1
+        });
+        match at.map(|c| cache.entry(c)) {
+            Some(e)
+                if cache_matches(&e, &f.stat)
+                    // A scan that does not store (`status`) fills the cache too: when
+                    // recording, content that differs from the recorded tree must be
+                    // in the store, so read it unless it already is.
+                    && (!self.store
+                        || recorded.is_some_and(|r| r.hash == e.hash)
+                        || self.ledger.store().contains(&e.hash)) =>
+            {
+                let now = Content {
+                    hash: e.hash,
+                    mode: e.mode,
+                    size: e.size,
+                };
+                self.changes.extend(change(&f.rel, recorded, now));
+            }
+            _ => self.to_read.push(ToRead {
+                found: f,
+                recorded,
+                cached: at,
+            }),
+        }
     }
 }
 
@@ -154,84 +254,55 @@ impl Workspace {
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
         let scan_start = crate::timeparse::now_us() * 1000;
-        let (mut found, skipped) = crate::walk::walk(&self.root, scope)?;
+        let (found, skipped) = crate::walk::walk(&self.root, scope)?;
+        crate::output::t("walked");
 
+        // One merge of the walk, the recorded files and the cache (all sorted by path).
         // Recorded files that the walk did not reach (now ignored, for example) stay
-        // tracked, as in git: look at them directly.
-        let mut extra = Vec::new();
-        let mut h = 0;
-        for f in &found {
-            seek(head, &mut h, &f.rel, |rel, _| {
-                if in_scope(rel, scope) {
-                    extra.push(rel)
+        // tracked, as in git: they are looked at directly, in their place in the order.
+        // Files whose stat data matches the cache are compared at once; the others are
+        // read afterwards. Cache entries of files that are gone (within the scope) are
+        // dropped.
+        let mut m = Merge {
+            ledger,
+            head,
+            scope,
+            store,
+            cache,
+            h: 0,
+            c: 0,
+            changes: Vec::new(),
+            to_read: Vec::new(),
+            gone: Vec::new(),
+        };
+        for f in found {
+            m.pass_head_before(&f.rel, self);
+            let recorded = match m.head.get(m.h) {
+                Some((rel, c)) if *rel == f.rel.as_slice() => {
+                    m.h += 1;
+                    Some(*c)
                 }
-            });
-            if head.get(h).is_some_and(|e| e.0 == f.rel.as_slice()) {
-                h += 1;
-            }
+                _ => None,
+            };
+            m.file(f, recorded);
         }
-        extra.extend(head[h..].iter().map(|e| e.0).filter(|r| in_scope(r, scope)));
-        if !extra.is_empty() {
-            for rel in extra {
-                if let Ok(meta) = fs::symlink_metadata(self.abs(rel)) {
-                    if meta.is_file() || meta.file_type().is_symlink() {
-                        found.push(Found {
-                            rel: rel.to_vec(),
-                            stat: FileStat::from_metadata(&meta),
-                        });
-                    }
-                }
-            }
-            found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-        }
-
-        // Files whose stat data does not match the cache must be read. Cache entries of
-        // files that are gone (within the scope) are dropped.
-        let mut known: Vec<Option<Content>> = Vec::with_capacity(found.len());
-        // (index in `found`, index of its cache entry)
-        let mut to_read: Vec<(usize, Option<usize>)> = Vec::new();
-        let (mut h, mut c) = (0, 0);
+        m.pass_head_before(&[], self);
+        let Merge {
+            mut changes,
+            to_read,
+            gone,
+            c,
+            ..
+        } = m;
         let cache_len = cache.len();
-        let mut gone: Vec<usize> = Vec::new();
-        for (i, f) in found.iter().enumerate() {
-            seek(head, &mut h, &f.rel, |_, _| {});
-            let recorded = head.get(h).filter(|e| e.0 == f.rel.as_slice()).map(|e| e.1);
-            while c < cache_len && cache.path(c) < f.rel.as_slice() {
-                if in_scope(cache.path(c), scope) {
-                    gone.push(c);
-                }
-                c += 1;
-            }
-            let at = (c < cache_len && cache.path(c) == f.rel.as_slice()).then(|| {
-                c += 1;
-                c - 1
-            });
-            match at.map(|c| cache.entry(c)) {
-                Some(e)
-                    if cache_matches(&e, &f.stat)
-                        // A scan that does not store (`status`) fills the cache too: when
-                        // recording, content that differs from the recorded tree must be
-                        // in the store, so read it unless it already is.
-                        && (!store
-                            || recorded.is_some_and(|r| r.hash == e.hash)
-                            || ledger.store().contains(&e.hash)) =>
-                {
-                    known.push(Some(Content {
-                        hash: e.hash,
-                        mode: e.mode,
-                        size: e.size,
-                    }));
-                }
-                _ => {
-                    known.push(None);
-                    to_read.push((i, at));
-                }
-            }
-        }
-        gone.extend((c..cache_len).filter(|&c| in_scope(cache.path(c), scope)));
+        let gone: Vec<usize> = gone
+            .into_iter()
+            .chain((c..cache_len).filter(|&c| in_scope(cache.path(c), scope)))
+            .collect();
 
+        crate::output::t("compared with cache");
         let mut pending = Pending::default();
-        let files: Vec<&Found> = to_read.iter().map(|&(i, _)| &found[i]).collect();
+        let files: Vec<&Found> = to_read.iter().map(|r| &r.found).collect();
         let read = match read_all(self, ledger, &files, store, &mut pending) {
             Ok(r) => r,
             Err(e) => {
@@ -239,60 +310,16 @@ impl Workspace {
                 return Err(e);
             }
         };
-        for (&(i, at), content) in to_read.iter().zip(read) {
-            let f = &found[i];
-            let old = at.map(|c| cache.entry(c));
-            cache.update(&f.rel, old, cache_entry(&f.stat, content.hash, scan_start));
-            known[i] = Some(content);
+        for (r, now) in to_read.iter().zip(read) {
+            let f = &r.found;
+            let old = r.cached.map(|c| cache.entry(c));
+            cache.update(&f.rel, old, cache_entry(&f.stat, now.hash, scan_start));
+            changes.extend(change(&f.rel, r.recorded, now));
         }
         for c in gone {
             let old = cache.entry(c);
             let path = cache.path(c).to_vec();
             cache.update(&path, Some(old), None);
-        }
-
-        // One merge of the disk state with the recorded files gives the changes in order.
-        let mut changes = Vec::new();
-        let mut h = 0;
-        for (f, now) in found.iter().zip(&known) {
-            let now = now.expect("every found file is known or read");
-            seek(head, &mut h, &f.rel, |rel, old| {
-                if in_scope(rel, scope) {
-                    changes.push(ResourceChange {
-                        key: ResourceKey::file(rel),
-                        op: Op::Delete,
-                        old: Some(*old),
-                        new: None,
-                    });
-                }
-            });
-            match head.get(h).filter(|e| e.0 == f.rel.as_slice()) {
-                None => changes.push(ResourceChange {
-                    key: ResourceKey::file(&f.rel),
-                    op: Op::Create,
-                    old: None,
-                    new: Some(now),
-                }),
-                Some((_, old)) => {
-                    h += 1;
-                    if old.hash != now.hash || old.mode != now.mode {
-                        changes.push(ResourceChange {
-                            key: ResourceKey::file(&f.rel),
-                            op: Op::Modify,
-                            old: Some(*old),
-                            new: Some(now),
-                        })
-                    }
-                }
-            }
-        }
-        for (rel, old) in head[h..].iter().filter(|(k, _)| in_scope(k, scope)) {
-            changes.push(ResourceChange {
-                key: ResourceKey::file(rel),
-                op: Op::Delete,
-                old: Some(*old),
-                new: None,
-            });
         }
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(ScanResult {
@@ -717,6 +744,133 @@ mod tests {
         assert_eq!(c.find(b"b"), None);
     }
 
+    #[test]
+    fn small_updates_write_a_delta_that_only_applies_to_its_own_base() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        let mut e2 = e;
+        e2.size = 99;
+        let base_path = w.ledger.dir().join("index/stat-cache");
+        let delta_path = w.ledger.dir().join("index/stat-cache.delta");
+        let mut c = w.cache_with(&[("b", e), ("d", e), ("f", e)]);
+        let base = fs::read(&base_path).unwrap();
+        assert!(!delta_path.exists());
+        c.update(b"a", None, Some(e2));
+        c.update(b"d", Some(e), None);
+        c.save(&w.ledger);
+        // Only the delta was written; the view is base + delta.
+        assert_eq!(fs::read(&base_path).unwrap(), base);
+        let delta = fs::read(&delta_path).unwrap();
+        let view = |c: &StatCache| -> Vec<(Vec<u8>, u64)> {
+            (0..c.len())
+                .map(|i| (c.path(i).to_vec(), c.entry(i).size))
+                .collect()
+        };
+        let mut c = StatCache::load(&w.ledger);
+        assert_eq!(
+            view(&c),
+            [(b"a".to_vec(), 99), (b"b".to_vec(), 4), (b"f".to_vec(), 4)]
+        );
+        // A second small update builds on the delta (the tombstone of `d` stays).
+        c.update(b"b", Some(e), Some(e2));
+        c.save(&w.ledger);
+        assert_eq!(fs::read(&base_path).unwrap(), base);
+        assert_eq!(
+            view(&StatCache::load(&w.ledger)),
+            [(b"a".to_vec(), 99), (b"b".to_vec(), 99), (b"f".to_vec(), 4)]
+        );
+        // A damaged delta is ignored: the base alone.
+        let mut bad = fs::read(&delta_path).unwrap();
+        bad[40] ^= 1;
+        fs::write(&delta_path, &bad).unwrap();
+        assert_eq!(
+            view(&StatCache::load(&w.ledger)),
+            [(b"b".to_vec(), 4), (b"d".to_vec(), 4), (b"f".to_vec(), 4)]
+        );
+        // So is a delta written for another base.
+        w.cache_with(&[("x", e)]);
+        fs::write(&delta_path, &delta).unwrap();
+        assert_eq!(view(&StatCache::load(&w.ledger)), [(b"x".to_vec(), 4)]);
+        // Many updates rewrite the base and remove the delta.
+        let mut c = StatCache::load(&w.ledger);
+        let names: Vec<String> = (0..2000).map(|i| format!("p{i:05}")).collect();
+        for n in &names {
+            c.update(n.as_bytes(), None, Some(e));
+        }
+        c.save(&w.ledger);
+        assert!(!delta_path.exists());
+        assert_ne!(fs::read(&base_path).unwrap(), base);
+        let c = StatCache::load(&w.ledger);
+        assert_eq!(c.len(), 2001);
+        assert_eq!(c.path(2000), b"x");
+    }
+
+    #[test]
+    fn recorded_files_the_walk_skips_stay_tracked_and_changes_come_out_sorted() {
+        let w = workspace();
+        let content = |b: &[u8]| Content {
+            hash: Hash::of_content(b),
+            mode: Mode::Regular,
+            size: b.len() as u64,
+        };
+        for (p, b) in [
+            ("a.txt", &b"a"[..]),
+            ("b.log", b"b0"),
+            ("m.txt", b"m"),
+            ("sub/c.txt", b"c"),
+            ("sub/d.txt", b"d"),
+            ("z.txt", b"z"),
+        ] {
+            w.write(p, b);
+        }
+        let head: Vec<(&[u8], Content)> = vec![
+            (b"a.txt", content(b"a")),
+            (b"b.log", content(b"b0")),
+            (b"gone.txt", content(b"g")),
+            (b"m.txt", content(b"m")),
+            (b"sub/c.txt", content(b"c")),
+            (b"sub/d.txt", content(b"d")),
+            (b"sub/e.txt", content(b"e")),
+            (b"z.txt", content(b"z")),
+        ];
+        // Now ignored: the log files and the whole `sub/` directory.
+        w.write(".gitignore", b"*.log\nsub/\n");
+        w.write("b.log", b"b1");
+        w.write("new.log", b"ignored and new");
+        w.write("n.txt", b"new");
+        w.write("sub/d.txt", b"d1");
+        fs::remove_file(w.ws.root.join("sub/c.txt")).unwrap();
+        let mut cache = StatCache::load(&w.ledger);
+        let r = w.ws.scan(&w.ledger, &head, &[], false, &mut cache).unwrap();
+        let got: Vec<(String, Op)> = r
+            .changes
+            .iter()
+            .map(|c| (display_path(c.key.name.as_bytes()), c.op))
+            .collect();
+        let want = [
+            (".gitignore", Op::Create),
+            ("b.log", Op::Modify),
+            ("gone.txt", Op::Delete),
+            ("n.txt", Op::Create),
+            ("sub/c.txt", Op::Delete),
+            ("sub/d.txt", Op::Modify),
+            ("sub/e.txt", Op::Delete),
+        ];
+        let want: Vec<(String, Op)> = want.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+        assert_eq!(got, want);
+        // Within a scope, only what is under it.
+        let r =
+            w.ws.scan(&w.ledger, &head, &[b"sub".to_vec()], false, &mut cache)
+                .unwrap();
+        let got: Vec<String> = r
+            .changes
+            .iter()
+            .map(|c| display_path(c.key.name.as_bytes()))
+            .collect();
+        assert_eq!(got, ["sub/c.txt", "sub/d.txt", "sub/e.txt"]);
+    }
+
     fn record(w: &Ws, files: &[(&str, &[u8])]) -> Vec<ledger::Record> {
         let mut p = Pending::default();
         let mut resources = Vec::new();
@@ -815,6 +969,15 @@ mod tests {
         .unwrap();
         assert_eq!(head_files(&b), tree_files(&b));
         assert_eq!(head_files(&b)[0].0, b"y");
+        // One event later it is checked through that event's `prev` instead.
+        fs::copy(
+            a.ledger.dir().join("index/head-files"),
+            b.ledger.dir().join("index/head-files"),
+        )
+        .unwrap();
+        record(&b, &[("z", b"from b")]);
+        assert_eq!(head_files(&b), tree_files(&b));
+        assert_eq!(head_files(&b).len(), 2);
         // A damaged file is not used either.
         let p = b.ledger.dir().join("index/head-files");
         let mut bytes = fs::read(&p).unwrap();

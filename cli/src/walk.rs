@@ -15,6 +15,8 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io::BufRead;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
-use rustix::fs::{AtFlags, Dir, FileType, Mode as OpenMode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode as OpenMode, OFlags, RawDir};
 
 use crate::output::{CliError, CliResult, EXIT_ERROR};
 
@@ -167,7 +169,7 @@ fn git_common_dir(dir: &Path) -> Option<PathBuf> {
 struct Job {
     id: usize,
     /// The parent's descriptor and this directory's name in it (`None`: the root).
-    at: Option<(Arc<Dir>, CString)>,
+    at: Option<(Arc<OwnedFd>, CString)>,
     rel: Vec<u8>,
     abs: PathBuf,
     rules: Option<Arc<Rules>>,
@@ -182,7 +184,7 @@ enum Item {
 /// A directory's entries, sorted so that concatenating them depth-first gives paths in
 /// byte order: a directory sorts by its name followed by `/`.
 struct Listing {
-    items: Vec<(Vec<u8>, Item)>,
+    items: Vec<Item>,
 }
 
 struct Queue {
@@ -227,6 +229,10 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
+    let threads = std::env::var("LEDGER_WALK_THREADS") // TEMP
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(threads);
     let shared = Shared {
         queue: Mutex::new(Queue {
             jobs: vec![Job {
@@ -268,7 +274,7 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
     }
     let mut found = Vec::new();
     let mut skipped = Vec::new();
-    let mut stack: Vec<std::vec::IntoIter<(Vec<u8>, Item)>> = Vec::new();
+    let mut stack: Vec<std::vec::IntoIter<Item>> = Vec::new();
     if let Some(root) = listings[0].take() {
         stack.push(root.items.into_iter());
     }
@@ -277,9 +283,9 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
             None => {
                 stack.pop();
             }
-            Some((_, Item::File(f))) => found.push(f),
-            Some((_, Item::Skipped(s))) => skipped.push(s),
-            Some((_, Item::Dir(id))) => {
+            Some(Item::File(f)) => found.push(f),
+            Some(Item::Skipped(s)) => skipped.push(s),
+            Some(Item::Dir(id)) => {
                 if let Some(l) = listings.get_mut(id).and_then(Option::take) {
                     stack.push(l.items.into_iter());
                 }
@@ -291,6 +297,7 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
 
 fn worker(shared: &Shared<'_>) -> Vec<(usize, Listing)> {
     let mut out = Vec::new();
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     loop {
         let job = {
             let mut q = shared.queue.lock().expect("walk queue poisoned");
@@ -312,7 +319,7 @@ fn worker(shared: &Shared<'_>) -> Vec<(usize, Listing)> {
         };
         let id = job.id;
         let mut children = Vec::new();
-        let res = read_dir(shared, job, &mut children);
+        let res = read_dir(shared, job, &mut children, &mut buf);
         let mut q = shared.queue.lock().expect("walk queue poisoned");
         q.busy -= 1;
         match res {
@@ -337,8 +344,27 @@ fn worker(shared: &Shared<'_>) -> Vec<(usize, Listing)> {
     }
 }
 
-/// Reads one directory: its rules, its entries; queues its subdirectories.
-fn read_dir(shared: &Shared<'_>, job: Job, children: &mut Vec<Job>) -> CliResult<Listing> {
+/// Orders directory entries so that a directory sorts as its name followed by `/`:
+/// then listing directories depth-first in this order gives paths in byte order.
+fn entry_order(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| {
+        let next = |name: &[u8], dir: bool| match name.get(n) {
+            Some(c) => Some(*c),
+            None => dir.then_some(b'/'),
+        };
+        next(a, a_dir).cmp(&next(b, b_dir))
+    })
+}
+
+/// Reads one directory: its rules, its entries; queues its subdirectories. `buf` is the
+/// thread's `getdents` buffer.
+fn read_dir(
+    shared: &Shared<'_>,
+    job: Job,
+    children: &mut Vec<Job>,
+    buf: &mut [MaybeUninit<u8>],
+) -> CliResult<Listing> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let cannot = |e: rustix::io::Errno| {
         scan_error(format!(
@@ -350,29 +376,35 @@ fn read_dir(shared: &Shared<'_>, job: Job, children: &mut Vec<Job>) -> CliResult
     let fd = match &job.at {
         None => rustix::fs::open(&job.abs, flags, OpenMode::empty()),
         Some((parent, name)) => rustix::fs::openat(
-            parent_fd(parent)?,
+            parent.as_fd(),
             name.as_c_str(),
             flags | OFlags::NOFOLLOW,
             OpenMode::empty(),
         ),
     }
     .map_err(cannot)?;
-    let mut dir = Dir::new(fd).map_err(cannot)?;
-    let mut entries: Vec<(CString, FileType)> = Vec::new();
+    drop(job.at);
+    // Names, each followed by its NUL, in one buffer; entries point into it.
+    let mut names: Vec<u8> = Vec::new();
+    let mut entries: Vec<(usize, usize, FileType)> = Vec::new();
     let (mut has_ledgerignore, mut has_gitignore, mut has_git) = (false, false, false);
-    while let Some(e) = dir.read() {
-        let e = e.map_err(cannot)?;
-        let name = e.file_name();
-        match name.to_bytes() {
-            b"." | b".." => continue,
-            b".ledgerignore" => has_ledgerignore = true,
-            b".gitignore" => has_gitignore = true,
-            b".git" => has_git = true,
-            _ => {}
+    {
+        let mut dir = RawDir::new(&fd, buf);
+        while let Some(e) = dir.next() {
+            let e = e.map_err(cannot)?;
+            let name = e.file_name().to_bytes();
+            match name {
+                b"." | b".." => continue,
+                b".ledgerignore" => has_ledgerignore = true,
+                b".gitignore" => has_gitignore = true,
+                b".git" => has_git = true,
+                _ => {}
+            }
+            entries.push((names.len(), name.len(), e.file_type()));
+            names.extend_from_slice(e.file_name().to_bytes_with_nul());
         }
-        entries.push((name.to_owned(), e.file_type()));
     }
-    let fd = Arc::new(dir);
+    let fd = Arc::new(fd);
 
     // This directory's rules (`ignore`'s `add_child`), reused from the parent when it
     // adds none.
@@ -401,11 +433,17 @@ fn read_dir(shared: &Shared<'_>, job: Job, children: &mut Vec<Job>) -> CliResult
         }
     };
 
-    let mut items = Vec::with_capacity(entries.len());
-    let mut abs = job.abs.clone();
-    for (name, dtype) in entries {
-        let name_bytes = name.to_bytes();
-        let mut rel = Vec::with_capacity(job.rel.len() + 1 + name_bytes.len());
+    // (name start, name length, is a directory, what it is)
+    let mut items: Vec<(usize, usize, bool, Item)> = Vec::with_capacity(entries.len());
+    // `<dir>/<name>` for the matchers, built in place.
+    let mut abs: Vec<u8> = job.abs.as_os_str().as_bytes().to_vec();
+    abs.push(b'/');
+    let dir_len = abs.len();
+    for (start, len, dtype) in entries {
+        let name_bytes = &names[start..start + len];
+        let name = CStr::from_bytes_with_nul(&names[start..=start + len])
+            .map_err(|e| scan_error(e.to_string()))?;
+        let mut rel = Vec::with_capacity(job.rel.len() + 1 + len);
         if !job.rel.is_empty() {
             rel.extend_from_slice(&job.rel);
             rel.push(b'/');
@@ -415,7 +453,7 @@ fn read_dir(shared: &Shared<'_>, job: Job, children: &mut Vec<Job>) -> CliResult
         // looked at anyway below.
         let mut stat = None;
         let ftype = if dtype == FileType::Unknown {
-            let st = stat_at(&fd, &name, &job.abs)?;
+            let st = stat_at(&fd, name, &job.abs)?;
             let t = st.file_type();
             stat = Some(st);
             t
@@ -435,63 +473,53 @@ fn read_dir(shared: &Shared<'_>, job: Job, children: &mut Vec<Job>) -> CliResult
             continue;
         }
         if let Some(r) = &rules {
-            abs.push(OsStr::from_bytes(name_bytes));
-            let ignored = r.ignored(&abs, is_dir);
-            abs.pop();
-            if ignored {
+            abs.truncate(dir_len);
+            abs.extend_from_slice(name_bytes);
+            if r.ignored(Path::new(OsStr::from_bytes(&abs)), is_dir) {
                 continue;
             }
         }
         if is_dir {
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let mut key = name_bytes.to_vec();
-            key.push(b'/');
             children.push(Job {
                 id,
                 abs: job.abs.join(OsStr::from_bytes(name_bytes)),
-                at: Some((fd.clone(), name)),
+                at: Some((fd.clone(), name.to_owned())),
                 rel,
                 rules: rules.clone(),
             });
-            items.push((key, Item::Dir(id)));
+            items.push((start, len, true, Item::Dir(id)));
             continue;
         }
         if !shared.scope.is_empty() && !shared.scope.iter().any(|s| is_prefix_path(s, &rel)) {
             continue;
         }
-        let key = name_bytes.to_vec();
+        let not_file = || Item::Skipped((rel.clone(), "not a regular file or symlink".into()));
         if !(ftype == FileType::RegularFile || ftype == FileType::Symlink) {
-            items.push((
-                key,
-                Item::Skipped((rel, "not a regular file or symlink".to_string())),
-            ));
+            items.push((start, len, false, not_file()));
             continue;
         }
         let st = match stat {
             Some(s) => s,
-            None => stat_at(&fd, &name, &job.abs)?,
+            None => stat_at(&fd, name, &job.abs)?,
         };
         if !(st.is_file() || st.is_symlink()) {
             // Replaced by something else since the directory was read.
-            items.push((
-                key,
-                Item::Skipped((rel, "not a regular file or symlink".to_string())),
-            ));
+            items.push((start, len, false, not_file()));
             continue;
         }
-        items.push((key, Item::File(Found { rel, stat: st })));
+        items.push((start, len, false, Item::File(Found { rel, stat: st })));
     }
-    items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(Listing { items })
+    items.sort_unstable_by(|a, b| {
+        entry_order(&names[a.0..a.0 + a.1], a.2, &names[b.0..b.0 + b.1], b.2)
+    });
+    Ok(Listing {
+        items: items.into_iter().map(|i| i.3).collect(),
+    })
 }
 
-fn parent_fd(dir: &Dir) -> CliResult<std::os::fd::BorrowedFd<'_>> {
-    dir.fd()
-        .map_err(|e| scan_error(std::io::Error::from(e).to_string()))
-}
-
-fn stat_at(dir: &Dir, name: &CStr, dir_path: &Path) -> CliResult<FileStat> {
-    rustix::fs::statat(parent_fd(dir)?, name, AtFlags::SYMLINK_NOFOLLOW)
+fn stat_at(dir: &OwnedFd, name: &CStr, dir_path: &Path) -> CliResult<FileStat> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map(|st| FileStat::from_stat(&st))
         .map_err(|e| {
             read_error(

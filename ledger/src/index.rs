@@ -5,10 +5,17 @@
 //! `pos` seq -> segment, offset; `change` id|0|seq; `resource` ns:name|0|seq;
 //! `agent` id|0|seq; `corr` id|0|seq; `time` time|seq; `redacted` hash -> seq;
 //! `reverts` reverted id|0|seq -> reverting change id;
-//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]); `stat` and
-//! `snap` belong to the scanner and projections.
+//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]).
+//!
+//! Projection snapshots are files, not sled values: `snapshots/<name>.<seq, 20 digits>`
+//! in the index directory, each the snapshot bytes followed by their BLAKE3 hash. Large
+//! values in sled are written as blob files that sled reads back on every start while
+//! they sit in its log's tail; a 100,000-file tree snapshot is ~13 MB. Snapshots (and
+//! the trees `stat` and `snap` where earlier versions kept the scanner's cache and the
+//! snapshots) are never read by sled now; those two trees are dropped on open.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use crate::audit::MerkleState;
 use crate::error::{Error, Result};
@@ -28,8 +35,8 @@ pub struct Index {
     time: sled::Tree,
     redacted: sled::Tree,
     reverts: sled::Tree,
-    stat: sled::Tree,
-    snap: sled::Tree,
+    /// Projection snapshot files.
+    snap_dir: PathBuf,
 }
 
 /// Index bookkeeping, stored under `meta/state`.
@@ -60,11 +67,16 @@ fn seq_suffix(k: &[u8]) -> u64 {
     )
 }
 
-/// `meta` key noting the seq of the newest snapshot of a projection.
-fn snapshot_mark(name: &str) -> Vec<u8> {
-    let mut k = b"snapshot-seq:".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
+/// File name of the snapshot of `name` at `seq`.
+fn snapshot_file(name: &str, seq: u64) -> Result<String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::Invalid(format!("snapshot name {name:?}")));
+    }
+    Ok(format!("{name}.{seq:020}"))
 }
 
 /// `meta` key of the [`MerkleState`] over the indexed events. Absent means unknown (an
@@ -85,6 +97,10 @@ impl Index {
             .path(dir)
             .cache_capacity(64 << 20)
             .open()?;
+        // Where earlier versions kept the stat cache and the snapshots (large values).
+        for old in ["stat", "snap"] {
+            db.drop_tree(old)?;
+        }
         let t = |n: &str| db.open_tree(n);
         let index = Index {
             meta: t("meta")?,
@@ -96,8 +112,7 @@ impl Index {
             time: t("time")?,
             redacted: t("redacted")?,
             reverts: t("reverts")?,
-            stat: t("stat")?,
-            snap: t("snap")?,
+            snap_dir: dir.join("snapshots"),
             db,
         };
         if index.meta.is_empty() {
@@ -123,7 +138,7 @@ impl Index {
         Ok(())
     }
 
-    /// Empties every journal-derived tree (not the stat cache).
+    /// Empties every journal-derived tree and removes the snapshots.
     pub fn clear(&self) -> Result<()> {
         for t in [
             &self.meta,
@@ -135,9 +150,13 @@ impl Index {
             &self.time,
             &self.redacted,
             &self.reverts,
-            &self.snap,
         ] {
             t.clear()?;
+        }
+        match fs::remove_dir_all(&self.snap_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing", &self.snap_dir, e)),
         }
         // Every caller re-adds the journal from seq 0 next.
         self.set_merkle_state(&MerkleState::default())
@@ -333,63 +352,93 @@ impl Index {
             .collect()
     }
 
-    /// The scanner's stat cache.
-    pub fn stat_tree(&self) -> &sled::Tree {
-        &self.stat
-    }
-
-    /// Projection snapshots: name|0|seq -> bytes. The newest seq per name is also noted
-    /// in `meta` (see [`Index::latest_snapshot_seq`]).
+    /// Saves a projection snapshot: `name` (letters, digits, `-`, `_`) at `seq`.
     pub fn put_snapshot(&self, name: &str, seq: u64, bytes: &[u8]) -> Result<()> {
-        self.snap.insert(key_seq(name.as_bytes(), seq), bytes)?;
-        if self.latest_snapshot_seq(name)?.is_none_or(|s| s < seq) {
-            self.meta.insert(snapshot_mark(name), &seq.to_be_bytes())?;
+        let path = self.snap_dir.join(snapshot_file(name, seq)?);
+        fs::create_dir_all(&self.snap_dir).map_err(|e| Error::io("creating", &self.snap_dir, e))?;
+        let tmp = self
+            .snap_dir
+            .join(format!("tmp-{}-{name}", std::process::id()));
+        let mut data = Vec::with_capacity(bytes.len() + 32);
+        data.extend_from_slice(bytes);
+        data.extend_from_slice(blake3::hash(bytes).as_bytes());
+        // Derived data: written whole and renamed into place, not synced. A torn file
+        // fails its hash and is not used.
+        let res = fs::write(&tmp, &data).and_then(|_| fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("writing", path, e));
         }
         Ok(())
     }
 
-    /// Seq of the newest snapshot of `name`, without reading any snapshot: from the
-    /// mark in `meta`, or (an index written before marks existed) from the `snap` tree
-    /// once, which then sets the mark.
-    pub fn latest_snapshot_seq(&self, name: &str) -> Result<Option<u64>> {
-        if let Some(v) = self.meta.get(snapshot_mark(name))? {
-            return Ok(v
-                .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().unwrap())));
+    /// Seqs of the snapshots of `name`, ascending (their files are not read).
+    fn snapshot_seqs(&self, name: &str) -> Result<Vec<u64>> {
+        snapshot_file(name, 0)?;
+        let entries = match fs::read_dir(&self.snap_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", &self.snap_dir, e)),
+        };
+        let mut seqs = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &self.snap_dir, e))?;
+            let file = entry.file_name();
+            let Some(rest) = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(name))
+                .and_then(|f| f.strip_prefix('.'))
+            else {
+                continue;
+            };
+            if rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(seq) = rest.parse() {
+                    seqs.push(seq);
+                }
+            }
         }
-        let lo = key_seq(name.as_bytes(), 0);
-        let hi = key_seq(name.as_bytes(), u64::MAX);
-        let newest = self
-            .snap
-            .range(lo..=hi)
-            .keys()
-            .next_back()
-            .transpose()?
-            .map(|k| seq_suffix(&k));
-        if let Some(s) = newest {
-            self.meta.insert(snapshot_mark(name), &s.to_be_bytes())?;
-        }
-        Ok(newest)
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
-    /// The newest snapshot of `name` at or before `seq`.
+    /// Seq of the newest snapshot of `name`, without reading it.
+    pub fn latest_snapshot_seq(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.snapshot_seqs(name)?.last().copied())
+    }
+
+    /// The newest intact snapshot of `name` at or before `seq` (one whose bytes fail
+    /// their hash is passed over).
     pub fn snapshot_at_or_before(&self, name: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>> {
-        let lo = key_seq(name.as_bytes(), 0);
-        let hi = key_seq(name.as_bytes(), seq);
-        Ok(self
-            .snap
-            .range(lo..=hi)
-            .next_back()
-            .transpose()?
-            .map(|(k, v)| (seq_suffix(&k), v.to_vec())))
+        for s in self.snapshot_seqs(name)?.into_iter().rev() {
+            if s > seq {
+                continue;
+            }
+            let path = self.snap_dir.join(snapshot_file(name, s)?);
+            let Ok(mut data) = fs::read(&path) else {
+                continue;
+            };
+            let Some(split) = data.len().checked_sub(32) else {
+                continue;
+            };
+            if blake3::hash(&data[..split]).as_bytes() == &data[split..] {
+                data.truncate(split);
+                return Ok(Some((s, data)));
+            }
+        }
+        Ok(None)
     }
 
     /// Drops snapshots of `name` older than `keep_from`.
     pub fn prune_snapshots(&self, name: &str, keep_from: u64) -> Result<()> {
-        let lo = key_seq(name.as_bytes(), 0);
-        let hi = key_seq(name.as_bytes(), keep_from);
-        for k in self.snap.range(lo..hi).keys() {
-            self.snap.remove(k?)?;
+        for s in self.snapshot_seqs(name)? {
+            if s < keep_from {
+                let path = self.snap_dir.join(snapshot_file(name, s)?);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("removing", path, e)),
+                }
+            }
         }
         Ok(())
     }
