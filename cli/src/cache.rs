@@ -482,8 +482,9 @@ fn parse_delta(buf: &[u8], base_sum: &[u8; 32]) -> Option<Vec<(usize, usize)>> {
     Some(spans)
 }
 
-/// Removes both files (`ledger reindex`); they are rebuilt when next needed.
+/// Removes these files (`ledger reindex`); they are rebuilt when next needed.
 pub fn remove_all(ledger: &Ledger) {
+    let _ = std::fs::remove_file(index_file(ledger, DIR_FILE));
     let _ = std::fs::remove_file(index_file(ledger, STAT_FILE));
     let _ = std::fs::remove_file(index_file(ledger, STAT_DELTA_FILE));
     let _ = std::fs::remove_file(index_file(ledger, HEAD_FILE));
@@ -686,5 +687,253 @@ impl HeadFiles {
             out.extend_from_slice(&c.size.to_le_bytes());
         }
         let _ = write_flat(ledger, HEAD_FILE, out);
+    }
+}
+
+const DIR_FILE: &str = "dir-cache";
+const DIR_MAGIC: &[u8; 8] = b"LDGRDIRS";
+const DIR_VERSION: u32 = 1;
+
+/// What a directory's own stat data said when its entries were read. Any entry
+/// added, removed or renamed in it changes its mtime and ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl DirStat {
+    const LEN: usize = 32;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.ctime_ns.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> DirStat {
+        DirStat {
+            dev: le_u64(&b[0..]),
+            ino: le_u64(&b[8..]),
+            mtime_ns: le_u64(&b[16..]) as i64,
+            ctime_ns: le_u64(&b[24..]) as i64,
+        }
+    }
+}
+
+/// A directory's entries as read by the walk: name and type byte (see
+/// [`crate::walk`]'s `type_byte`), in the order read.
+pub struct Listed {
+    pub rel: Vec<u8>,
+    pub stat: DirStat,
+    pub entries: Vec<(Vec<u8>, u8)>,
+}
+
+/// One directory in a loaded dir cache.
+struct DirSpan {
+    path: (usize, usize),
+    stat: DirStat,
+    /// Offset of the first entry, and how many.
+    entries: (usize, usize),
+}
+
+/// Directory listings from earlier walks, so a directory whose stat data has not
+/// changed is not read again (git's untracked cache does the same). Only the raw
+/// entries are kept; ignore rules are applied to them afresh on every walk (the ignore
+/// files themselves are read every time).
+///
+/// `dir-cache` (magic `LDGRDIRS`): `magic[8] version:u32 0:u32 count:u64`, then per
+/// directory (sorted by path; the root is the empty path) `path_len:u32 path dev:u64
+/// ino:u64 mtime_ns:i64 ctime_ns:i64 entries:u32` and per entry `name_len:u8 name
+/// type:u8`, then `blake3[32]`. A listing is stored only when the directory's mtime and
+/// ctime are more than a second older than the walk (a change in the same clock tick
+/// would not show), and used only when all four stat fields match.
+#[derive(Default)]
+pub struct DirCache {
+    buf: Vec<u8>,
+    dirs: Vec<DirSpan>,
+}
+
+impl DirCache {
+    /// Loads the cache; missing or damaged gives an empty one.
+    pub fn load(ledger: &Ledger) -> DirCache {
+        let buf = std::fs::read(index_file(ledger, DIR_FILE)).unwrap_or_default();
+        Self::parse(buf).unwrap_or_default()
+    }
+
+    fn parse(buf: Vec<u8>) -> Option<DirCache> {
+        let body = checked_body(&buf)?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != DIR_MAGIC || c.u32()? != DIR_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let count = usize::try_from(c.u64()?).ok()?;
+        // Each directory takes at least 4 + 32 + 4 bytes.
+        if count > body.len() / 40 {
+            return None;
+        }
+        let mut dirs: Vec<DirSpan> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = c.u32()? as usize;
+            let start = c.pos;
+            let path = c.take(len)?;
+            if let Some(prev) = dirs.last() {
+                if path <= &body[prev.path.0..prev.path.0 + prev.path.1] {
+                    return None;
+                }
+            }
+            let stat = DirStat::decode(c.take(DirStat::LEN)?);
+            let n = c.u32()? as usize;
+            let first = c.pos;
+            for _ in 0..n {
+                let name_len = c.take(1)?[0] as usize;
+                let name = c.take(name_len)?;
+                if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+                    return None;
+                }
+                crate::walk::byte_type(c.take(1)?[0])?;
+            }
+            dirs.push(DirSpan {
+                path: (start, len),
+                stat,
+                entries: (first, n),
+            });
+        }
+        (c.pos == body.len()).then_some(DirCache { buf, dirs })
+    }
+
+    fn path(&self, i: usize) -> &[u8] {
+        let (s, l) = self.dirs[i].path;
+        &self.buf[s..s + l]
+    }
+
+    /// Index of the listing of directory `rel` if its stat data is still `stat`.
+    pub fn lookup(&self, rel: &[u8], stat: &DirStat) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.dirs.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.path(mid).cmp(rel) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return (self.dirs[mid].stat == *stat).then_some(mid);
+                }
+            }
+        }
+        None
+    }
+
+    /// The entries of listing `i`: name and type byte.
+    pub fn entries(&self, i: usize) -> impl Iterator<Item = (&[u8], u8)> + '_ {
+        let (mut pos, n) = self.dirs[i].entries;
+        (0..n).map(move |_| {
+            let len = self.buf[pos] as usize;
+            let name = &self.buf[pos + 1..pos + 1 + len];
+            let t = self.buf[pos + 1 + len];
+            pos += len + 2;
+            (name, t)
+        })
+    }
+
+    /// Saves the listings after a walk that used listings `hits` of this cache and read
+    /// `listed` afresh. With `partial` (a walk limited to a scope) the listings it did
+    /// not visit are kept; otherwise they are dropped. Written only when something
+    /// changed; failures are ignored (it is only a speed-up).
+    pub fn save(&self, ledger: &Ledger, hits: &[usize], listed: Vec<Listed>, partial: bool) {
+        if let Some(out) = self.encode(hits, listed, partial) {
+            let _ = write_flat(ledger, DIR_FILE, out);
+        }
+    }
+
+    /// A cache as [`DirCache::save`] would write it (for tests).
+    #[cfg(test)]
+    pub fn rebuilt(&self, hits: &[usize], listed: Vec<Listed>, partial: bool) -> DirCache {
+        match self.encode(hits, listed, partial) {
+            Some(mut out) => {
+                let sum = blake3::hash(&out);
+                out.extend_from_slice(sum.as_bytes());
+                DirCache::parse(out).expect("a cache just encoded parses")
+            }
+            None => DirCache {
+                buf: self.buf.clone(),
+                dirs: self
+                    .dirs
+                    .iter()
+                    .map(|d| DirSpan {
+                        path: d.path,
+                        stat: d.stat,
+                        entries: d.entries,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// Number of listings.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// The file [`DirCache::save`] writes (without its checksum), `None` if unchanged.
+    fn encode(&self, hits: &[usize], listed: Vec<Listed>, partial: bool) -> Option<Vec<u8>> {
+        let mut hit = vec![false; self.dirs.len()];
+        for &i in hits {
+            if let Some(h) = hit.get_mut(i) {
+                *h = true;
+            }
+        }
+        if listed.is_empty() && (partial || hit.iter().all(|h| *h)) {
+            return None;
+        }
+        let mut new: Vec<Listed> = listed;
+        new.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        new.dedup_by(|a, b| a.rel == b.rel);
+        let mut out = Vec::with_capacity(self.buf.len() + new.len() * 512);
+        out.extend_from_slice(DIR_MAGIC);
+        out.extend_from_slice(&DIR_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        let mut fresh = new.iter().peekable();
+        let put_new = |out: &mut Vec<u8>, l: &Listed| {
+            put_path(out, &l.rel);
+            l.stat.encode(out);
+            out.extend_from_slice(&(l.entries.len() as u32).to_le_bytes());
+            for (name, t) in &l.entries {
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+                out.push(*t);
+            }
+        };
+        for (i, d) in self.dirs.iter().enumerate() {
+            let path = self.path(i);
+            while let Some(l) = fresh.next_if(|l| l.rel.as_slice() < path) {
+                put_new(&mut out, l);
+                count += 1;
+            }
+            if let Some(l) = fresh.next_if(|l| l.rel.as_slice() == path) {
+                put_new(&mut out, l);
+                count += 1;
+            } else if hit[i] || partial {
+                // Kept as it was: path, stat, count and entries are contiguous.
+                let end = self
+                    .entries(i)
+                    .fold(d.entries.0, |pos, (name, _)| pos + name.len() + 2);
+                put_path(&mut out, path);
+                out.extend_from_slice(&self.buf[d.path.0 + d.path.1..end]);
+                count += 1;
+            }
+        }
+        for l in fresh {
+            put_new(&mut out, l);
+            count += 1;
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        Some(out)
     }
 }

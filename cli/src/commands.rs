@@ -38,9 +38,7 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    let r = dispatch(&cli);
-    crate::output::t("end (ledger dropped)");
-    match r {
+    match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -53,7 +51,6 @@ pub fn run() -> i32 {
 }
 
 fn dispatch(cli: &Cli) -> CliResult<i32> {
-    crate::output::t("start");
     match &cli.command {
         Command::Init { json } => init(*json).map(|_| 0),
         Command::Record { who, paths, json } => record(cli, who, paths, *json).map(|_| 0),
@@ -260,16 +257,16 @@ fn record_changes(
     meta: BTreeMap<String, String>,
 ) -> CliResult<Option<(Vec<ResourceChange>, Vec<Record>)>> {
     let ledger = &ctx.ledger;
-    crate::output::t("opened");
-    let mut head = HeadFiles::load(ledger)?;
-    crate::output::t("headfiles loaded");
-    let mut cache = StatCache::load(ledger);
-    crate::output::t("cache loaded");
+    // The recorded files and the stat cache load while the workspace is walked.
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(ledger, scope, || {
+        (HeadFiles::load(ledger), StatCache::load(ledger))
+    });
+    let mut head = head?;
     let files = head.files();
-    crate::output::t("files merged");
-    let scan = ctx.ws.scan(ledger, &files, scope, true, &mut cache)?;
+    let scan = ctx
+        .ws
+        .compare(ledger, walked?, &files, scope, true, &mut cache)?;
     drop(files);
-    crate::output::t("scanned");
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
@@ -308,24 +305,19 @@ fn record_changes(
             meta,
         });
     }
-    crate::output::t("content committed");
     let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
-    crate::output::t("appended");
     // The change is durable; the rest is derived data, only a speed-up from here on.
     cache.save(ledger);
-    crate::output::t("cache saved");
     head.apply(&records);
     if head.seq() == ledger.head().map(|h| h.seq) {
         head.save_if_due(ledger);
     }
-    crate::output::t("head saved");
     if let Err(e) = state::keep_snapshots_current(ledger) {
         eprintln!(
             "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
             e.message
         );
     }
-    crate::output::t("snapshots kept");
     Ok(Some((scan.changes, records)))
 }
 
@@ -376,7 +368,6 @@ fn record(cli: &Cli, who: &Who, paths: &[std::path::PathBuf], json: bool) -> Cli
             }
         }
         Some((changes, records)) => {
-            crate::output::t("done");
             if json {
                 json_line(
                     &json!({"change_id": id, "seq": records[0].event.seq, "hash": records[0].hash, "files": changes.len()}),
@@ -400,11 +391,13 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
     let meta = parse_meta(who)?;
     let ctx = context::open(cli)?;
     let id = check_change_id(&ctx.ledger, who)?;
-    let head = HeadFiles::load(&ctx.ledger)?;
-    let mut cache = StatCache::load(&ctx.ledger);
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &[], || {
+        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
+    });
+    let head = head?;
     let before = ctx
         .ws
-        .scan(&ctx.ledger, &head.files(), &[], false, &mut cache)?;
+        .compare(&ctx.ledger, walked?, &head.files(), &[], false, &mut cache)?;
     cache.save(&ctx.ledger);
     head.save_if_due(&ctx.ledger);
     drop(head);
@@ -490,11 +483,18 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
 fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let scope = ctx.ws.scope(paths)?;
-    let head = HeadFiles::load(&ctx.ledger)?;
-    let mut cache = StatCache::load(&ctx.ledger);
-    let scan = ctx
-        .ws
-        .scan(&ctx.ledger, &head.files(), &scope, false, &mut cache)?;
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &scope, || {
+        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
+    });
+    let head = head?;
+    let scan = ctx.ws.compare(
+        &ctx.ledger,
+        walked?,
+        &head.files(),
+        &scope,
+        false,
+        &mut cache,
+    )?;
     cache.save(&ctx.ledger);
     head.save_if_due(&ctx.ledger);
     if json {

@@ -84,12 +84,3 @@ pub fn json_line(v: &serde_json::Value) -> CliResult {
     serde_json::to_writer(&mut out, v)?;
     writeln!(out).map_err(Into::into)
 }
-
-// TEMP timing instrumentation
-pub static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-pub fn t(label: &str) {
-    if std::env::var_os("LEDGER_TIMES").is_some() {
-        let t0 = T0.get_or_init(std::time::Instant::now);
-        eprintln!("[{:8.2} ms] {label}", t0.elapsed().as_secs_f64() * 1000.0);
-    }
-}

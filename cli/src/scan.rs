@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceKey};
 
-use crate::cache::{StatCache, StatEntry};
+use crate::cache::{DirCache, StatCache, StatEntry};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
 pub use crate::walk::Skipped;
 use crate::walk::{FileStat, Found};
@@ -88,6 +88,14 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
     )
 }
 
+/// What a walk of the workspace found, sorted by path.
+pub struct Walked {
+    /// When it started (ns since the epoch).
+    scan_start: i64,
+    found: Vec<Found>,
+    skipped: Vec<Skipped>,
+}
+
 /// The change from `recorded` to `now` at `rel`, if any.
 fn change(rel: &[u8], recorded: Option<Content>, now: Content) -> Option<ResourceChange> {
     match recorded {
@@ -132,12 +140,19 @@ struct Merge<'a, 'h> {
 }
 
 impl Merge<'_, '_> {
-    /// Handles the recorded files before `rel` (all of them for an empty `rel`) that the
-    /// walk did not reach: looked at directly, or deleted.
-    fn pass_head_before(&mut self, rel: &[u8], ws: &Workspace) {
+    /// Handles the recorded files before `rel` (all of them for `None`) that the walk
+    /// did not reach: looked at directly, or deleted. Returns what is recorded at `rel`.
+    fn pass_head_before(&mut self, rel: Option<&[u8]>, ws: &Workspace) -> Option<Content> {
         while let Some(&(path, old)) = self.head.get(self.h) {
-            if !rel.is_empty() && path >= rel {
-                break;
+            if let Some(rel) = rel {
+                match path.cmp(rel) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        self.h += 1;
+                        return Some(old);
+                    }
+                    std::cmp::Ordering::Greater => return None,
+                }
             }
             self.h += 1;
             if !in_scope(path, self.scope) {
@@ -159,21 +174,30 @@ impl Merge<'_, '_> {
                 }),
             }
         }
+        None
     }
 
     /// One file on disk, in path order, with what is recorded for it.
     fn file(&mut self, f: Found, recorded: Option<Content>) {
         let cache = self.cache;
-        while self.c < cache.len() && cache.path(self.c) < f.rel.as_slice() {
-            if in_scope(cache.path(self.c), self.scope) {
-                self.gone.push(self.c);
+        let mut at = None;
+        while self.c < cache.len() {
+            let path = cache.path(self.c);
+            match path.cmp(f.rel.as_slice()) {
+                std::cmp::Ordering::Less => {
+                    if in_scope(path, self.scope) {
+                        self.gone.push(self.c);
+                    }
+                    self.c += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    at = Some(self.c);
+                    self.c += 1;
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
             }
-            self.c += 1;
         }
-        let at = (self.c < cache.len() && cache.path(self.c) == f.rel.as_slice()).then(|| {
-            self.c += 1;
-            self.c - 1
-        });
         match at.map(|c| cache.entry(c)) {
             Some(e)
                 if cache_matches(&e, &f.stat)
@@ -245,6 +269,7 @@ impl Workspace {
 
     /// Compares disk with `head` (sorted by path) within `scope` (empty = everything).
     /// With `store`, new content is written (not yet committed) to the content store.
+    #[cfg(test)]
     pub fn scan(
         &self,
         ledger: &Ledger,
@@ -253,9 +278,53 @@ impl Workspace {
         store: bool,
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
+        let (walked, ()) = self.walk_while(ledger, scope, || ());
+        self.compare(ledger, walked?, head, scope, store, cache)
+    }
+
+    /// Walks the workspace within `scope` on other threads while `meanwhile` runs on
+    /// this one (loading what the comparison needs). Directory listings are taken from
+    /// the dir cache where the directory did not change, and the cache is updated.
+    pub fn walk_while<T>(
+        &self,
+        ledger: &Ledger,
+        scope: &[Vec<u8>],
+        meanwhile: impl FnOnce() -> T,
+    ) -> (CliResult<Walked>, T) {
+        // Before anything is looked at: the racy window is measured from here.
         let scan_start = crate::timeparse::now_us() * 1000;
-        let (found, skipped) = crate::walk::walk(&self.root, scope)?;
-        crate::output::t("walked");
+        let dirs = DirCache::load(ledger);
+        let (walk, t) = std::thread::scope(|s| {
+            let walker = s.spawn(|| crate::walk::walk(&self.root, scope, Some(&dirs), scan_start));
+            let t = meanwhile();
+            (walker.join().expect("walk thread panicked"), t)
+        });
+        let walked = walk.map(|w| {
+            dirs.save(ledger, &w.hits, w.listed, !scope.is_empty());
+            Walked {
+                scan_start,
+                found: w.found,
+                skipped: w.skipped,
+            }
+        });
+        (walked, t)
+    }
+
+    /// Compares what the walk found with `head` (see [`Workspace::scan`]).
+    pub fn compare(
+        &self,
+        ledger: &Ledger,
+        walked: Walked,
+        head: &Files<'_>,
+        scope: &[Vec<u8>],
+        store: bool,
+        cache: &mut StatCache,
+    ) -> CliResult<ScanResult> {
+        let Walked {
+            scan_start,
+            found,
+            skipped,
+        } = walked;
 
         // One merge of the walk, the recorded files and the cache (all sorted by path).
         // Recorded files that the walk did not reach (now ignored, for example) stay
@@ -276,17 +345,10 @@ impl Workspace {
             gone: Vec::new(),
         };
         for f in found {
-            m.pass_head_before(&f.rel, self);
-            let recorded = match m.head.get(m.h) {
-                Some((rel, c)) if *rel == f.rel.as_slice() => {
-                    m.h += 1;
-                    Some(*c)
-                }
-                _ => None,
-            };
+            let recorded = m.pass_head_before(Some(&f.rel), self);
             m.file(f, recorded);
         }
-        m.pass_head_before(&[], self);
+        m.pass_head_before(None, self);
         let Merge {
             mut changes,
             to_read,
@@ -300,7 +362,6 @@ impl Workspace {
             .chain((c..cache_len).filter(|&c| in_scope(cache.path(c), scope)))
             .collect();
 
-        crate::output::t("compared with cache");
         let mut pending = Pending::default();
         let files: Vec<&Found> = to_read.iter().map(|r| &r.found).collect();
         let read = match read_all(self, ledger, &files, store, &mut pending) {
@@ -804,6 +865,37 @@ mod tests {
         let c = StatCache::load(&w.ledger);
         assert_eq!(c.len(), 2001);
         assert_eq!(c.path(2000), b"x");
+    }
+
+    #[test]
+    fn the_dir_cache_is_saved_used_and_ignored_when_damaged() {
+        let w = workspace();
+        w.write("d/f.txt", b"f");
+        let path = w.ledger.dir().join("index/dir-cache");
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        // Just created: within the racy window, nothing cached yet.
+        assert!(!path.exists());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(&path).unwrap().ino();
+        // Nothing changed: every listing was used, so the file is not rewritten (a
+        // rewrite renames a new file into place).
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+        assert_eq!(r.changes.len(), 1);
+        // A new file in a cached directory changes the directory: found.
+        w.write("d/g.txt", b"g");
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(r.changes.len(), 2);
+        // A damaged cache is ignored.
+        let mut bad = fs::read(&path).unwrap();
+        let n = bad.len();
+        bad[n / 2] ^= 0x40;
+        fs::write(&path, &bad).unwrap();
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(r.changes.len(), 2);
     }
 
     #[test]

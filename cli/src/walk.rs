@@ -26,7 +26,12 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use rustix::fs::{AtFlags, FileType, Mode as OpenMode, OFlags, RawDir};
 
+use crate::cache::{DirCache, DirStat, Listed};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
+
+/// Directories changed less than this long before a walk are not cached (a change in
+/// the same clock tick would not change their stat data).
+const RACY_NS: i64 = 1_000_000_000;
 
 /// What `lstat` said about a file, as far as the stat cache needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +89,35 @@ impl FileStat {
     pub fn is_file(&self) -> bool {
         self.file_type() == FileType::RegularFile
     }
+}
+
+/// A directory entry type as one byte (for [`crate::cache::DirCache`]).
+pub fn type_byte(t: FileType) -> u8 {
+    match t {
+        FileType::RegularFile => 1,
+        FileType::Directory => 2,
+        FileType::Symlink => 3,
+        FileType::Fifo => 4,
+        FileType::Socket => 5,
+        FileType::CharacterDevice => 6,
+        FileType::BlockDevice => 7,
+        _ => 0,
+    }
+}
+
+/// The type a [`type_byte`] stands for (`None`: not one it writes).
+pub fn byte_type(b: u8) -> Option<FileType> {
+    Some(match b {
+        0 => FileType::Unknown,
+        1 => FileType::RegularFile,
+        2 => FileType::Directory,
+        3 => FileType::Symlink,
+        4 => FileType::Fifo,
+        5 => FileType::Socket,
+        6 => FileType::CharacterDevice,
+        7 => FileType::BlockDevice,
+        _ => return None,
+    })
 }
 
 /// A regular file or symlink the walk found.
@@ -199,6 +233,32 @@ struct Shared<'a> {
     wake: Condvar,
     next_id: AtomicUsize,
     scope: &'a [Vec<u8>],
+    dirs: Option<&'a DirCache>,
+    /// Listings of directories changed less than this long before `scan_start` are
+    /// not cached.
+    scan_start: i64,
+}
+
+/// What one walk thread produced.
+#[derive(Default)]
+struct Output {
+    listings: Vec<(usize, Listing)>,
+    /// Directories read afresh (and old enough to cache).
+    listed: Vec<Listed>,
+    /// Dir cache listings used.
+    hits: Vec<usize>,
+}
+
+/// The result of [`walk`].
+pub struct Walk {
+    /// Regular files and symlinks, sorted by path bytes.
+    pub found: Vec<Found>,
+    /// Entries that are neither files nor symlinks.
+    pub skipped: Vec<Skipped>,
+    /// Directories read afresh, for the dir cache.
+    pub listed: Vec<Listed>,
+    /// Dir cache listings used instead of reading the directory.
+    pub hits: Vec<usize>,
 }
 
 fn scan_error(what: impl std::fmt::Display) -> CliError {
@@ -223,16 +283,22 @@ fn is_prefix_path(prefix: &[u8], path: &[u8]) -> bool {
 
 /// Walks `root` (an absolute, canonical directory). Within `scope` (empty = all):
 /// directories on the way to a scope entry are read, files outside it are left out.
-/// Returns the files sorted by path bytes and the entries that are neither files nor
-/// symlinks.
-pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skipped>)> {
+/// A directory whose stat data matches its listing in `dirs` is not read again.
+/// `scan_start` (ns since the epoch, taken before the walk) decides which listings are
+/// old enough to cache.
+pub fn walk(
+    root: &Path,
+    scope: &[Vec<u8>],
+    dirs: Option<&DirCache>,
+    scan_start: i64,
+) -> CliResult<Walk> {
+    // Two threads per core (git's index preloading also runs more threads than cores):
+    // while one waits for the disk (a directory or inode block that is not cached) or
+    // for a core another process holds, the other works.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(8);
-    let threads = std::env::var("LEDGER_WALK_THREADS") // TEMP
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(threads);
+        .saturating_mul(2)
+        .clamp(2, 16);
     let shared = Shared {
         queue: Mutex::new(Queue {
             jobs: vec![Job {
@@ -249,8 +315,10 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
         wake: Condvar::new(),
         next_id: AtomicUsize::new(1),
         scope,
+        dirs,
+        scan_start,
     };
-    let mut outputs: Vec<Vec<(usize, Listing)>> = if threads <= 1 {
+    let mut outputs: Vec<Output> = if threads <= 1 {
         vec![worker(&shared)]
     } else {
         std::thread::scope(|s| {
@@ -267,10 +335,13 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
     }
     let n = shared.next_id.load(Ordering::Relaxed);
     let mut listings: Vec<Option<Listing>> = (0..n).map(|_| None).collect();
+    let (mut listed, mut hits) = (Vec::new(), Vec::new());
     for out in outputs.iter_mut() {
-        for (id, l) in out.drain(..) {
+        for (id, l) in out.listings.drain(..) {
             listings[id] = Some(l);
         }
+        listed.append(&mut out.listed);
+        hits.append(&mut out.hits);
     }
     let mut found = Vec::new();
     let mut skipped = Vec::new();
@@ -292,11 +363,16 @@ pub fn walk(root: &Path, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skippe
             }
         }
     }
-    Ok((found, skipped))
+    Ok(Walk {
+        found,
+        skipped,
+        listed,
+        hits,
+    })
 }
 
-fn worker(shared: &Shared<'_>) -> Vec<(usize, Listing)> {
-    let mut out = Vec::new();
+fn worker(shared: &Shared<'_>) -> Output {
+    let mut out = Output::default();
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     loop {
         let job = {
@@ -319,12 +395,12 @@ fn worker(shared: &Shared<'_>) -> Vec<(usize, Listing)> {
         };
         let id = job.id;
         let mut children = Vec::new();
-        let res = read_dir(shared, job, &mut children, &mut buf);
+        let res = read_dir(shared, job, &mut children, &mut buf, &mut out);
         let mut q = shared.queue.lock().expect("walk queue poisoned");
         q.busy -= 1;
         match res {
             Ok(listing) => {
-                out.push((id, listing));
+                out.listings.push((id, listing));
                 let n = children.len();
                 q.jobs.append(&mut children);
                 if n > 1 || q.busy == 0 {
@@ -364,6 +440,7 @@ fn read_dir(
     job: Job,
     children: &mut Vec<Job>,
     buf: &mut [MaybeUninit<u8>],
+    out: &mut Output,
 ) -> CliResult<Listing> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let cannot = |e: rustix::io::Errno| {
@@ -384,24 +461,66 @@ fn read_dir(
     }
     .map_err(cannot)?;
     drop(job.at);
+    // The directory's own stat data first: an entry added after this changes it, so a
+    // listing stored with it can only miss entries if it will not match next time.
+    let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+    let dir_stat = DirStat {
+        dev: st.st_dev as u64,
+        ino: FileStat::from_stat(&st).ino,
+        mtime_ns: FileStat::from_stat(&st).mtime_ns,
+        ctime_ns: FileStat::from_stat(&st).ctime_ns,
+    };
     // Names, each followed by its NUL, in one buffer; entries point into it.
     let mut names: Vec<u8> = Vec::new();
     let mut entries: Vec<(usize, usize, FileType)> = Vec::new();
-    let (mut has_ledgerignore, mut has_gitignore, mut has_git) = (false, false, false);
+    let mut push = |name: &[u8], t: FileType| {
+        entries.push((names.len(), name.len(), t));
+        names.extend_from_slice(name);
+        names.push(0);
+    };
+    match shared
+        .dirs
+        .and_then(|d| d.lookup(&job.rel, &dir_stat).map(|i| (d, i)))
     {
-        let mut dir = RawDir::new(&fd, buf);
-        while let Some(e) = dir.next() {
-            let e = e.map_err(cannot)?;
-            let name = e.file_name().to_bytes();
-            match name {
-                b"." | b".." => continue,
-                b".ledgerignore" => has_ledgerignore = true,
-                b".gitignore" => has_gitignore = true,
-                b".git" => has_git = true,
-                _ => {}
+        Some((d, i)) => {
+            out.hits.push(i);
+            for (name, t) in d.entries(i) {
+                push(name, byte_type(t).unwrap_or(FileType::Unknown));
             }
-            entries.push((names.len(), name.len(), e.file_type()));
-            names.extend_from_slice(e.file_name().to_bytes_with_nul());
+        }
+        None => {
+            let mut dir = RawDir::new(&fd, buf);
+            while let Some(e) = dir.next() {
+                let e = e.map_err(cannot)?;
+                match e.file_name().to_bytes() {
+                    b"." | b".." => {}
+                    name => push(name, e.file_type()),
+                }
+            }
+            let old_enough = |t: i64| shared.scan_start - t > RACY_NS;
+            if shared.dirs.is_some()
+                && old_enough(dir_stat.mtime_ns)
+                && old_enough(dir_stat.ctime_ns)
+                && entries.iter().all(|e| e.1 <= 255)
+            {
+                out.listed.push(Listed {
+                    rel: job.rel.clone(),
+                    stat: dir_stat,
+                    entries: entries
+                        .iter()
+                        .map(|&(s, l, t)| (names[s..s + l].to_vec(), type_byte(t)))
+                        .collect(),
+                });
+            }
+        }
+    }
+    let (mut has_ledgerignore, mut has_gitignore, mut has_git) = (false, false, false);
+    for &(s, l, _) in &entries {
+        match &names[s..s + l] {
+            b".ledgerignore" => has_ledgerignore = true,
+            b".gitignore" => has_gitignore = true,
+            b".git" => has_git = true,
+            _ => {}
         }
     }
     let fd = Arc::new(fd);
@@ -532,6 +651,7 @@ fn stat_at(dir: &OwnedFd, name: &CStr, dir_path: &Path) -> CliResult<FileStat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::DirCache;
     use std::collections::BTreeSet;
     use std::fs;
 
@@ -759,6 +879,7 @@ mod tests {
             Err(_) => 150,
         };
         let mut checked = 0usize;
+        let mut cache_hits = 0usize;
         for seed in 1..=trees {
             let tmp = tempfile::tempdir().unwrap();
             let root = tmp.path().canonicalize().unwrap().join("ws");
@@ -781,7 +902,8 @@ mod tests {
             scopes.push(vec![b"sub/nonexistent".to_vec()]);
             for scope in scopes {
                 let (want_files, want_skipped) = ignore_crate_walk(&root, &scope);
-                let (found, skipped) = walk(&root, &scope).unwrap();
+                let w = walk(&root, &scope, None, 0).unwrap();
+                let (found, skipped) = (w.found, w.skipped);
                 let got: Vec<Vec<u8>> = found.iter().map(|f| f.rel.clone()).collect();
                 let mut sorted = got.clone();
                 sorted.sort();
@@ -806,9 +928,79 @@ mod tests {
                 }
                 checked += got.len();
             }
+
+            // Again with directory listings from a dir cache (every directory counts
+            // as old enough), before and after some directories change.
+            let future = crate::timeparse::now_us() * 1000 + 3_600_000_000_000;
+            let first = walk(&root, &[], Some(&DirCache::default()), future).unwrap();
+            let cache = DirCache::default().rebuilt(&[], first.listed, false);
+            let compare = |cache: &DirCache, what: &str| -> usize {
+                let (want, want_skipped) = ignore_crate_walk(&root, &[]);
+                let w = walk(&root, &[], Some(cache), future).unwrap();
+                let got: Vec<Vec<u8>> = w.found.iter().map(|f| f.rel.clone()).collect();
+                let mut got_skipped: Vec<Vec<u8>> = w.skipped.into_iter().map(|s| s.0).collect();
+                got_skipped.sort();
+                assert_eq!(got, want, "seed {seed}, {what}");
+                assert_eq!(got_skipped, want_skipped, "seed {seed}, {what}");
+                w.hits.len()
+            };
+            let dirs_before = cache.len();
+            assert_eq!(compare(&cache, "unchanged"), dirs_before);
+            cache_hits += dirs_before;
+            // Coarse file system clocks tick every few ms; let this be a later tick.
+            std::thread::sleep(std::time::Duration::from_millis(15));
+            let paths = all_paths(&root);
+            for _ in 0..3 {
+                if paths.is_empty() {
+                    break;
+                }
+                let p = root.join(OsStr::from_bytes(&paths[rng.below(paths.len())]));
+                let dir = if p.is_dir() {
+                    p
+                } else {
+                    p.parent().unwrap().to_path_buf()
+                };
+                match rng.below(3) {
+                    0 => fs::write(dir.join("added.txt"), "new").unwrap(),
+                    1 => fs::write(dir.join(".gitignore"), rules(&mut rng)).unwrap(),
+                    _ => {
+                        let victim = fs::read_dir(&dir)
+                            .unwrap()
+                            .map(|e| e.unwrap().path())
+                            .find(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()));
+                        if let Some(v) = victim {
+                            fs::remove_file(v).unwrap();
+                        }
+                    }
+                }
+            }
+            compare(&cache, "changed");
         }
+        assert!(cache_hits > 0, "the dir cache was never used");
         // The generator must produce something to compare.
         assert!(checked > trees as usize, "only {checked} files compared");
+    }
+
+    #[test]
+    fn directories_changed_within_the_racy_window_are_not_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), "x").unwrap();
+        let now = crate::timeparse::now_us() * 1000;
+        let w = walk(&root, &[], Some(&DirCache::default()), now).unwrap();
+        assert_eq!(w.found.len(), 1);
+        assert!(w.listed.is_empty(), "fresh directories were cached");
+        // Two seconds later (as far as the walk knows) they are.
+        let w = walk(&root, &[], Some(&DirCache::default()), now + 2_000_000_000).unwrap();
+        let mut cached: Vec<Vec<u8>> = w.listed.iter().map(|l| l.rel.clone()).collect();
+        cached.sort();
+        assert_eq!(cached, [&b""[..], b"a", b"a/b"]);
+        // Without a dir cache nothing is collected.
+        assert!(walk(&root, &[], None, now + 2_000_000_000)
+            .unwrap()
+            .listed
+            .is_empty());
     }
 
     #[test]
@@ -819,7 +1011,7 @@ mod tests {
         fs::write(root.join("locked/f"), "x").unwrap();
         // A directory replaced by a file between listing and reading cannot be faked
         // here; a missing root is the same error path.
-        let err = walk(&root.join("missing"), &[]).unwrap_err();
+        let err = walk(&root.join("missing"), &[], None, 0).err().unwrap();
         assert!(err.message.contains("missing"), "{}", err.message);
         assert!(
             err.message.contains("nothing was recorded"),
