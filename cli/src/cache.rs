@@ -544,19 +544,35 @@ impl HeadFiles {
         if base >= head_seq {
             return Ok(base == head_seq && hash == head_hash);
         }
-        let Ok(next) = ledger.event(base + 1) else {
-            return Ok(false);
-        };
-        if next.event.prev != hash {
-            return Ok(false);
+        if head_seq - base > HEAD_FILES_EVERY * 4 {
+            // Far behind: one journal walk from the batch after the base (the base is
+            // always the last event of a batch: the head when it was written). The walk
+            // checks the chain; the first event must name the base's hash.
+            let mut linked = None;
+            ledger.scan_range(base + 1, head_seq, &mut |r| {
+                if *linked.get_or_insert(r.event.prev == hash) {
+                    self.apply_one(r);
+                    Ok(())
+                } else {
+                    Err(ledger::Error::Stopped)
+                }
+            })?;
+            return Ok(linked == Some(true) && self.seq == Some(head_seq));
         }
-        self.apply_one(&next);
-        // The journal walk checks the chain from `next` on.
-        ledger.scan_range(base + 2, head_seq, &mut |r| {
-            self.apply_one(r);
-            Ok(())
-        })?;
-        Ok(self.seq == Some(head_seq))
+        // The events after the base one by one (a walk could not start inside a
+        // batch), each linked to the one before by its `prev` hash.
+        let mut prev = hash;
+        for seq in base + 1..=head_seq {
+            let Ok(r) = ledger.event(seq) else {
+                return Ok(false);
+            };
+            if r.event.prev != prev {
+                return Ok(false);
+            }
+            prev = r.hash;
+            self.apply_one(&r);
+        }
+        Ok(prev == head_hash && self.seq == Some(head_seq))
     }
 
     fn empty(stale: bool) -> HeadFiles {

@@ -1046,6 +1046,54 @@ mod tests {
         assert_eq!(head_files(&w), tree_files(&w));
     }
 
+    /// Appends one batch of `n` events, each changing file `name<i>`.
+    fn record_batch(w: &Ws, prefix: &str, n: usize) {
+        let mut p = Pending::default();
+        let hash = w.ledger.store().put_bytes(b"batch", &mut p).unwrap();
+        w.ledger.commit_content(p).unwrap();
+        let events = (0..n)
+            .map(|i| NewEvent {
+                time_us: 1,
+                actor: actor(),
+                change_id: format!("{prefix}-{}", i / 2),
+                correlation_id: None,
+                body: Body::Change(Change {
+                    message: None,
+                    reverts: None,
+                    resources: vec![ResourceChange {
+                        key: ResourceKey::file(format!("{prefix}{i}").as_bytes()),
+                        op: Op::Create,
+                        old: None,
+                        new: Some(Content {
+                            hash,
+                            mode: Mode::Regular,
+                            size: 5,
+                        }),
+                    }],
+                }),
+                meta: Default::default(),
+            })
+            .collect();
+        w.ledger.append(events, Precondition::None).unwrap();
+    }
+
+    #[test]
+    fn head_files_catch_up_from_the_end_of_a_batch_over_short_and_long_gaps() {
+        let w = workspace();
+        // The base ends a two-event batch (as `exec` writes a change and a failure).
+        record_batch(&w, "a", 2);
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let path = w.ledger.dir().join("index/head-files");
+        let base = fs::read(&path).unwrap();
+        record_batch(&w, "b", 2);
+        assert_eq!(head_files(&w), tree_files(&w));
+        // Far behind: folded with one journal walk.
+        record_batch(&w, "c", 300);
+        assert_eq!(fs::read(&path).unwrap(), base);
+        assert_eq!(head_files(&w), tree_files(&w));
+        assert_eq!(head_files(&w).len(), 304);
+    }
+
     #[test]
     fn head_files_of_another_journal_are_not_used() {
         let a = workspace();
