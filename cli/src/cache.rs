@@ -179,14 +179,6 @@ impl StatEntry {
     }
 }
 
-/// Where an entry of the stat cache's merged view lives.
-#[derive(Clone, Copy)]
-struct Span {
-    in_delta: bool,
-    start: usize,
-    len: usize,
-}
-
 /// The stat cache: path -> [`StatEntry`], sorted by path, plus the updates of this run.
 ///
 /// On disk it is a base file and a small delta file of the entries changed since the
@@ -204,8 +196,6 @@ pub struct StatCache {
     delta: Vec<u8>,
     /// Delta entries (tombstones included), sorted by path.
     delta_spans: Vec<(usize, usize)>,
-    /// The merged view: base entries overridden by the delta, tombstones removed.
-    spans: Vec<Span>,
     /// Path -> new entry (`None`: drop it). Applied by [`StatCache::save`].
     updates: BTreeMap<Vec<u8>, Option<StatEntry>>,
     /// No valid base file was found.
@@ -214,6 +204,61 @@ pub struct StatCache {
 
 /// Mode byte of a delta entry that drops the path.
 const TOMBSTONE: u8 = 0xff;
+
+/// The entries of a stat cache as loaded (base overridden by delta), in path order:
+/// path and the encoded fixed-size part.
+pub struct CacheIter<'a> {
+    cache: &'a StatCache,
+    b: usize,
+    d: usize,
+}
+
+impl<'a> Iterator for CacheIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let c = self.cache;
+        loop {
+            let base = c
+                .base_spans
+                .get(self.b)
+                .map(|&(s, l)| (&c.base[s..s + l], &c.base[s + l..s + l + STAT_FIXED]));
+            let delta = c
+                .delta_spans
+                .get(self.d)
+                .map(|&(s, l)| (&c.delta[s..s + l], &c.delta[s + l..s + l + STAT_FIXED]));
+            let from_delta = match (base, delta) {
+                (None, None) => return None,
+                (Some(b), None) => {
+                    self.b += 1;
+                    return Some(b);
+                }
+                (None, Some(d)) => {
+                    self.d += 1;
+                    d
+                }
+                (Some(b), Some(d)) => match d.0.cmp(b.0) {
+                    std::cmp::Ordering::Greater => {
+                        self.b += 1;
+                        return Some(b);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.b += 1;
+                        self.d += 1;
+                        d
+                    }
+                    std::cmp::Ordering::Less => {
+                        self.d += 1;
+                        d
+                    }
+                },
+            };
+            if from_delta.1[32] != TOMBSTONE {
+                return Some(from_delta);
+            }
+        }
+    }
+}
 
 impl StatCache {
     /// Loads the cache; a missing or damaged base gives an empty cache, a missing,
@@ -231,7 +276,6 @@ impl StatCache {
             cache.delta = delta;
             cache.delta_spans = spans;
         }
-        cache.merge_view();
         cache
     }
 
@@ -246,7 +290,7 @@ impl StatCache {
         let count = c.u64()?;
         let spans = read_entries(&mut c, count, STAT_FIXED)?;
         for &(start, len) in &spans {
-            // Mode bytes are checked once here so `entry` cannot fail later.
+            // Mode bytes are checked once here so decoding cannot fail later.
             byte_mode(body[start + len + 32])?;
         }
         Some(StatCache {
@@ -257,77 +301,66 @@ impl StatCache {
         })
     }
 
-    /// Builds the merged view of base and delta.
-    fn merge_view(&mut self) {
-        let mut spans = Vec::with_capacity(self.base_spans.len() + self.delta_spans.len());
-        let mut d = self.delta_spans.iter().peekable();
-        let delta_span = |&(start, len): &(usize, usize)| {
-            (self.delta[start + len + 32] != TOMBSTONE).then_some(Span {
-                in_delta: true,
-                start,
-                len,
-            })
+    /// The entries as loaded, in path order (the encoded fixed part: see
+    /// [`StatCache::decode`]).
+    pub fn iter(&self) -> CacheIter<'_> {
+        CacheIter {
+            cache: self,
+            b: 0,
+            d: 0,
+        }
+    }
+
+    /// Decodes the fixed part [`StatCache::iter`] gives.
+    pub fn decode(fixed: &[u8]) -> StatEntry {
+        StatEntry::decode(fixed).expect("mode bytes are checked on load")
+    }
+
+    /// The loaded entry of `path`, if any.
+    pub fn get(&self, path: &[u8]) -> Option<StatEntry> {
+        let find = |buf: &[u8], spans: &[(usize, usize)]| {
+            spans
+                .binary_search_by(|&(s, l)| buf[s..s + l].cmp(path))
+                .ok()
+                .map(|i| {
+                    let (s, l) = spans[i];
+                    s + l
+                })
         };
-        for &(start, len) in &self.base_spans {
-            let path = &self.base[start..start + len];
-            while let Some(ds) = d.next_if(|&&(s, l)| &self.delta[s..s + l] < path) {
-                spans.extend(delta_span(ds));
-            }
-            match d.next_if(|&&(s, l)| &self.delta[s..s + l] == path) {
-                Some(ds) => spans.extend(delta_span(ds)),
-                None => spans.push(Span {
-                    in_delta: false,
-                    start,
-                    len,
-                }),
-            }
-        }
-        spans.extend(d.filter_map(delta_span));
-        self.spans = spans;
-    }
-
-    fn bytes(&self, sp: Span) -> &[u8] {
-        if sp.in_delta {
-            &self.delta
-        } else {
-            &self.base
+        match find(&self.delta, &self.delta_spans) {
+            Some(f) => StatEntry::decode(&self.delta[f..f + STAT_FIXED]),
+            None => find(&self.base, &self.base_spans)
+                .map(|f| Self::decode(&self.base[f..f + STAT_FIXED])),
         }
     }
 
-    /// Number of entries as loaded.
+    /// Number of entries as loaded (tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.iter().count()
     }
 
-    /// Path of entry `i` (entries are sorted by path).
+    /// Path of entry `i` in path order (tests).
+    #[cfg(test)]
     pub fn path(&self, i: usize) -> &[u8] {
-        let sp = self.spans[i];
-        &self.bytes(sp)[sp.start..sp.start + sp.len]
+        self.iter().nth(i).expect("an entry").0
     }
 
-    /// The fixed-size part of entry `i`.
-    fn fixed(&self, i: usize) -> &[u8] {
-        let sp = self.spans[i];
-        &self.bytes(sp)[sp.start + sp.len..sp.start + sp.len + STAT_FIXED]
-    }
-
-    /// Entry `i` as loaded.
+    /// Entry `i` in path order (tests).
+    #[cfg(test)]
     pub fn entry(&self, i: usize) -> StatEntry {
-        StatEntry::decode(self.fixed(i)).expect("mode bytes are checked on load")
+        Self::decode(self.iter().nth(i).expect("an entry").1)
     }
 
-    /// Index of `path`'s entry, if any.
+    /// Index of `path` in path order (tests).
+    #[cfg(test)]
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.spans.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.path(mid).cmp(path) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        self.iter().position(|(p, _)| p == path)
+    }
+
+    /// Drops the entry of `path` (its file is gone).
+    pub fn drop_entry(&mut self, path: &[u8]) {
+        self.updates.insert(path.to_vec(), None);
     }
 
     /// Sets (`Some`) or drops (`None`) the entry of `path`; `old` is its loaded entry.
@@ -340,7 +373,7 @@ impl StatCache {
     /// Drops entries so these paths are read again on the next scan.
     pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
         for p in paths {
-            if self.find(p).is_some() || self.updates.get(p).is_some_and(Option::is_some) {
+            if self.get(p).is_some() || self.updates.get(p).is_some_and(Option::is_some) {
                 self.updates.insert(p.to_vec(), None);
             }
         }
@@ -400,8 +433,7 @@ impl StatCache {
             count += 1;
         };
         let mut ups = self.updates.iter().peekable();
-        for i in 0..self.spans.len() {
-            let path = self.path(i);
+        for (path, fixed) in self.iter() {
             while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
                 if let Some(e) = e {
                     emit(&mut out, p, Fixed::Entry(*e));
@@ -410,7 +442,7 @@ impl StatCache {
             match ups.next_if(|(p, _)| p.as_slice() == path) {
                 Some((_, Some(e))) => emit(&mut out, path, Fixed::Entry(*e)),
                 Some((_, None)) => {}
-                None => emit(&mut out, path, Fixed::Bytes(self.fixed(i))),
+                None => emit(&mut out, path, Fixed::Bytes(fixed)),
             }
         }
         for (p, e) in ups {
@@ -650,28 +682,18 @@ impl HeadFiles {
     }
 
     /// Every recorded file, sorted by path.
+    pub fn iter(&self) -> HeadIter<'_> {
+        HeadIter {
+            hf: self,
+            i: 0,
+            overlay: self.overlay.iter().peekable(),
+        }
+    }
+
+    /// Every recorded file, sorted by path, in a vector.
+    #[cfg(test)]
     pub fn files(&self) -> Vec<(&[u8], Content)> {
-        let mut out = Vec::with_capacity(self.spans.len() + self.overlay.len());
-        let mut ov = self.overlay.iter().peekable();
-        for i in 0..self.spans.len() {
-            let (path, c) = self.base_content(i);
-            while let Some((p, n)) = ov.next_if(|(p, _)| p.as_slice() < path) {
-                if let Some(n) = n {
-                    out.push((p.as_slice(), *n));
-                }
-            }
-            match ov.next_if(|(p, _)| p.as_slice() == path) {
-                Some((_, Some(n))) => out.push((path, *n)),
-                Some((_, None)) => {}
-                None => out.push((path, c)),
-            }
-        }
-        for (p, n) in ov {
-            if let Some(n) = n {
-                out.push((p.as_slice(), *n));
-            }
-        }
-        out
+        self.iter().collect()
     }
 
     /// Rewrites `head-files` at the folded seq when it is missing or far behind. A
@@ -688,21 +710,65 @@ impl HeadFiles {
         let Some(head) = ledger.head().filter(|h| h.seq == seq) else {
             return;
         };
-        let files = self.files();
         let mut out = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96 + 128);
         out.extend_from_slice(HEAD_MAGIC);
         out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&seq.to_le_bytes());
         out.extend_from_slice(head.hash.as_bytes());
-        out.extend_from_slice(&(files.len() as u64).to_le_bytes());
-        for (p, c) in files {
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        for (p, c) in self.iter() {
             put_path(&mut out, p);
             out.extend_from_slice(c.hash.as_bytes());
             out.push(mode_byte(c.mode));
             out.extend_from_slice(&c.size.to_le_bytes());
+            count += 1;
         }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
         let _ = write_flat(ledger, HEAD_FILE, out);
+    }
+}
+
+/// The files of a [`HeadFiles`]: its base merged with the changes since, in path order.
+pub struct HeadIter<'a> {
+    hf: &'a HeadFiles,
+    i: usize,
+    overlay: std::iter::Peekable<std::collections::btree_map::Iter<'a, Vec<u8>, Option<Content>>>,
+}
+
+impl<'a> Iterator for HeadIter<'a> {
+    type Item = (&'a [u8], Content);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let base = (self.i < self.hf.spans.len()).then(|| self.hf.base_content(self.i));
+            let from_overlay = match (base, self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(b), None) => {
+                    self.i += 1;
+                    return Some(b);
+                }
+                (None, Some(_)) => true,
+                (Some(b), Some((p, _))) => match p.as_slice().cmp(b.0) {
+                    std::cmp::Ordering::Greater => {
+                        self.i += 1;
+                        return Some(b);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.i += 1;
+                        true
+                    }
+                    std::cmp::Ordering::Less => true,
+                },
+            };
+            if from_overlay {
+                if let Some((p, Some(c))) = self.overlay.next() {
+                    return Some((p.as_slice(), *c));
+                }
+            }
+        }
     }
 }
 

@@ -262,11 +262,9 @@ fn record_changes(
         (HeadFiles::load(ledger), StatCache::load(ledger))
     });
     let mut head = head?;
-    let files = head.files();
     let scan = ctx
         .ws
-        .compare(ledger, walked?, &files, scope, true, &mut cache)?;
-    drop(files);
+        .compare(ledger, walked?, head.iter(), scope, true, &mut cache)?;
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
@@ -397,7 +395,7 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
     let head = head?;
     let before = ctx
         .ws
-        .compare(&ctx.ledger, walked?, &head.files(), &[], false, &mut cache)?;
+        .compare(&ctx.ledger, walked?, head.iter(), &[], false, &mut cache)?;
     cache.save(&ctx.ledger);
     head.save_if_due(&ctx.ledger);
     drop(head);
@@ -487,14 +485,9 @@ fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
         (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
     });
     let head = head?;
-    let scan = ctx.ws.compare(
-        &ctx.ledger,
-        walked?,
-        &head.files(),
-        &scope,
-        false,
-        &mut cache,
-    )?;
+    let scan = ctx
+        .ws
+        .compare(&ctx.ledger, walked?, head.iter(), &scope, false, &mut cache)?;
     cache.save(&ctx.ledger);
     head.save_if_due(&ctx.ledger);
     if json {

@@ -15,14 +15,10 @@ use std::path::{Component, Path, PathBuf};
 
 use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceKey};
 
-use crate::cache::{DirCache, StatCache, StatEntry};
+use crate::cache::{CacheIter, DirCache, StatCache, StatEntry};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
 pub use crate::walk::Skipped;
-use crate::walk::{FileStat, Found};
-
-/// Recorded workspace files (from [`crate::cache::HeadFiles::files`]): path bytes and
-/// content, sorted by path.
-pub type Files<'a> = [(&'a [u8], Content)];
+use crate::walk::{FileStat, Found, WalkFile};
 
 /// Files whose mtime or ctime is this close to the scan are not cached (they are read
 /// again next time): a write in the same timestamp tick would not change the stat data.
@@ -92,7 +88,8 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
 pub struct Walked {
     /// When it started (ns since the epoch).
     scan_start: i64,
-    found: Vec<Found>,
+    paths: Vec<u8>,
+    files: Vec<WalkFile>,
     skipped: Vec<Skipped>,
 }
 
@@ -119,52 +116,46 @@ fn change(rel: &[u8], recorded: Option<Content>, now: Content) -> Option<Resourc
 struct ToRead {
     found: Found,
     recorded: Option<Content>,
-    /// Index of its (stale) cache entry.
-    cached: Option<usize>,
+    /// Its (stale) cache entry.
+    cached: Option<StatEntry>,
 }
 
-/// State of the merge in [`Workspace::scan`]: cursors into the recorded files (`h`) and
-/// the cache (`c`), and what it found so far.
-struct Merge<'a, 'h> {
+/// State of the merge in [`Workspace::compare`]: the recorded files and the cache, both
+/// in path order, and what it found so far.
+struct Merge<'a, H: Iterator> {
     ledger: &'a Ledger,
-    head: &'a Files<'h>,
+    head: std::iter::Peekable<H>,
     scope: &'a [Vec<u8>],
     store: bool,
-    cache: &'a StatCache,
-    h: usize,
-    c: usize,
+    cache: std::iter::Peekable<CacheIter<'a>>,
     changes: Vec<ResourceChange>,
     to_read: Vec<ToRead>,
     /// Cache entries of files that are gone.
-    gone: Vec<usize>,
+    gone: Vec<Vec<u8>>,
 }
 
-impl Merge<'_, '_> {
+impl<'a, 'h, H: Iterator<Item = (&'h [u8], Content)>> Merge<'a, H> {
     /// Handles the recorded files before `rel` (all of them for `None`) that the walk
     /// did not reach: looked at directly, or deleted. Returns what is recorded at `rel`.
     fn pass_head_before(&mut self, rel: Option<&[u8]>, ws: &Workspace) -> Option<Content> {
-        while let Some(&(path, old)) = self.head.get(self.h) {
+        while let Some(&(path, old)) = self.head.peek() {
             if let Some(rel) = rel {
                 match path.cmp(rel) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => {
-                        self.h += 1;
+                        self.head.next();
                         return Some(old);
                     }
                     std::cmp::Ordering::Greater => return None,
                 }
             }
-            self.h += 1;
+            self.head.next();
             if !in_scope(path, self.scope) {
                 continue;
             }
             match fs::symlink_metadata(ws.abs(path)) {
                 Ok(meta) if meta.is_file() || meta.file_type().is_symlink() => {
-                    let f = Found {
-                        rel: path.to_vec(),
-                        stat: FileStat::from_metadata(&meta),
-                    };
-                    self.file(f, Some(old));
+                    self.file(path, &FileStat::from_metadata(&meta), Some(old));
                 }
                 _ => self.changes.push(ResourceChange {
                     key: ResourceKey::file(path),
@@ -177,30 +168,34 @@ impl Merge<'_, '_> {
         None
     }
 
-    /// One file on disk, in path order, with what is recorded for it.
-    fn file(&mut self, f: Found, recorded: Option<Content>) {
-        let cache = self.cache;
-        let mut at = None;
-        while self.c < cache.len() {
-            let path = cache.path(self.c);
-            match path.cmp(f.rel.as_slice()) {
-                std::cmp::Ordering::Less => {
-                    if in_scope(path, self.scope) {
-                        self.gone.push(self.c);
+    /// Drops the cache entries before `rel` (all of them for `None`) within the scope:
+    /// their files are gone. Returns the entry for `rel`.
+    fn pass_cache_before(&mut self, rel: Option<&[u8]>) -> Option<StatEntry> {
+        while let Some(&(path, fixed)) = self.cache.peek() {
+            if let Some(rel) = rel {
+                match path.cmp(rel) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        self.cache.next();
+                        return Some(StatCache::decode(fixed));
                     }
-                    self.c += 1;
+                    std::cmp::Ordering::Greater => return None,
                 }
-                std::cmp::Ordering::Equal => {
-                    at = Some(self.c);
-                    self.c += 1;
-                    break;
-                }
-                std::cmp::Ordering::Greater => break,
+            }
+            self.cache.next();
+            if in_scope(path, self.scope) {
+                self.gone.push(path.to_vec());
             }
         }
-        match at.map(|c| cache.entry(c)) {
+        None
+    }
+
+    /// One file on disk, in path order, with what is recorded for it.
+    fn file(&mut self, rel: &[u8], stat: &FileStat, recorded: Option<Content>) {
+        let cached = self.pass_cache_before(Some(rel));
+        match cached {
             Some(e)
-                if cache_matches(&e, &f.stat)
+                if cache_matches(&e, stat)
                     // A scan that does not store (`status`) fills the cache too: when
                     // recording, content that differs from the recorded tree must be
                     // in the store, so read it unless it already is.
@@ -213,12 +208,15 @@ impl Merge<'_, '_> {
                     mode: e.mode,
                     size: e.size,
                 };
-                self.changes.extend(change(&f.rel, recorded, now));
+                self.changes.extend(change(rel, recorded, now));
             }
             _ => self.to_read.push(ToRead {
-                found: f,
+                found: Found {
+                    rel: rel.to_vec(),
+                    stat: *stat,
+                },
                 recorded,
-                cached: at,
+                cached,
             }),
         }
     }
@@ -273,13 +271,13 @@ impl Workspace {
     pub fn scan(
         &self,
         ledger: &Ledger,
-        head: &Files<'_>,
+        head: &[(&[u8], Content)],
         scope: &[Vec<u8>],
         store: bool,
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
         let (walked, ()) = self.walk_while(ledger, scope, || ());
-        self.compare(ledger, walked?, head, scope, store, cache)
+        self.compare(ledger, walked?, head.iter().copied(), scope, store, cache)
     }
 
     /// Walks the workspace within `scope` on other threads while `meanwhile` runs on
@@ -303,26 +301,29 @@ impl Workspace {
             dirs.save(ledger, &w.hits, w.listed, !scope.is_empty());
             Walked {
                 scan_start,
-                found: w.found,
+                paths: w.paths,
+                files: w.files,
                 skipped: w.skipped,
             }
         });
         (walked, t)
     }
 
-    /// Compares what the walk found with `head` (see [`Workspace::scan`]).
-    pub fn compare(
+    /// Compares what the walk found with `head` (the recorded files in path order).
+    /// With `store`, new content is written (not yet committed) to the content store.
+    pub fn compare<'h>(
         &self,
         ledger: &Ledger,
         walked: Walked,
-        head: &Files<'_>,
+        head: impl Iterator<Item = (&'h [u8], Content)>,
         scope: &[Vec<u8>],
         store: bool,
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
         let Walked {
             scan_start,
-            found,
+            paths,
+            files,
             skipped,
         } = walked;
 
@@ -334,37 +335,30 @@ impl Workspace {
         // dropped.
         let mut m = Merge {
             ledger,
-            head,
+            head: head.peekable(),
             scope,
             store,
-            cache,
-            h: 0,
-            c: 0,
+            cache: cache.iter().peekable(),
             changes: Vec::new(),
             to_read: Vec::new(),
             gone: Vec::new(),
         };
-        for f in found {
-            let recorded = m.pass_head_before(Some(&f.rel), self);
-            m.file(f, recorded);
+        for f in &files {
+            let rel = &paths[f.start..f.start + f.len];
+            let recorded = m.pass_head_before(Some(rel), self);
+            m.file(rel, &f.stat, recorded);
         }
         m.pass_head_before(None, self);
+        m.pass_cache_before(None);
         let Merge {
             mut changes,
             to_read,
             gone,
-            c,
             ..
         } = m;
-        let cache_len = cache.len();
-        let gone: Vec<usize> = gone
-            .into_iter()
-            .chain((c..cache_len).filter(|&c| in_scope(cache.path(c), scope)))
-            .collect();
 
         let mut pending = Pending::default();
-        let files: Vec<&Found> = to_read.iter().map(|r| &r.found).collect();
-        let read = match read_all(self, ledger, &files, store, &mut pending) {
+        let read = match read_all(self, ledger, &to_read, store, &mut pending) {
             Ok(r) => r,
             Err(e) => {
                 ledger.store().abandon(pending);
@@ -373,14 +367,11 @@ impl Workspace {
         };
         for (r, now) in to_read.iter().zip(read) {
             let f = &r.found;
-            let old = r.cached.map(|c| cache.entry(c));
-            cache.update(&f.rel, old, cache_entry(&f.stat, now.hash, scan_start));
+            cache.update(&f.rel, r.cached, cache_entry(&f.stat, now.hash, scan_start));
             changes.extend(change(&f.rel, r.recorded, now));
         }
-        for c in gone {
-            let old = cache.entry(c);
-            let path = cache.path(c).to_vec();
-            cache.update(&path, Some(old), None);
+        for path in gone {
+            cache.drop_entry(&path);
         }
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(ScanResult {
@@ -395,7 +386,7 @@ impl Workspace {
 fn read_all(
     ws: &Workspace,
     ledger: &Ledger,
-    files: &[&Found],
+    files: &[ToRead],
     store: bool,
     pending: &mut Pending,
 ) -> CliResult<Vec<Content>> {
@@ -405,7 +396,7 @@ fn read_all(
     if files.len() < 64 || threads == 1 {
         return files
             .iter()
-            .map(|f| read_one(ws, ledger, f, store, pending))
+            .map(|f| read_one(ws, ledger, &f.found, store, pending))
             .collect();
     }
     let chunk = files.len().div_ceil(threads);
@@ -417,7 +408,7 @@ fn read_all(
                     let mut p = Pending::default();
                     let r: CliResult<Vec<Content>> = part
                         .iter()
-                        .map(|f| read_one(ws, ledger, f, store, &mut p))
+                        .map(|f| read_one(ws, ledger, &f.found, store, &mut p))
                         .collect();
                     match r {
                         Ok(v) => Ok((v, p)),

@@ -210,7 +210,8 @@ struct Job {
 }
 
 enum Item {
-    File(Found),
+    /// A file whose path is `paths[start..start + len]` of its listing.
+    File(usize, usize, FileStat),
     Skipped(Skipped),
     Dir(usize),
 }
@@ -219,6 +220,8 @@ enum Item {
 /// byte order: a directory sorts by its name followed by `/`.
 struct Listing {
     items: Vec<Item>,
+    /// The paths of its files, one after the other (one allocation per directory).
+    paths: Vec<u8>,
 }
 
 struct Queue {
@@ -249,10 +252,20 @@ struct Output {
     hits: Vec<usize>,
 }
 
+/// A regular file or symlink in a [`Walk`]: its path is `paths[start..start + len]`.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkFile {
+    pub start: usize,
+    pub len: usize,
+    pub stat: FileStat,
+}
+
 /// The result of [`walk`].
 pub struct Walk {
+    /// The paths of `files`, one after the other.
+    pub paths: Vec<u8>,
     /// Regular files and symlinks, sorted by path bytes.
-    pub found: Vec<Found>,
+    pub files: Vec<WalkFile>,
     /// Entries that are neither files nor symlinks.
     pub skipped: Vec<Skipped>,
     /// Directories read afresh, for the dir cache.
@@ -343,28 +356,38 @@ pub fn walk(
         listed.append(&mut out.listed);
         hits.append(&mut out.hits);
     }
-    let mut found = Vec::new();
+    let total: usize = listings.iter().flatten().map(|l| l.paths.len()).sum();
+    let mut paths = Vec::with_capacity(total);
+    let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let mut stack: Vec<std::vec::IntoIter<Item>> = Vec::new();
+    let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Item>)> = Vec::new();
     if let Some(root) = listings[0].take() {
-        stack.push(root.items.into_iter());
+        stack.push((root.paths, root.items.into_iter()));
     }
-    while let Some(top) = stack.last_mut() {
+    while let Some((dir_paths, top)) = stack.last_mut() {
         match top.next() {
             None => {
                 stack.pop();
             }
-            Some(Item::File(f)) => found.push(f),
+            Some(Item::File(start, len, stat)) => {
+                files.push(WalkFile {
+                    start: paths.len(),
+                    len,
+                    stat,
+                });
+                paths.extend_from_slice(&dir_paths[start..start + len]);
+            }
             Some(Item::Skipped(s)) => skipped.push(s),
             Some(Item::Dir(id)) => {
                 if let Some(l) = listings.get_mut(id).and_then(Option::take) {
-                    stack.push(l.items.into_iter());
+                    stack.push((l.paths, l.items.into_iter()));
                 }
             }
         }
     }
     Ok(Walk {
-        found,
+        paths,
+        files,
         skipped,
         listed,
         hits,
@@ -554,6 +577,13 @@ fn read_dir(
 
     // (name start, name length, is a directory, what it is)
     let mut items: Vec<(usize, usize, bool, Item)> = Vec::with_capacity(entries.len());
+    let mut paths: Vec<u8> = Vec::new();
+    // The entry's path, built in place.
+    let mut rel: Vec<u8> = job.rel.clone();
+    if !rel.is_empty() {
+        rel.push(b'/');
+    }
+    let rel_len = rel.len();
     // `<dir>/<name>` for the matchers, built in place.
     let mut abs: Vec<u8> = job.abs.as_os_str().as_bytes().to_vec();
     abs.push(b'/');
@@ -562,11 +592,7 @@ fn read_dir(
         let name_bytes = &names[start..start + len];
         let name = CStr::from_bytes_with_nul(&names[start..=start + len])
             .map_err(|e| scan_error(e.to_string()))?;
-        let mut rel = Vec::with_capacity(job.rel.len() + 1 + len);
-        if !job.rel.is_empty() {
-            rel.extend_from_slice(&job.rel);
-            rel.push(b'/');
-        }
+        rel.truncate(rel_len);
         rel.extend_from_slice(name_bytes);
         // Entries whose type the directory does not say are looked at; files are
         // looked at anyway below.
@@ -604,7 +630,7 @@ fn read_dir(
                 id,
                 abs: job.abs.join(OsStr::from_bytes(name_bytes)),
                 at: Some((fd.clone(), name.to_owned())),
-                rel,
+                rel: rel.clone(),
                 rules: rules.clone(),
             });
             items.push((start, len, true, Item::Dir(id)));
@@ -627,13 +653,15 @@ fn read_dir(
             items.push((start, len, false, not_file()));
             continue;
         }
-        items.push((start, len, false, Item::File(Found { rel, stat: st })));
+        items.push((start, len, false, Item::File(paths.len(), rel.len(), st)));
+        paths.extend_from_slice(&rel);
     }
     items.sort_unstable_by(|a, b| {
         entry_order(&names[a.0..a.0 + a.1], a.2, &names[b.0..b.0 + b.1], b.2)
     });
     Ok(Listing {
         items: items.into_iter().map(|i| i.3).collect(),
+        paths,
     })
 }
 
@@ -903,7 +931,15 @@ mod tests {
             for scope in scopes {
                 let (want_files, want_skipped) = ignore_crate_walk(&root, &scope);
                 let w = walk(&root, &scope, None, 0).unwrap();
-                let (found, skipped) = (w.found, w.skipped);
+                let found: Vec<Found> = w
+                    .files
+                    .iter()
+                    .map(|f| Found {
+                        rel: w.paths[f.start..f.start + f.len].to_vec(),
+                        stat: f.stat,
+                    })
+                    .collect();
+                let skipped = w.skipped;
                 let got: Vec<Vec<u8>> = found.iter().map(|f| f.rel.clone()).collect();
                 let mut sorted = got.clone();
                 sorted.sort();
@@ -937,7 +973,11 @@ mod tests {
             let compare = |cache: &DirCache, what: &str| -> usize {
                 let (want, want_skipped) = ignore_crate_walk(&root, &[]);
                 let w = walk(&root, &[], Some(cache), future).unwrap();
-                let got: Vec<Vec<u8>> = w.found.iter().map(|f| f.rel.clone()).collect();
+                let got: Vec<Vec<u8>> = w
+                    .files
+                    .iter()
+                    .map(|f| w.paths[f.start..f.start + f.len].to_vec())
+                    .collect();
                 let mut got_skipped: Vec<Vec<u8>> = w.skipped.into_iter().map(|s| s.0).collect();
                 got_skipped.sort();
                 assert_eq!(got, want, "seed {seed}, {what}");
@@ -989,7 +1029,7 @@ mod tests {
         fs::write(root.join("a/b/f"), "x").unwrap();
         let now = crate::timeparse::now_us() * 1000;
         let w = walk(&root, &[], Some(&DirCache::default()), now).unwrap();
-        assert_eq!(w.found.len(), 1);
+        assert_eq!(w.files.len(), 1);
         assert!(w.listed.is_empty(), "fresh directories were cached");
         // Two seconds later (as far as the walk knows) they are.
         let w = walk(&root, &[], Some(&DirCache::default()), now + 2_000_000_000).unwrap();
