@@ -18,7 +18,7 @@ use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceK
 use crate::cache::{CacheIter, DirCache, StatCache, StatEntry};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
 pub use crate::walk::Skipped;
-use crate::walk::{FileStat, Found, WalkFile};
+use crate::walk::{FileStat, Found};
 
 /// Files whose mtime or ctime is this close to the scan are not cached (they are read
 /// again next time): a write in the same timestamp tick would not change the stat data.
@@ -88,9 +88,7 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
 pub struct Walked {
     /// When it started (ns since the epoch).
     scan_start: i64,
-    paths: Vec<u8>,
-    files: Vec<WalkFile>,
-    skipped: Vec<Skipped>,
+    walk: crate::walk::Walk,
 }
 
 /// The change from `recorded` to `now` at `rel`, if any.
@@ -297,13 +295,16 @@ impl Workspace {
             let t = meanwhile();
             (walker.join().expect("walk thread panicked"), t)
         });
-        let walked = walk.map(|w| {
-            dirs.save(ledger, &w.hits, w.listed, !scope.is_empty());
+        let walked = walk.map(|mut w| {
+            dirs.save(
+                ledger,
+                &w.hits,
+                std::mem::take(&mut w.listed),
+                !scope.is_empty(),
+            );
             Walked {
                 scan_start,
-                paths: w.paths,
-                files: w.files,
-                skipped: w.skipped,
+                walk: w,
             }
         });
         (walked, t)
@@ -322,9 +323,7 @@ impl Workspace {
     ) -> CliResult<ScanResult> {
         let Walked {
             scan_start,
-            paths,
-            files,
-            skipped,
+            mut walk,
         } = walked;
 
         // One merge of the walk, the recorded files and the cache (all sorted by path).
@@ -343,10 +342,9 @@ impl Workspace {
             to_read: Vec::new(),
             gone: Vec::new(),
         };
-        for f in &files {
-            let rel = &paths[f.start..f.start + f.len];
+        for (rel, stat) in walk.files() {
             let recorded = m.pass_head_before(Some(rel), self);
-            m.file(rel, &f.stat, recorded);
+            m.file(rel, stat, recorded);
         }
         m.pass_head_before(None, self);
         m.pass_cache_before(None);
@@ -377,7 +375,7 @@ impl Workspace {
         Ok(ScanResult {
             changes,
             pending,
-            skipped,
+            skipped: std::mem::take(&mut walk.skipped),
         })
     }
 }

@@ -136,15 +136,20 @@ struct Rules {
     ledgerignore: Gitignore,
     gitignore: Gitignore,
     exclude: Gitignore,
+    /// Length of the workspace-relative path of the directory the files are in, with
+    /// its `/` (0 at the root): the matchers see paths relative to that directory, as
+    /// `ignore` gives them after stripping the directory.
+    base: usize,
     parent: Option<Arc<Rules>>,
 }
 
 impl Rules {
-    /// Whether `path` (absolute) is ignored, by the precedence `ignore` uses.
-    fn ignored(&self, path: &Path, is_dir: bool) -> bool {
+    /// Whether `rel` (workspace-relative) is ignored, by the precedence `ignore` uses.
+    fn ignored(&self, rel: &[u8], is_dir: bool) -> bool {
         let (mut custom, mut git, mut exclude) = (Match::None, Match::None, Match::None);
         let mut level = Some(self);
         while let Some(r) = level {
+            let path = Path::new(OsStr::from_bytes(rel.get(r.base..).unwrap_or_default()));
             if custom.is_none() {
                 custom = r.ledgerignore.matched(path, is_dir);
             }
@@ -164,11 +169,13 @@ impl Rules {
     }
 }
 
-/// Compiles the named ignore file like `ignore`'s `create_gitignore`: rules are rooted
-/// at `dir`; an unreadable or malformed file contributes what it can (errors ignored,
-/// as the walk always ignored them).
-fn compile(dir: &Path, file: &Path) -> Gitignore {
-    let mut b = GitignoreBuilder::new(dir);
+/// Compiles the named ignore file like `ignore`'s `create_gitignore`; an unreadable or
+/// malformed file contributes what it can (errors ignored, as the walk always ignored
+/// them). The matcher's root is `.`: it is given paths already relative to the
+/// directory the rules apply to ([`Rules::ignored`]), which is what `ignore`'s matcher
+/// does itself with an absolute root (the root is only used to strip that prefix).
+fn compile(file: &Path) -> Gitignore {
+    let mut b = GitignoreBuilder::new(".");
     if file.exists() {
         let _ = b.add(file);
     }
@@ -212,7 +219,6 @@ struct Job {
 enum Item {
     /// A file whose path is `paths[start..start + len]` of its listing.
     File(usize, usize, FileStat),
-    Skipped(Skipped),
     Dir(usize),
 }
 
@@ -246,27 +252,18 @@ struct Shared<'a> {
 #[derive(Default)]
 struct Output {
     listings: Vec<(usize, Listing)>,
+    skipped: Vec<Skipped>,
     /// Directories read afresh (and old enough to cache).
     listed: Vec<Listed>,
     /// Dir cache listings used.
     hits: Vec<usize>,
 }
 
-/// A regular file or symlink in a [`Walk`]: its path is `paths[start..start + len]`.
-#[derive(Clone, Copy, Debug)]
-pub struct WalkFile {
-    pub start: usize,
-    pub len: usize,
-    pub stat: FileStat,
-}
-
 /// The result of [`walk`].
 pub struct Walk {
-    /// The paths of `files`, one after the other.
-    pub paths: Vec<u8>,
-    /// Regular files and symlinks, sorted by path bytes.
-    pub files: Vec<WalkFile>,
-    /// Entries that are neither files nor symlinks.
+    /// Each directory's listing, by id (the root is 0).
+    listings: Vec<Option<Listing>>,
+    /// Entries that are neither files nor symlinks, sorted by path.
     pub skipped: Vec<Skipped>,
     /// Directories read afresh, for the dir cache.
     pub listed: Vec<Listed>,
@@ -348,50 +345,68 @@ pub fn walk(
     }
     let n = shared.next_id.load(Ordering::Relaxed);
     let mut listings: Vec<Option<Listing>> = (0..n).map(|_| None).collect();
-    let (mut listed, mut hits) = (Vec::new(), Vec::new());
+    let (mut listed, mut hits, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for out in outputs.iter_mut() {
         for (id, l) in out.listings.drain(..) {
             listings[id] = Some(l);
         }
         listed.append(&mut out.listed);
         hits.append(&mut out.hits);
+        skipped.append(&mut out.skipped);
     }
-    let total: usize = listings.iter().flatten().map(|l| l.paths.len()).sum();
-    let mut paths = Vec::with_capacity(total);
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Item>)> = Vec::new();
-    if let Some(root) = listings[0].take() {
-        stack.push((root.paths, root.items.into_iter()));
-    }
-    while let Some((dir_paths, top)) = stack.last_mut() {
-        match top.next() {
-            None => {
-                stack.pop();
-            }
-            Some(Item::File(start, len, stat)) => {
-                files.push(WalkFile {
-                    start: paths.len(),
-                    len,
-                    stat,
-                });
-                paths.extend_from_slice(&dir_paths[start..start + len]);
-            }
-            Some(Item::Skipped(s)) => skipped.push(s),
-            Some(Item::Dir(id)) => {
-                if let Some(l) = listings.get_mut(id).and_then(Option::take) {
-                    stack.push((l.paths, l.items.into_iter()));
-                }
-            }
-        }
-    }
+    skipped.sort_unstable_by(|a: &Skipped, b: &Skipped| a.0.cmp(&b.0));
     Ok(Walk {
-        paths,
-        files,
+        listings,
         skipped,
         listed,
         hits,
     })
+}
+
+impl Walk {
+    /// The regular files and symlinks found, in path byte order: path and stat data.
+    pub fn files(&self) -> WalkFiles<'_> {
+        WalkFiles {
+            walk: self,
+            stack: vec![(0, 0)],
+        }
+    }
+}
+
+/// See [`Walk::files`]: a depth-first walk over the listings.
+pub struct WalkFiles<'a> {
+    walk: &'a Walk,
+    /// (listing id, position in it)
+    stack: Vec<(usize, usize)>,
+}
+
+impl<'a> Iterator for WalkFiles<'a> {
+    type Item = (&'a [u8], &'a FileStat);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let listings = &self.walk.listings;
+        loop {
+            let (id, pos) = self.stack.last_mut()?;
+            let Some(l) = listings.get(*id).and_then(Option::as_ref) else {
+                self.stack.pop();
+                continue;
+            };
+            match l.items.get(*pos) {
+                None => {
+                    self.stack.pop();
+                }
+                Some(Item::File(start, len, stat)) => {
+                    *pos += 1;
+                    return Some((&l.paths[*start..*start + *len], stat));
+                }
+                Some(Item::Dir(child)) => {
+                    *pos += 1;
+                    let child = *child;
+                    self.stack.push((child, 0));
+                }
+            }
+        }
+    }
 }
 
 fn worker(shared: &Shared<'_>) -> Output {
@@ -553,18 +568,23 @@ fn read_dir(
     let rules = {
         let own = Rules {
             ledgerignore: if has_ledgerignore {
-                compile(&job.abs, &job.abs.join(".ledgerignore"))
+                compile(&job.abs.join(".ledgerignore"))
             } else {
                 Gitignore::empty()
             },
             gitignore: if has_gitignore {
-                compile(&job.abs, &job.abs.join(".gitignore"))
+                compile(&job.abs.join(".gitignore"))
             } else {
                 Gitignore::empty()
             },
             exclude: match has_git.then(|| git_common_dir(&job.abs)).flatten() {
-                Some(common) => compile(&job.abs, &common.join("info/exclude")),
+                Some(common) => compile(&common.join("info/exclude")),
                 None => Gitignore::empty(),
+            },
+            base: if job.rel.is_empty() {
+                0
+            } else {
+                job.rel.len() + 1
             },
             parent: job.rules.clone(),
         };
@@ -584,10 +604,6 @@ fn read_dir(
         rel.push(b'/');
     }
     let rel_len = rel.len();
-    // `<dir>/<name>` for the matchers, built in place.
-    let mut abs: Vec<u8> = job.abs.as_os_str().as_bytes().to_vec();
-    abs.push(b'/');
-    let dir_len = abs.len();
     for (start, len, dtype) in entries {
         let name_bytes = &names[start..start + len];
         let name = CStr::from_bytes_with_nul(&names[start..=start + len])
@@ -617,12 +633,8 @@ fn read_dir(
         {
             continue;
         }
-        if let Some(r) = &rules {
-            abs.truncate(dir_len);
-            abs.extend_from_slice(name_bytes);
-            if r.ignored(Path::new(OsStr::from_bytes(&abs)), is_dir) {
-                continue;
-            }
+        if rules.as_ref().is_some_and(|r| r.ignored(&rel, is_dir)) {
+            continue;
         }
         if is_dir {
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -639,9 +651,9 @@ fn read_dir(
         if !shared.scope.is_empty() && !shared.scope.iter().any(|s| is_prefix_path(s, &rel)) {
             continue;
         }
-        let not_file = || Item::Skipped((rel.clone(), "not a regular file or symlink".into()));
+        let not_file = |rel: &[u8]| (rel.to_vec(), "not a regular file or symlink".into());
         if !(ftype == FileType::RegularFile || ftype == FileType::Symlink) {
-            items.push((start, len, false, not_file()));
+            out.skipped.push(not_file(&rel));
             continue;
         }
         let st = match stat {
@@ -650,7 +662,7 @@ fn read_dir(
         };
         if !(st.is_file() || st.is_symlink()) {
             // Replaced by something else since the directory was read.
-            items.push((start, len, false, not_file()));
+            out.skipped.push(not_file(&rel));
             continue;
         }
         items.push((start, len, false, Item::File(paths.len(), rel.len(), st)));
@@ -932,11 +944,10 @@ mod tests {
                 let (want_files, want_skipped) = ignore_crate_walk(&root, &scope);
                 let w = walk(&root, &scope, None, 0).unwrap();
                 let found: Vec<Found> = w
-                    .files
-                    .iter()
-                    .map(|f| Found {
-                        rel: w.paths[f.start..f.start + f.len].to_vec(),
-                        stat: f.stat,
+                    .files()
+                    .map(|(rel, stat)| Found {
+                        rel: rel.to_vec(),
+                        stat: *stat,
                     })
                     .collect();
                 let skipped = w.skipped;
@@ -973,11 +984,7 @@ mod tests {
             let compare = |cache: &DirCache, what: &str| -> usize {
                 let (want, want_skipped) = ignore_crate_walk(&root, &[]);
                 let w = walk(&root, &[], Some(cache), future).unwrap();
-                let got: Vec<Vec<u8>> = w
-                    .files
-                    .iter()
-                    .map(|f| w.paths[f.start..f.start + f.len].to_vec())
-                    .collect();
+                let got: Vec<Vec<u8>> = w.files().map(|(rel, _)| rel.to_vec()).collect();
                 let mut got_skipped: Vec<Vec<u8>> = w.skipped.into_iter().map(|s| s.0).collect();
                 got_skipped.sort();
                 assert_eq!(got, want, "seed {seed}, {what}");
@@ -1029,7 +1036,7 @@ mod tests {
         fs::write(root.join("a/b/f"), "x").unwrap();
         let now = crate::timeparse::now_us() * 1000;
         let w = walk(&root, &[], Some(&DirCache::default()), now).unwrap();
-        assert_eq!(w.files.len(), 1);
+        assert_eq!(w.files().count(), 1);
         assert!(w.listed.is_empty(), "fresh directories were cached");
         // Two seconds later (as far as the walk knows) they are.
         let w = walk(&root, &[], Some(&DirCache::default()), now + 2_000_000_000).unwrap();
