@@ -411,7 +411,13 @@ impl<'a> Iterator for WalkFiles<'a> {
 
 fn worker(shared: &Shared<'_>) -> Output {
     let mut out = Output::default();
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut scratch = Scratch {
+        getdents: vec![MaybeUninit::<u8>::uninit(); 64 * 1024],
+        names: Vec::new(),
+        entries: Vec::new(),
+        items: Vec::new(),
+        paths: Vec::new(),
+    };
     loop {
         let job = {
             let mut q = shared.queue.lock().expect("walk queue poisoned");
@@ -433,7 +439,7 @@ fn worker(shared: &Shared<'_>) -> Output {
         };
         let id = job.id;
         let mut children = Vec::new();
-        let res = read_dir(shared, job, &mut children, &mut buf, &mut out);
+        let res = read_dir(shared, job, &mut children, &mut scratch, &mut out);
         let mut q = shared.queue.lock().expect("walk queue poisoned");
         q.busy -= 1;
         match res {
@@ -477,9 +483,20 @@ fn read_dir(
     shared: &Shared<'_>,
     job: Job,
     children: &mut Vec<Job>,
-    buf: &mut [MaybeUninit<u8>],
+    scratch: &mut Scratch,
     out: &mut Output,
 ) -> CliResult<Listing> {
+    let Scratch {
+        getdents: buf,
+        names,
+        entries,
+        items,
+        paths,
+    } = scratch;
+    names.clear();
+    entries.clear();
+    items.clear();
+    paths.clear();
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let cannot = |e: rustix::io::Errno| {
         scan_error(format!(
@@ -509,8 +526,6 @@ fn read_dir(
         ctime_ns: FileStat::from_stat(&st).ctime_ns,
     };
     // Names, each followed by its NUL, in one buffer; entries point into it.
-    let mut names: Vec<u8> = Vec::new();
-    let mut entries: Vec<(usize, usize, FileType)> = Vec::new();
     let mut push = |name: &[u8], t: FileType| {
         entries.push((names.len(), name.len(), t));
         names.extend_from_slice(name);
@@ -553,7 +568,7 @@ fn read_dir(
         }
     }
     let (mut has_ledgerignore, mut has_gitignore, mut has_git) = (false, false, false);
-    for &(s, l, _) in &entries {
+    for &(s, l, _) in entries.iter() {
         match &names[s..s + l] {
             b".ledgerignore" => has_ledgerignore = true,
             b".gitignore" => has_gitignore = true,
@@ -596,15 +611,13 @@ fn read_dir(
     };
 
     // (name start, name length, is a directory, what it is)
-    let mut items: Vec<(usize, usize, bool, Item)> = Vec::with_capacity(entries.len());
-    let mut paths: Vec<u8> = Vec::new();
     // The entry's path, built in place.
     let mut rel: Vec<u8> = job.rel.clone();
     if !rel.is_empty() {
         rel.push(b'/');
     }
     let rel_len = rel.len();
-    for (start, len, dtype) in entries {
+    for &(start, len, dtype) in entries.iter() {
         let name_bytes = &names[start..start + len];
         let name = CStr::from_bytes_with_nul(&names[start..=start + len])
             .map_err(|e| scan_error(e.to_string()))?;
@@ -672,9 +685,22 @@ fn read_dir(
         entry_order(&names[a.0..a.0 + a.1], a.2, &names[b.0..b.0 + b.1], b.2)
     });
     Ok(Listing {
-        items: items.into_iter().map(|i| i.3).collect(),
-        paths,
+        items: items.drain(..).map(|i| i.3).collect(),
+        paths: paths.as_slice().to_vec(),
     })
+}
+
+/// A walk thread's buffers, reused from one directory to the next.
+struct Scratch {
+    getdents: Vec<MaybeUninit<u8>>,
+    /// Entry names, each followed by its NUL.
+    names: Vec<u8>,
+    /// (name start, name length, type)
+    entries: Vec<(usize, usize, FileType)>,
+    /// (name start, name length, is a directory, what it is)
+    items: Vec<(usize, usize, bool, Item)>,
+    /// Paths of the directory's files.
+    paths: Vec<u8>,
 }
 
 fn stat_at(dir: &OwnedFd, name: &CStr, dir_path: &Path) -> CliResult<FileStat> {
