@@ -15,11 +15,12 @@ use serde_json::json;
 use replay::Projection;
 
 use crate::args::{Cli, Command, Who};
+use crate::cache::{HeadFiles, StatCache};
 use crate::compliance;
 use crate::context::{self, Ctx};
 use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
-use crate::scan::{display_path, StatCache};
+use crate::scan::display_path;
 use crate::state;
 use crate::timeparse::{format_time, now_us, parse_range};
 
@@ -256,17 +257,21 @@ fn record_changes(
     meta: BTreeMap<String, String>,
 ) -> CliResult<Option<(Vec<ResourceChange>, Vec<Record>)>> {
     let ledger = &ctx.ledger;
-    let (tree, snap) = state::head_tree(ledger)?;
-    let mut cache = StatCache::load(ledger);
+    // The recorded files and the stat cache load while the workspace is walked.
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(ledger, scope, || {
+        (HeadFiles::load(ledger), StatCache::load(ledger))
+    });
+    let mut head = head?;
     let scan = ctx
         .ws
-        .scan(ledger, &state::files(&tree), scope, true, &mut cache)?;
+        .compare(ledger, walked?, head.iter(), scope, true, &mut cache)?;
     for (p, why) in &scan.skipped {
         eprintln!("ledger: skipped {}: {why}", display_path(p));
     }
     if scan.changes.is_empty() && failure.is_none() {
         ledger.store().abandon(scan.pending);
         cache.save(ledger);
+        head.save_if_due(ledger);
         return Ok(None);
     }
     if let Err(e) = ledger.commit_content(scan.pending) {
@@ -298,8 +303,19 @@ fn record_changes(
             meta,
         });
     }
-    let records = append_change(ledger, events, change_id, tree, snap)?;
+    let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
+    // The change is durable; the rest is derived data, only a speed-up from here on.
     cache.save(ledger);
+    head.apply(&records);
+    if head.seq() == ledger.head().map(|h| h.seq) {
+        head.save_if_due(ledger);
+    }
+    if let Err(e) = state::keep_snapshots_current(ledger) {
+        eprintln!(
+            "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
+            e.message
+        );
+    }
     Ok(Some((scan.changes, records)))
 }
 
@@ -373,12 +389,16 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
     let meta = parse_meta(who)?;
     let ctx = context::open(cli)?;
     let id = check_change_id(&ctx.ledger, who)?;
-    let (tree, _) = state::head_tree(&ctx.ledger)?;
-    let mut cache = StatCache::load(&ctx.ledger);
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &[], || {
+        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
+    });
+    let head = head?;
     let before = ctx
         .ws
-        .scan(&ctx.ledger, &state::files(&tree), &[], false, &mut cache)?;
+        .compare(&ctx.ledger, walked?, head.iter(), &[], false, &mut cache)?;
     cache.save(&ctx.ledger);
+    head.save_if_due(&ctx.ledger);
+    drop(head);
     if !before.changes.is_empty() {
         return Err(CliError::new(
             EXIT_ERROR,
@@ -461,12 +481,15 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
 fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let scope = ctx.ws.scope(paths)?;
-    let (tree, _) = state::head_tree(&ctx.ledger)?;
-    let mut cache = StatCache::load(&ctx.ledger);
+    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &scope, || {
+        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
+    });
+    let head = head?;
     let scan = ctx
         .ws
-        .scan(&ctx.ledger, &state::files(&tree), &scope, false, &mut cache)?;
+        .compare(&ctx.ledger, walked?, head.iter(), &scope, false, &mut cache)?;
     cache.save(&ctx.ledger);
+    head.save_if_due(&ctx.ledger);
     if json {
         let v: Vec<_> = scan.changes.iter().map(file_json).collect();
         json_line(&json!({"clean": scan.changes.is_empty(), "changes": v}))?;
@@ -874,8 +897,9 @@ fn reindex(cli: &Cli, json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let n = ctx.ledger.reindex()?;
     let tree = state::rebuild_snapshots(&ctx.ledger)?;
-    // The stat cache is rebuilt by the next scan (it only saves reading files).
-    let _ = ctx.ledger.index()?.stat_tree().clear();
+    // The stat cache and the head files are rebuilt by the next scan (they only save
+    // reading files and folding events).
+    crate::cache::remove_all(&ctx.ledger);
     ctx.ledger.flush()?;
     if json {
         json_line(&json!({"events": n, "files": tree.files().count()}))?;

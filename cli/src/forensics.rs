@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::apply::{self, Root};
 use crate::args::Cli;
+use crate::cache::StatCache;
 use crate::context::{self, Ctx};
 use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR, EXIT_VERIFY};
-use crate::scan::StatCache;
 use crate::state;
 use crate::timeparse::{format_time, now_us, parse_range, parse_time};
 

@@ -5,6 +5,7 @@
 
 mod apply;
 mod args;
+mod cache;
 mod commands;
 mod compliance;
 mod context;
@@ -17,5 +18,6 @@ mod scan;
 #[doc(hidden)]
 pub mod state;
 mod timeparse;
+mod walk;
 
 pub use commands::run;

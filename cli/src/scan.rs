@@ -1,84 +1,32 @@
 //! Comparing the workspace on disk with the recorded tree.
 //!
-//! Walks the workspace (skipping `.ledger/` and `.git/`, honouring `.gitignore` and
-//! `.ledgerignore`), uses a stat cache (size, mtime, ctime, inode, mode) so unchanged
-//! files are not read, and produces the created/modified/deleted files as
-//! `ResourceChange`s. Symlinks are recorded as their target bytes and never followed.
+//! Walks the workspace ([`crate::walk`]: `.ledger/` and `.git/` skipped, `.gitignore`
+//! and `.ledgerignore` honoured), uses the stat cache ([`crate::cache::StatCache`]: size,
+//! mtime, ctime, inode, mode) so unchanged files are not read, and produces the
+//! created/modified/deleted files as `ResourceChange`s. Symlinks are recorded as their
+//! target bytes and never followed. The walk, the recorded files and the cache are all
+//! sorted by path, so they are compared in one merge.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use ledger::{Content, Hash, Ledger, Mode, Op, Pending, ResourceChange, ResourceKey};
-use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheIter, DirCache, StatCache, StatEntry};
 use crate::output::{CliError, CliResult, EXIT_ERROR};
+pub use crate::walk::Skipped;
+use crate::walk::{FileStat, Found};
 
-/// Recorded workspace files (from [`crate::state::files`]): path bytes -> content.
-pub type Files<'a> = BTreeMap<&'a [u8], Content>;
-
-/// Files whose mtime is this close to the scan are re-read next time: a write in the
-/// same timestamp tick would not change the stat data.
+/// Files whose mtime or ctime is this close to the scan are not cached (they are read
+/// again next time): a write in the same timestamp tick would not change the stat data.
 const RACY_NS: i64 = 1_000_000_000;
-const STAT_KEY: &str = "v1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatEntry {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub mode: Mode,
-    pub hash: Hash,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-pub struct StatCache {
-    entries: BTreeMap<Vec<u8>, StatEntry>,
-    #[serde(skip)]
-    dirty: bool,
-}
-
-impl StatCache {
-    pub fn load(ledger: &Ledger) -> StatCache {
-        match ledger.index_unsynced().stat_tree().get(STAT_KEY) {
-            Ok(Some(v)) => ledger::decode_canonical(&v).unwrap_or_default(),
-            _ => StatCache::default(),
-        }
-    }
-
-    /// Drops entries so these paths are read again on the next scan.
-    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
-        for p in paths {
-            self.dirty |= self.entries.remove(p).is_some();
-        }
-    }
-
-    /// Saves the cache if it changed. It is only a speed-up: failures are ignored.
-    pub fn save(&self, ledger: &Ledger) {
-        if self.dirty {
-            if let Ok(v) = ledger::encode_canonical(self) {
-                let _ = ledger.index_unsynced().stat_tree().insert(STAT_KEY, v);
-            }
-        }
-    }
-}
 
 /// The workspace root and the ledger in it.
 pub struct Workspace {
     pub root: PathBuf,
-}
-
-/// One file as found on disk.
-#[derive(Debug, Clone)]
-struct Found {
-    rel: Vec<u8>,
-    abs: PathBuf,
-    meta: fs::Metadata,
 }
 
 /// What a scan found.
@@ -91,26 +39,38 @@ pub struct ScanResult {
     pub skipped: Vec<Skipped>,
 }
 
-/// A path the scan passed over, and why.
-pub type Skipped = (Vec<u8>, String);
-
-fn mode_of(meta: &fs::Metadata) -> Mode {
-    if meta.file_type().is_symlink() {
+fn mode_of(st: &FileStat) -> Mode {
+    if st.is_symlink() {
         Mode::Symlink
-    } else if meta.mode() & 0o100 != 0 {
+    } else if st.mode & 0o100 != 0 {
         Mode::Executable
     } else {
         Mode::Regular
     }
 }
 
-fn stamp(meta: &fs::Metadata) -> (u64, i64, i64, u64) {
-    (
-        meta.len(),
-        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        meta.ino(),
+/// The cache entry a file with stat data `st` and content `hash` gets, if any: none
+/// when its mtime or ctime is within [`RACY_NS`] of `scan_start` (or after it).
+pub fn cache_entry(st: &FileStat, hash: Hash, scan_start: i64) -> Option<StatEntry> {
+    (scan_start - st.mtime_ns > RACY_NS && scan_start - st.ctime_ns > RACY_NS).then_some(
+        StatEntry {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+            ino: st.ino,
+            mode: mode_of(st),
+            hash,
+        },
     )
+}
+
+/// Whether a cache entry describes a file with stat data `st`.
+pub fn cache_matches(e: &StatEntry, st: &FileStat) -> bool {
+    e.size == st.size
+        && e.mtime_ns == st.mtime_ns
+        && e.ctime_ns == st.ctime_ns
+        && e.ino == st.ino
+        && e.mode == mode_of(st)
 }
 
 pub fn display_path(rel: &[u8]) -> String {
@@ -122,6 +82,142 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> CliError {
         EXIT_ERROR,
         format!("cannot read {}: {e}; nothing was recorded", path.display()),
     )
+}
+
+/// What a walk of the workspace found, sorted by path.
+pub struct Walked {
+    /// When it started (ns since the epoch).
+    scan_start: i64,
+    walk: crate::walk::Walk,
+}
+
+/// The change from `recorded` to `now` at `rel`, if any.
+fn change(rel: &[u8], recorded: Option<Content>, now: Content) -> Option<ResourceChange> {
+    match recorded {
+        None => Some(ResourceChange {
+            key: ResourceKey::file(rel),
+            op: Op::Create,
+            old: None,
+            new: Some(now),
+        }),
+        Some(old) if old.hash != now.hash || old.mode != now.mode => Some(ResourceChange {
+            key: ResourceKey::file(rel),
+            op: Op::Modify,
+            old: Some(old),
+            new: Some(now),
+        }),
+        Some(_) => None,
+    }
+}
+
+/// A file whose content must be read.
+struct ToRead {
+    found: Found,
+    recorded: Option<Content>,
+    /// Its (stale) cache entry.
+    cached: Option<StatEntry>,
+}
+
+/// State of the merge in [`Workspace::compare`]: the recorded files and the cache, both
+/// in path order, and what it found so far.
+struct Merge<'a, H: Iterator> {
+    ledger: &'a Ledger,
+    head: std::iter::Peekable<H>,
+    scope: &'a [Vec<u8>],
+    store: bool,
+    cache: std::iter::Peekable<CacheIter<'a>>,
+    changes: Vec<ResourceChange>,
+    to_read: Vec<ToRead>,
+    /// Cache entries of files that are gone.
+    gone: Vec<Vec<u8>>,
+}
+
+impl<'a, 'h, H: Iterator<Item = (&'h [u8], Content)>> Merge<'a, H> {
+    /// Handles the recorded files before `rel` (all of them for `None`) that the walk
+    /// did not reach: looked at directly, or deleted. Returns what is recorded at `rel`.
+    fn pass_head_before(&mut self, rel: Option<&[u8]>, ws: &Workspace) -> Option<Content> {
+        while let Some(&(path, old)) = self.head.peek() {
+            if let Some(rel) = rel {
+                match path.cmp(rel) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        self.head.next();
+                        return Some(old);
+                    }
+                    std::cmp::Ordering::Greater => return None,
+                }
+            }
+            self.head.next();
+            if !in_scope(path, self.scope) {
+                continue;
+            }
+            match fs::symlink_metadata(ws.abs(path)) {
+                Ok(meta) if meta.is_file() || meta.file_type().is_symlink() => {
+                    self.file(path, &FileStat::from_metadata(&meta), Some(old));
+                }
+                _ => self.changes.push(ResourceChange {
+                    key: ResourceKey::file(path),
+                    op: Op::Delete,
+                    old: Some(old),
+                    new: None,
+                }),
+            }
+        }
+        None
+    }
+
+    /// Drops the cache entries before `rel` (all of them for `None`) within the scope:
+    /// their files are gone. Returns the entry for `rel`.
+    fn pass_cache_before(&mut self, rel: Option<&[u8]>) -> Option<StatEntry> {
+        while let Some(&(path, fixed)) = self.cache.peek() {
+            if let Some(rel) = rel {
+                match path.cmp(rel) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        self.cache.next();
+                        return Some(StatCache::decode(fixed));
+                    }
+                    std::cmp::Ordering::Greater => return None,
+                }
+            }
+            self.cache.next();
+            if in_scope(path, self.scope) {
+                self.gone.push(path.to_vec());
+            }
+        }
+        None
+    }
+
+    /// One file on disk, in path order, with what is recorded for it.
+    fn file(&mut self, rel: &[u8], stat: &FileStat, recorded: Option<Content>) {
+        let cached = self.pass_cache_before(Some(rel));
+        match cached {
+            Some(e)
+                if cache_matches(&e, stat)
+                    // A scan that does not store (`status`) fills the cache too: when
+                    // recording, content that differs from the recorded tree must be
+                    // in the store, so read it unless it already is.
+                    && (!self.store
+                        || recorded.is_some_and(|r| r.hash == e.hash)
+                        || self.ledger.store().contains(&e.hash)) =>
+            {
+                let now = Content {
+                    hash: e.hash,
+                    mode: e.mode,
+                    size: e.size,
+                };
+                self.changes.extend(change(rel, recorded, now));
+            }
+            _ => self.to_read.push(ToRead {
+                found: Found {
+                    rel: rel.to_vec(),
+                    stat: *stat,
+                },
+                recorded,
+                cached,
+            }),
+        }
+    }
 }
 
 impl Workspace {
@@ -163,231 +259,132 @@ impl Workspace {
         Ok(out)
     }
 
-    /// Compares disk with `head` within `scope` (empty = everything). With `store`, new
-    /// content is written (not yet committed) to the content store.
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    /// Compares disk with `head` (sorted by path) within `scope` (empty = everything).
+    /// With `store`, new content is written (not yet committed) to the content store.
+    #[cfg(test)]
     pub fn scan(
         &self,
         ledger: &Ledger,
-        head: &Files<'_>,
+        head: &[(&[u8], Content)],
         scope: &[Vec<u8>],
         store: bool,
         cache: &mut StatCache,
     ) -> CliResult<ScanResult> {
-        let scan_start = crate::timeparse::now_us() * 1000;
-        let (found, skipped) = self.walk(scope)?;
-        let mut seen: BTreeSet<Vec<u8>> = found.iter().map(|f| f.rel.clone()).collect();
-        // Recorded files that the walk did not reach (now ignored, for example) stay
-        // tracked, as in git: look at them directly.
-        let mut extra = Vec::new();
-        for rel in head
-            .keys()
-            .filter(|k| in_scope(k, scope) && !seen.contains(**k))
-        {
-            let abs = self.root.join(OsStr::from_bytes(rel));
-            if let Ok(meta) = fs::symlink_metadata(&abs) {
-                if meta.is_file() || meta.file_type().is_symlink() {
-                    extra.push(Found {
-                        rel: rel.to_vec(),
-                        abs,
-                        meta,
-                    });
-                }
-            }
-        }
-        for f in &extra {
-            seen.insert(f.rel.clone());
-        }
-        let all: Vec<Found> = found.into_iter().chain(extra).collect();
+        let (walked, ()) = self.walk_while(ledger, scope, || ());
+        self.compare(ledger, walked?, head.iter().copied(), scope, store, cache)
+    }
 
-        // Files whose stat data does not match the cache must be read.
-        let mut known: BTreeMap<Vec<u8>, Content> = BTreeMap::new();
-        let mut to_read = Vec::new();
-        for f in &all {
-            let (size, mtime, ctime, ino) = stamp(&f.meta);
-            let mode = mode_of(&f.meta);
-            match cache.entries.get(&f.rel) {
-                Some(e)
-                    if e.size == size
-                        && e.mtime_ns == mtime
-                        && e.ctime_ns == ctime
-                        && e.ino == ino
-                        && e.mode == mode
-                        // A scan that does not store (`status`) fills the cache too: when
-                        // recording, content that differs from the recorded tree must be
-                        // in the store, so read it unless it already is.
-                        && (!store
-                            || head.get(f.rel.as_slice()).is_some_and(|c| c.hash == e.hash)
-                            || ledger.store().contains(&e.hash)) =>
-                {
-                    known.insert(
-                        f.rel.clone(),
-                        Content {
-                            hash: e.hash,
-                            mode,
-                            size,
-                        },
-                    );
-                }
-                _ => to_read.push(f),
+    /// Walks the workspace within `scope` on other threads while `meanwhile` runs on
+    /// this one (loading what the comparison needs). Directory listings are taken from
+    /// the dir cache where the directory did not change, and the cache is updated.
+    pub fn walk_while<T>(
+        &self,
+        ledger: &Ledger,
+        scope: &[Vec<u8>],
+        meanwhile: impl FnOnce() -> T,
+    ) -> (CliResult<Walked>, T) {
+        // Before anything is looked at: the racy window is measured from here.
+        let scan_start = crate::timeparse::now_us() * 1000;
+        let dirs = DirCache::load(ledger);
+        let (walk, t) = std::thread::scope(|s| {
+            let walker = s.spawn(|| crate::walk::walk(&self.root, scope, Some(&dirs), scan_start));
+            let t = meanwhile();
+            (walker.join().expect("walk thread panicked"), t)
+        });
+        let walked = walk.map(|mut w| {
+            dirs.save(
+                ledger,
+                &w.hits,
+                std::mem::take(&mut w.listed),
+                !scope.is_empty(),
+            );
+            Walked {
+                scan_start,
+                walk: w,
             }
+        });
+        (walked, t)
+    }
+
+    /// Compares what the walk found with `head` (the recorded files in path order).
+    /// With `store`, new content is written (not yet committed) to the content store.
+    pub fn compare<'h>(
+        &self,
+        ledger: &Ledger,
+        walked: Walked,
+        head: impl Iterator<Item = (&'h [u8], Content)>,
+        scope: &[Vec<u8>],
+        store: bool,
+        cache: &mut StatCache,
+    ) -> CliResult<ScanResult> {
+        let Walked {
+            scan_start,
+            mut walk,
+        } = walked;
+
+        // One merge of the walk, the recorded files and the cache (all sorted by path).
+        // Recorded files that the walk did not reach (now ignored, for example) stay
+        // tracked, as in git: they are looked at directly, in their place in the order.
+        // Files whose stat data matches the cache are compared at once; the others are
+        // read afterwards. Cache entries of files that are gone (within the scope) are
+        // dropped.
+        let mut m = Merge {
+            ledger,
+            head: head.peekable(),
+            scope,
+            store,
+            cache: cache.iter().peekable(),
+            changes: Vec::new(),
+            to_read: Vec::new(),
+            gone: Vec::new(),
+        };
+        for (rel, stat) in walk.files() {
+            let recorded = m.pass_head_before(Some(rel), self);
+            m.file(rel, stat, recorded);
         }
+        m.pass_head_before(None, self);
+        m.pass_cache_before(None);
+        let Merge {
+            mut changes,
+            to_read,
+            gone,
+            ..
+        } = m;
+
         let mut pending = Pending::default();
-        let read = read_all(ledger, &to_read, store, &mut pending);
-        let read = match read {
+        let read = match read_all(self, ledger, &to_read, store, &mut pending) {
             Ok(r) => r,
             Err(e) => {
                 ledger.store().abandon(pending);
                 return Err(e);
             }
         };
-        for (f, content) in to_read.iter().zip(read) {
-            let (size, mtime, ctime, ino) = stamp(&f.meta);
-            if scan_start - mtime > RACY_NS && scan_start - ctime > RACY_NS {
-                cache.entries.insert(
-                    f.rel.clone(),
-                    StatEntry {
-                        size,
-                        mtime_ns: mtime,
-                        ctime_ns: ctime,
-                        ino,
-                        mode: content.mode,
-                        hash: content.hash,
-                    },
-                );
-            } else {
-                cache.entries.remove(&f.rel);
-            }
-            cache.dirty = true;
-            known.insert(f.rel.clone(), content);
+        for (r, now) in to_read.iter().zip(read) {
+            let f = &r.found;
+            cache.update(&f.rel, r.cached, cache_entry(&f.stat, now.hash, scan_start));
+            changes.extend(change(&f.rel, r.recorded, now));
         }
-        // Forget cache entries of files that are gone.
-        let before = cache.entries.len();
-        cache
-            .entries
-            .retain(|k, _| !in_scope(k, scope) || seen.contains(k));
-        cache.dirty |= cache.entries.len() != before;
-
-        let mut changes = Vec::new();
-        for (rel, now) in &known {
-            match head.get(rel.as_slice()) {
-                None => changes.push(ResourceChange {
-                    key: ResourceKey::file(rel),
-                    op: Op::Create,
-                    old: None,
-                    new: Some(*now),
-                }),
-                Some(old) if old.hash != now.hash || old.mode != now.mode => {
-                    changes.push(ResourceChange {
-                        key: ResourceKey::file(rel),
-                        op: Op::Modify,
-                        old: Some(*old),
-                        new: Some(*now),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        for (rel, old) in head
-            .iter()
-            .filter(|(k, _)| in_scope(k, scope) && !known.contains_key(**k))
-        {
-            changes.push(ResourceChange {
-                key: ResourceKey::file(rel),
-                op: Op::Delete,
-                old: Some(*old),
-                new: None,
-            });
+        for path in gone {
+            cache.drop_entry(&path);
         }
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(ScanResult {
             changes,
             pending,
-            skipped,
+            skipped: std::mem::take(&mut walk.skipped),
         })
-    }
-
-    fn walk(&self, scope: &[Vec<u8>]) -> CliResult<(Vec<Found>, Vec<Skipped>)> {
-        let root = self.root.clone();
-        let scope_owned: Vec<Vec<u8>> = scope.to_vec();
-        let mut wb = ignore::WalkBuilder::new(&self.root);
-        wb.hidden(false)
-            .parents(false)
-            .ignore(false)
-            .git_ignore(true)
-            .git_exclude(true)
-            .git_global(false)
-            .require_git(false)
-            .follow_links(false)
-            .add_custom_ignore_filename(".ledgerignore")
-            .filter_entry(move |e| {
-                let name = e.file_name();
-                if e.depth() > 0
-                    && (name == ".ledger" || name == ".git")
-                    && e.file_type().is_some_and(|t| t.is_dir())
-                {
-                    return false;
-                }
-                if scope_owned.is_empty() || e.depth() == 0 {
-                    return true;
-                }
-                let rel = e
-                    .path()
-                    .strip_prefix(&root)
-                    .map(|p| p.as_os_str().as_bytes())
-                    .unwrap_or_default();
-                scope_owned
-                    .iter()
-                    .any(|s| is_prefix_path(s, rel) || is_prefix_path(rel, s))
-            });
-        let mut found = Vec::new();
-        let mut skipped = Vec::new();
-        for entry in wb.build() {
-            let entry = entry.map_err(|e| {
-                CliError::new(
-                    EXIT_ERROR,
-                    format!("cannot scan the workspace: {e}; nothing was recorded"),
-                )
-            })?;
-            if entry.depth() == 0 {
-                continue;
-            }
-            let ft = match entry.file_type() {
-                Some(t) => t,
-                None => continue,
-            };
-            if ft.is_dir() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .expect("walk stays under the root")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            if !in_scope(&rel, scope) {
-                continue;
-            }
-            if !(ft.is_file() || ft.is_symlink()) {
-                skipped.push((rel, "not a regular file or symlink".to_string()));
-                continue;
-            }
-            let meta =
-                fs::symlink_metadata(entry.path()).map_err(|e| read_error(entry.path(), e))?;
-            found.push(Found {
-                rel,
-                abs: entry.path().to_path_buf(),
-                meta,
-            });
-        }
-        Ok((found, skipped))
     }
 }
 
 /// Reads (hashes, and with `store` stores) files, on all cores.
 fn read_all(
+    ws: &Workspace,
     ledger: &Ledger,
-    files: &[&Found],
+    files: &[ToRead],
     store: bool,
     pending: &mut Pending,
 ) -> CliResult<Vec<Content>> {
@@ -397,7 +394,7 @@ fn read_all(
     if files.len() < 64 || threads == 1 {
         return files
             .iter()
-            .map(|f| read_one(ledger, f, store, pending))
+            .map(|f| read_one(ws, ledger, &f.found, store, pending))
             .collect();
     }
     let chunk = files.len().div_ceil(threads);
@@ -409,7 +406,7 @@ fn read_all(
                     let mut p = Pending::default();
                     let r: CliResult<Vec<Content>> = part
                         .iter()
-                        .map(|f| read_one(ledger, f, store, &mut p))
+                        .map(|f| read_one(ws, ledger, &f.found, store, &mut p))
                         .collect();
                     match r {
                         Ok(v) => Ok((v, p)),
@@ -443,11 +440,18 @@ fn read_all(
     }
 }
 
-fn read_one(ledger: &Ledger, f: &Found, store: bool, pending: &mut Pending) -> CliResult<Content> {
-    let mode = mode_of(&f.meta);
+fn read_one(
+    ws: &Workspace,
+    ledger: &Ledger,
+    f: &Found,
+    store: bool,
+    pending: &mut Pending,
+) -> CliResult<Content> {
+    let mode = mode_of(&f.stat);
+    let abs = ws.abs(&f.rel);
     if mode == Mode::Symlink {
-        let target = fs::read_link(&f.abs)
-            .map_err(|e| read_error(&f.abs, e))?
+        let target = fs::read_link(&abs)
+            .map_err(|e| read_error(&abs, e))?
             .into_os_string()
             .into_vec();
         let hash = if store {
@@ -464,16 +468,16 @@ fn read_one(ledger: &Ledger, f: &Found, store: bool, pending: &mut Pending) -> C
     if store {
         let (hash, size) = ledger
             .store()
-            .put_file(&f.abs, pending)
+            .put_file(&abs, pending)
             .map_err(|e| CliError::new(EXIT_ERROR, format!("{e}; nothing was recorded")))?;
         Ok(Content { hash, mode, size })
     } else {
-        let mut file = fs::File::open(&f.abs).map_err(|e| read_error(&f.abs, e))?;
+        let mut file = fs::File::open(&abs).map_err(|e| read_error(&abs, e))?;
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 128 * 1024];
         let mut size = 0u64;
         loop {
-            let n = file.read(&mut buf).map_err(|e| read_error(&f.abs, e))?;
+            let n = file.read(&mut buf).map_err(|e| read_error(&abs, e))?;
             if n == 0 {
                 break;
             }
@@ -512,4 +516,603 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::HeadFiles;
+    use ledger::{Actor, Body, Change, NewEvent, Precondition};
+    use rustix::fs::{AtFlags, Timespec, Timestamps};
+
+    fn actor() -> Actor {
+        Actor {
+            agent: "test".into(),
+            principal: None,
+            role: None,
+        }
+    }
+
+    struct Ws {
+        _tmp: tempfile::TempDir,
+        ws: Workspace,
+        ledger: Ledger,
+    }
+
+    fn workspace() -> Ws {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let ledger = Ledger::init(&root, actor()).unwrap();
+        Ws {
+            _tmp: tmp,
+            ws: Workspace { root },
+            ledger,
+        }
+    }
+
+    impl Ws {
+        fn write(&self, rel: &str, bytes: &[u8]) {
+            let p = self.ws.root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, bytes).unwrap();
+        }
+        fn stat(&self, rel: &str) -> FileStat {
+            FileStat::from_metadata(&fs::symlink_metadata(self.ws.root.join(rel)).unwrap())
+        }
+        /// Sets a file's mtime (ctime moves to now, as it always does).
+        fn set_mtime(&self, rel: &str, mtime_ns: i64) {
+            let t = Timespec {
+                tv_sec: mtime_ns.div_euclid(1_000_000_000),
+                tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                self.ws.root.join(rel),
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                AtFlags::empty(),
+            )
+            .unwrap();
+        }
+        /// A cache holding exactly `entries` (written and loaded back like a real one).
+        fn cache_with(&self, entries: &[(&str, StatEntry)]) -> StatCache {
+            crate::cache::remove_all(&self.ledger);
+            let mut c = StatCache::load(&self.ledger);
+            for (p, e) in entries {
+                c.update(p.as_bytes(), None, Some(*e));
+            }
+            c.save(&self.ledger);
+            let c = StatCache::load(&self.ledger);
+            assert_eq!(c.len(), entries.len());
+            c
+        }
+        /// What a scan sees for `rel`: the new content of its change (created files).
+        fn scanned(&self, rel: &str, store: bool, cache: &mut StatCache) -> (Hash, Pending) {
+            let r = self.ws.scan(&self.ledger, &[], &[], store, cache).unwrap();
+            let c = r
+                .changes
+                .iter()
+                .find(|c| c.key.name.as_bytes() == rel.as_bytes())
+                .expect("the file is listed");
+            (c.new.unwrap().hash, r.pending)
+        }
+    }
+
+    fn entry(st: &FileStat, hash: Hash) -> StatEntry {
+        StatEntry {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+            ino: st.ino,
+            mode: mode_of(st),
+            hash,
+        }
+    }
+
+    #[test]
+    fn a_matching_cache_entry_is_used_instead_of_reading() {
+        // The other tests show that each mismatch forces a read; this one shows that a
+        // full match really skips it (so they can fail).
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let stale = Hash::of_content(b"what the cache says");
+        let mut cache = w.cache_with(&[("f.txt", entry(&w.stat("f.txt"), stale))]);
+        assert_eq!(w.scanned("f.txt", false, &mut cache).0, stale);
+    }
+
+    #[test]
+    fn same_size_rewrite_within_the_same_mtime_is_detected() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let before = w.stat("f.txt");
+        let mut cache = w.cache_with(&[("f.txt", entry(&before, Hash::of_content(b"aaaa")))]);
+        w.write("f.txt", b"bbbb");
+        w.set_mtime("f.txt", before.mtime_ns);
+        let after = w.stat("f.txt");
+        assert_eq!(
+            (after.size, after.mtime_ns, after.ino),
+            (before.size, before.mtime_ns, before.ino)
+        );
+        assert_eq!(
+            w.scanned("f.txt", false, &mut cache).0,
+            Hash::of_content(b"bbbb")
+        );
+    }
+
+    #[test]
+    fn a_replaced_inode_is_detected_even_with_equal_times_and_size() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        w.write("new.tmp", b"bbbb");
+        fs::rename(w.ws.root.join("new.tmp"), w.ws.root.join("f.txt")).unwrap();
+        let now = w.stat("f.txt");
+        // Everything matches the file on disk except the inode.
+        let mut forged = entry(&now, Hash::of_content(b"aaaa"));
+        forged.ino = now.ino + 1;
+        let mut cache = w.cache_with(&[("f.txt", forged)]);
+        assert_eq!(
+            w.scanned("f.txt", false, &mut cache).0,
+            Hash::of_content(b"bbbb")
+        );
+    }
+
+    #[test]
+    fn each_stat_field_is_compared() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let st = w.stat("f.txt");
+        let good = entry(&st, Hash::ZERO);
+        assert!(cache_matches(&good, &st));
+        let variants: [fn(&mut StatEntry); 5] = [
+            |e| e.size += 1,
+            |e| e.mtime_ns += 1,
+            |e| e.ctime_ns += 1,
+            |e| e.ino += 1,
+            |e| e.mode = Mode::Executable,
+        ];
+        for change in variants {
+            let mut e = good;
+            change(&mut e);
+            assert!(!cache_matches(&e, &st), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn content_that_is_not_stored_is_read_when_recording() {
+        let w = workspace();
+        w.write("f.txt", b"real");
+        let elsewhere = Hash::of_content(b"never stored");
+        let e = entry(&w.stat("f.txt"), elsewhere);
+        let mut cache = w.cache_with(&[("f.txt", e)]);
+        // `status` may trust it (nothing is stored from it) ...
+        assert_eq!(w.scanned("f.txt", false, &mut cache).0, elsewhere);
+        // ... `record` may not: the change would name content the store lacks.
+        let (h, pending) = w.scanned("f.txt", true, &mut cache);
+        assert_eq!(h, Hash::of_content(b"real"));
+        w.ledger.commit_content(pending).unwrap();
+        assert!(w.ledger.store().contains(&h));
+        // Once the content is stored, a matching entry naming it is trusted again.
+        let mut p = Pending::default();
+        let stored = w.ledger.store().put_bytes(b"never stored", &mut p).unwrap();
+        w.ledger.commit_content(p).unwrap();
+        assert_eq!(stored, elsewhere);
+        let mut cache = w.cache_with(&[("f.txt", e)]);
+        assert_eq!(w.scanned("f.txt", true, &mut cache).0, elsewhere);
+    }
+
+    #[test]
+    fn racy_files_are_not_cached() {
+        let st = |mtime_ns: i64, ctime_ns: i64| FileStat {
+            size: 4,
+            mtime_ns,
+            ctime_ns,
+            ino: 7,
+            mode: 0o100644,
+        };
+        let now: i64 = 1_800_000_000_000_000_000;
+        let sec = 1_000_000_000;
+        let h = Hash::of_content(b"x");
+        assert!(cache_entry(&st(now - 2 * sec, now - 2 * sec), h, now).is_some());
+        // Within the window by mtime, by ctime, exactly at its edge, or in the future.
+        assert!(cache_entry(&st(now - sec / 2, now - 2 * sec), h, now).is_none());
+        assert!(cache_entry(&st(now - 2 * sec, now - sec / 2), h, now).is_none());
+        assert!(cache_entry(&st(now - sec, now - 2 * sec), h, now).is_none());
+        assert!(cache_entry(&st(now + 5 * sec, now - 2 * sec), h, now).is_none());
+    }
+
+    #[test]
+    fn a_scan_caches_files_only_once_they_are_outside_the_racy_window() {
+        let w = workspace();
+        w.write("old.txt", b"old");
+        w.write("new.txt", b"new");
+        // `old.txt` was last changed long ago as far as mtime goes, but its ctime is
+        // now: neither is cached right after being written.
+        w.set_mtime("old.txt", 1_000_000_000);
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        cache.save(&w.ledger);
+        assert_eq!(StatCache::load(&w.ledger).len(), 0);
+        // Once both are older than the window, a scan caches them.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        cache.save(&w.ledger);
+        let cache = StatCache::load(&w.ledger);
+        assert_eq!(cache.len(), 2);
+        let e = cache.entry(cache.find(b"old.txt").unwrap());
+        assert_eq!(e.hash, Hash::of_content(b"old"));
+        assert!(cache_matches(&e, &w.stat("old.txt")));
+    }
+
+    #[test]
+    fn cache_files_that_are_damaged_count_as_empty() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        w.cache_with(&[("f.txt", e), ("g.txt", e)]);
+        let path = w.ledger.dir().join("index/stat-cache");
+        let good = fs::read(&path).unwrap();
+        assert_eq!(StatCache::load(&w.ledger).len(), 2);
+        for damage in [
+            |b: &mut Vec<u8>| b[30] ^= 1,
+            |b: &mut Vec<u8>| b.truncate(b.len() - 1),
+            |b: &mut Vec<u8>| b.push(0),
+            |b: &mut Vec<u8>| b.clear(),
+            |b: &mut Vec<u8>| b[8] = 1, // version 1 (the sled-era format)
+        ] {
+            let mut b = good.clone();
+            damage(&mut b);
+            fs::write(&path, &b).unwrap();
+            assert_eq!(StatCache::load(&w.ledger).len(), 0);
+        }
+    }
+
+    #[test]
+    fn cache_updates_merge_in_order_and_forget_drops_entries() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        let mut c = w.cache_with(&[("b", e), ("d", e), ("f", e)]);
+        let mut e2 = e;
+        e2.size = 99;
+        c.update(b"a", None, Some(e));
+        c.update(b"d", Some(e), Some(e2));
+        c.update(b"f", Some(e), None);
+        c.update(b"g", None, Some(e));
+        c.save(&w.ledger);
+        let c = StatCache::load(&w.ledger);
+        let paths: Vec<&[u8]> = (0..c.len()).map(|i| c.path(i)).collect();
+        assert_eq!(paths, [&b"a"[..], b"b", b"d", b"g"]);
+        assert_eq!(c.entry(2), e2);
+        let mut c = c;
+        c.forget([&b"b"[..], b"zz"].into_iter());
+        c.save(&w.ledger);
+        let c = StatCache::load(&w.ledger);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.find(b"b"), None);
+    }
+
+    #[test]
+    fn small_updates_write_a_delta_that_only_applies_to_its_own_base() {
+        let w = workspace();
+        w.write("f.txt", b"aaaa");
+        let e = entry(&w.stat("f.txt"), Hash::of_content(b"aaaa"));
+        let mut e2 = e;
+        e2.size = 99;
+        let base_path = w.ledger.dir().join("index/stat-cache");
+        let delta_path = w.ledger.dir().join("index/stat-cache.delta");
+        let mut c = w.cache_with(&[("b", e), ("d", e), ("f", e)]);
+        let base = fs::read(&base_path).unwrap();
+        assert!(!delta_path.exists());
+        c.update(b"a", None, Some(e2));
+        c.update(b"d", Some(e), None);
+        c.save(&w.ledger);
+        // Only the delta was written; the view is base + delta.
+        assert_eq!(fs::read(&base_path).unwrap(), base);
+        let delta = fs::read(&delta_path).unwrap();
+        let view = |c: &StatCache| -> Vec<(Vec<u8>, u64)> {
+            (0..c.len())
+                .map(|i| (c.path(i).to_vec(), c.entry(i).size))
+                .collect()
+        };
+        let mut c = StatCache::load(&w.ledger);
+        assert_eq!(
+            view(&c),
+            [(b"a".to_vec(), 99), (b"b".to_vec(), 4), (b"f".to_vec(), 4)]
+        );
+        // A second small update builds on the delta (the tombstone of `d` stays).
+        c.update(b"b", Some(e), Some(e2));
+        c.save(&w.ledger);
+        assert_eq!(fs::read(&base_path).unwrap(), base);
+        assert_eq!(
+            view(&StatCache::load(&w.ledger)),
+            [(b"a".to_vec(), 99), (b"b".to_vec(), 99), (b"f".to_vec(), 4)]
+        );
+        // A damaged delta is ignored: the base alone.
+        let mut bad = fs::read(&delta_path).unwrap();
+        bad[40] ^= 1;
+        fs::write(&delta_path, &bad).unwrap();
+        assert_eq!(
+            view(&StatCache::load(&w.ledger)),
+            [(b"b".to_vec(), 4), (b"d".to_vec(), 4), (b"f".to_vec(), 4)]
+        );
+        // So is a delta written for another base.
+        w.cache_with(&[("x", e)]);
+        fs::write(&delta_path, &delta).unwrap();
+        assert_eq!(view(&StatCache::load(&w.ledger)), [(b"x".to_vec(), 4)]);
+        // Many updates rewrite the base and remove the delta.
+        let mut c = StatCache::load(&w.ledger);
+        let names: Vec<String> = (0..2000).map(|i| format!("p{i:05}")).collect();
+        for n in &names {
+            c.update(n.as_bytes(), None, Some(e));
+        }
+        c.save(&w.ledger);
+        assert!(!delta_path.exists());
+        assert_ne!(fs::read(&base_path).unwrap(), base);
+        let c = StatCache::load(&w.ledger);
+        assert_eq!(c.len(), 2001);
+        assert_eq!(c.path(2000), b"x");
+    }
+
+    #[test]
+    fn the_dir_cache_is_saved_used_and_ignored_when_damaged() {
+        let w = workspace();
+        w.write("d/f.txt", b"f");
+        let path = w.ledger.dir().join("index/dir-cache");
+        let mut cache = StatCache::load(&w.ledger);
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        // Just created: within the racy window, nothing cached yet.
+        assert!(!path.exists());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(&path).unwrap().ino();
+        // Nothing changed: every listing was used, so the file is not rewritten (a
+        // rewrite renames a new file into place).
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+        assert_eq!(r.changes.len(), 1);
+        // A new file in a cached directory changes the directory: found.
+        w.write("d/g.txt", b"g");
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(r.changes.len(), 2);
+        // A damaged cache is ignored.
+        let mut bad = fs::read(&path).unwrap();
+        let n = bad.len();
+        bad[n / 2] ^= 0x40;
+        fs::write(&path, &bad).unwrap();
+        let r = w.ws.scan(&w.ledger, &[], &[], false, &mut cache).unwrap();
+        assert_eq!(r.changes.len(), 2);
+    }
+
+    #[test]
+    fn recorded_files_the_walk_skips_stay_tracked_and_changes_come_out_sorted() {
+        let w = workspace();
+        let content = |b: &[u8]| Content {
+            hash: Hash::of_content(b),
+            mode: Mode::Regular,
+            size: b.len() as u64,
+        };
+        for (p, b) in [
+            ("a.txt", &b"a"[..]),
+            ("b.log", b"b0"),
+            ("m.txt", b"m"),
+            ("sub/c.txt", b"c"),
+            ("sub/d.txt", b"d"),
+            ("z.txt", b"z"),
+        ] {
+            w.write(p, b);
+        }
+        let head: Vec<(&[u8], Content)> = vec![
+            (b"a.txt", content(b"a")),
+            (b"b.log", content(b"b0")),
+            (b"gone.txt", content(b"g")),
+            (b"m.txt", content(b"m")),
+            (b"sub/c.txt", content(b"c")),
+            (b"sub/d.txt", content(b"d")),
+            (b"sub/e.txt", content(b"e")),
+            (b"z.txt", content(b"z")),
+        ];
+        // Now ignored: the log files and the whole `sub/` directory.
+        w.write(".gitignore", b"*.log\nsub/\n");
+        w.write("b.log", b"b1");
+        w.write("new.log", b"ignored and new");
+        w.write("n.txt", b"new");
+        w.write("sub/d.txt", b"d1");
+        fs::remove_file(w.ws.root.join("sub/c.txt")).unwrap();
+        let mut cache = StatCache::load(&w.ledger);
+        let r = w.ws.scan(&w.ledger, &head, &[], false, &mut cache).unwrap();
+        let got: Vec<(String, Op)> = r
+            .changes
+            .iter()
+            .map(|c| (display_path(c.key.name.as_bytes()), c.op))
+            .collect();
+        let want = [
+            (".gitignore", Op::Create),
+            ("b.log", Op::Modify),
+            ("gone.txt", Op::Delete),
+            ("n.txt", Op::Create),
+            ("sub/c.txt", Op::Delete),
+            ("sub/d.txt", Op::Modify),
+            ("sub/e.txt", Op::Delete),
+        ];
+        let want: Vec<(String, Op)> = want.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+        assert_eq!(got, want);
+        // Within a scope, only what is under it.
+        let r =
+            w.ws.scan(&w.ledger, &head, &[b"sub".to_vec()], false, &mut cache)
+                .unwrap();
+        let got: Vec<String> = r
+            .changes
+            .iter()
+            .map(|c| display_path(c.key.name.as_bytes()))
+            .collect();
+        assert_eq!(got, ["sub/c.txt", "sub/d.txt", "sub/e.txt"]);
+    }
+
+    fn record(w: &Ws, files: &[(&str, &[u8])]) -> Vec<ledger::Record> {
+        let mut p = Pending::default();
+        let mut resources = Vec::new();
+        let head = HeadFiles::load(&w.ledger).unwrap();
+        let recorded = head.files();
+        for (rel, bytes) in files {
+            let hash = w.ledger.store().put_bytes(bytes, &mut p).unwrap();
+            let old = recorded
+                .iter()
+                .find(|(k, _)| *k == rel.as_bytes())
+                .map(|e| e.1);
+            resources.push(ResourceChange {
+                key: ResourceKey::file(rel.as_bytes()),
+                op: if old.is_some() {
+                    Op::Modify
+                } else {
+                    Op::Create
+                },
+                old,
+                new: Some(Content {
+                    hash,
+                    mode: Mode::Regular,
+                    size: bytes.len() as u64,
+                }),
+            });
+        }
+        w.ledger.commit_content(p).unwrap();
+        w.ledger
+            .append(
+                vec![NewEvent {
+                    time_us: 1,
+                    actor: actor(),
+                    change_id: format!("c{}", w.ledger.head().unwrap().seq),
+                    correlation_id: None,
+                    body: Body::Change(Change {
+                        message: None,
+                        reverts: None,
+                        resources,
+                    }),
+                    meta: Default::default(),
+                }],
+                Precondition::None,
+            )
+            .unwrap()
+    }
+
+    fn tree_files(w: &Ws) -> Vec<(Vec<u8>, Content)> {
+        let (tree, _) = crate::state::head_tree(&w.ledger).unwrap();
+        tree.files()
+            .map(|(k, e)| (k.name.as_bytes().to_vec(), e.content))
+            .collect()
+    }
+
+    fn head_files(w: &Ws) -> Vec<(Vec<u8>, Content)> {
+        let hf = HeadFiles::load(&w.ledger).unwrap();
+        assert_eq!(hf.seq(), w.ledger.head().map(|h| h.seq));
+        hf.files().iter().map(|(p, c)| (p.to_vec(), *c)).collect()
+    }
+
+    #[test]
+    fn head_files_follow_the_journal_and_are_rewritten_when_due() {
+        let w = workspace();
+        let path = w.ledger.dir().join("index/head-files");
+        record(&w, &[("b", b"1"), ("a", b"2")]);
+        // First load: no file, built from the tree and saved.
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let first = fs::read(&path).unwrap();
+        // A few events later the file is still the old base; the events are folded in.
+        for i in 0..5u8 {
+            record(&w, &[("c", &[i]), ("a", &[i, i])]);
+            let hf = HeadFiles::load(&w.ledger).unwrap();
+            hf.save_if_due(&w.ledger);
+            assert_eq!(fs::read(&path).unwrap(), first, "rewritten too early");
+            assert_eq!(head_files(&w), tree_files(&w));
+        }
+        for i in 0..crate::cache::HEAD_FILES_EVERY as u8 {
+            record(&w, &[(if i % 2 == 0 { "d" } else { "e/f" }, &[i])]);
+        }
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        assert_ne!(fs::read(&path).unwrap(), first, "never rewritten");
+        assert_eq!(head_files(&w), tree_files(&w));
+    }
+
+    /// Appends one batch of `n` events, each changing file `name<i>`.
+    fn record_batch(w: &Ws, prefix: &str, n: usize) {
+        let mut p = Pending::default();
+        let hash = w.ledger.store().put_bytes(b"batch", &mut p).unwrap();
+        w.ledger.commit_content(p).unwrap();
+        let events = (0..n)
+            .map(|i| NewEvent {
+                time_us: 1,
+                actor: actor(),
+                change_id: format!("{prefix}-{}", i / 2),
+                correlation_id: None,
+                body: Body::Change(Change {
+                    message: None,
+                    reverts: None,
+                    resources: vec![ResourceChange {
+                        key: ResourceKey::file(format!("{prefix}{i}").as_bytes()),
+                        op: Op::Create,
+                        old: None,
+                        new: Some(Content {
+                            hash,
+                            mode: Mode::Regular,
+                            size: 5,
+                        }),
+                    }],
+                }),
+                meta: Default::default(),
+            })
+            .collect();
+        w.ledger.append(events, Precondition::None).unwrap();
+    }
+
+    #[test]
+    fn head_files_catch_up_from_the_end_of_a_batch_over_short_and_long_gaps() {
+        let w = workspace();
+        // The base ends a two-event batch (as `exec` writes a change and a failure).
+        record_batch(&w, "a", 2);
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let path = w.ledger.dir().join("index/head-files");
+        let base = fs::read(&path).unwrap();
+        record_batch(&w, "b", 2);
+        assert_eq!(head_files(&w), tree_files(&w));
+        // Far behind: folded with one journal walk.
+        record_batch(&w, "c", 300);
+        assert_eq!(fs::read(&path).unwrap(), base);
+        assert_eq!(head_files(&w), tree_files(&w));
+        assert_eq!(head_files(&w).len(), 304);
+    }
+
+    #[test]
+    fn head_files_of_another_journal_are_not_used() {
+        let a = workspace();
+        record(&a, &[("x", b"from a")]);
+        HeadFiles::load(&a.ledger).unwrap().save_if_due(&a.ledger);
+        let b = workspace();
+        record(&b, &[("y", b"from b")]);
+        // Same seq, different journal: the file's event hash does not match.
+        fs::copy(
+            a.ledger.dir().join("index/head-files"),
+            b.ledger.dir().join("index/head-files"),
+        )
+        .unwrap();
+        assert_eq!(head_files(&b), tree_files(&b));
+        assert_eq!(head_files(&b)[0].0, b"y");
+        // One event later it is checked through that event's `prev` instead.
+        fs::copy(
+            a.ledger.dir().join("index/head-files"),
+            b.ledger.dir().join("index/head-files"),
+        )
+        .unwrap();
+        record(&b, &[("z", b"from b")]);
+        assert_eq!(head_files(&b), tree_files(&b));
+        assert_eq!(head_files(&b).len(), 2);
+        // A damaged file is not used either.
+        let p = b.ledger.dir().join("index/head-files");
+        let mut bytes = fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 0x55;
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(head_files(&b), tree_files(&b));
+    }
 }

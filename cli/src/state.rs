@@ -4,11 +4,11 @@
 //! Two kinds of snapshot are kept: `tree-head`, the newest (replaced as the head moves,
 //! so loading the head folds at most [`HEAD_EVERY`] events), and `tree`, kept for good
 //! at least every [`KEEP_EVERY`] events, so the state at any past point costs at most
-//! that many events. Both are derived and rebuilt when missing or unreadable.
+//! that many events. Both are derived and rebuilt when missing or unreadable. `record`
+//! and `status` do not load them (see [`crate::cache::HeadFiles`]); `record` saves them
+//! when due.
 
-use std::collections::BTreeMap;
-
-use ledger::{Content, Ledger};
+use ledger::Ledger;
 use replay::{Projection, Tree};
 
 use crate::output::CliResult;
@@ -58,16 +58,23 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
 /// head is then the last record before the damage, not the real head, and comparing the
 /// workspace with it would mislead.
 pub fn head_tree(ledger: &Ledger) -> CliResult<(Tree, Option<u64>)> {
-    if let Some(d) = ledger.damaged() {
-        return Err(crate::output::CliError::new(
-            crate::output::EXIT_VERIFY,
-            format!("{d}; the recorded state past the damage is unknown"),
-        )
-        .with_hint("run `ledger verify` for a full report"));
-    }
+    refuse_if_damaged(ledger)?;
     match ledger.head() {
         Some(h) => tree_at(ledger, h.seq),
         None => Ok((Tree::new(), None)),
+    }
+}
+
+/// Refuses when the journal is damaged: the recorded state past the damage is unknown,
+/// so nothing may be compared with it or written from it.
+pub fn refuse_if_damaged(ledger: &Ledger) -> CliResult {
+    match ledger.damaged() {
+        Some(d) => Err(crate::output::CliError::new(
+            crate::output::EXIT_VERIFY,
+            format!("{d}; the recorded state past the damage is unknown"),
+        )
+        .with_hint("run `ledger verify` for a full report")),
+        None => Ok(()),
     }
 }
 
@@ -80,13 +87,29 @@ pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliRes
         index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
-    let kept = index
-        .snapshot_at_or_before(KEPT_SNAPSHOT, seq)?
-        .map(|(s, _)| s);
+    let kept = index.latest_snapshot_seq(KEPT_SNAPSHOT)?;
     if kept.is_none_or(|k| seq >= k + KEEP_EVERY) {
         index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
     }
     Ok(())
+}
+
+/// Saves snapshots at the head when they are due, loading the tree only then (once per
+/// [`HEAD_EVERY`] events): `record` itself works from [`crate::cache::HeadFiles`] and
+/// never needs the whole tree.
+pub fn keep_snapshots_current(ledger: &Ledger) -> CliResult {
+    let Some(head) = ledger.head() else {
+        return Ok(());
+    };
+    let index = ledger.index_unsynced();
+    let newest = index
+        .latest_snapshot_seq(HEAD_SNAPSHOT)?
+        .max(index.latest_snapshot_seq(KEPT_SNAPSHOT)?);
+    if newest.is_some_and(|s| head.seq < s + HEAD_EVERY) {
+        return Ok(());
+    }
+    let (tree, used) = tree_at(ledger, head.seq)?;
+    save_snapshots(ledger, &tree, used)
 }
 
 /// Rebuilds every snapshot from the journal (after `ledger reindex`); returns the head tree.
@@ -121,11 +144,4 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
     }
     save_snapshots(ledger, &tree, None)?;
     Ok(tree)
-}
-
-/// Workspace files of a tree: path bytes -> content.
-pub fn files(tree: &Tree) -> BTreeMap<&[u8], Content> {
-    tree.files()
-        .map(|(k, e)| (k.name.as_bytes(), e.content))
-        .collect()
 }

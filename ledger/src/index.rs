@@ -11,13 +11,19 @@
 //! -> seqs; `corr` id|0|first -> seqs, where one entry holds the seqs (u64 BE each) of
 //! one appended batch that share the key and `first` is the least of them;
 //! `redacted` hash -> seq; `reverts` reverted id|0|seq -> reverting change id;
-//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]); `stat` and
-//! `snap` belong to the scanner and projections.
+//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]).
+//!
+//! Projection snapshots are files, not sled values: `snapshots/<name>.<seq, 20 digits>`
+//! in the index directory, each the snapshot bytes followed by their BLAKE3 hash. Large
+//! values in sled are written as blob files that sled reads back on every start while
+//! they sit in its log's tail; a 100,000-file tree snapshot is ~13 MB. Snapshots (and
+//! the trees `stat` and `snap` where earlier versions kept the scanner's cache and the
+//! snapshots) are never read by sled now; those two trees are dropped on open.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -40,8 +46,8 @@ pub struct Index {
     corr: sled::Tree,
     redacted: sled::Tree,
     reverts: sled::Tree,
-    stat: sled::Tree,
-    snap: sled::Tree,
+    /// Projection snapshot files.
+    snap_dir: PathBuf,
 }
 
 /// Index bookkeeping, stored under `meta/state`.
@@ -70,6 +76,18 @@ fn seq_suffix(k: &[u8]) -> u64 {
             .try_into()
             .expect("index keys end with a seq"),
     )
+}
+
+/// File name of the snapshot of `name` at `seq`.
+fn snapshot_file(name: &str, seq: u64) -> Result<String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::Invalid(format!("snapshot name {name:?}")));
+    }
+    Ok(format!("{name}.{seq:020}"))
 }
 
 /// `meta` key of the [`MerkleState`] over the indexed events. Absent means unknown (an
@@ -252,6 +270,10 @@ impl Index {
             .path(dir)
             .cache_capacity(64 << 20)
             .open()?;
+        // Where earlier versions kept the stat cache and the snapshots (large values).
+        for old in ["stat", "snap"] {
+            db.drop_tree(old)?;
+        }
         let t = |n: &str| db.open_tree(n);
         let index = Index {
             positions: Arc::new(Positions::open(dir)?),
@@ -262,8 +284,7 @@ impl Index {
             corr: t("corr")?,
             redacted: t("redacted")?,
             reverts: t("reverts")?,
-            stat: t("stat")?,
-            snap: t("snap")?,
+            snap_dir: dir.join("snapshots"),
             db,
         };
         if index.meta.is_empty() {
@@ -289,7 +310,8 @@ impl Index {
         Ok(())
     }
 
-    /// Empties every journal-derived tree and the position file (not the stat cache).
+    /// Empties every journal-derived tree and the position file, and removes the
+    /// snapshots.
     pub fn clear(&self) -> Result<()> {
         // Trees of the older layout, if present.
         for old in ["pos", "time"] {
@@ -304,9 +326,13 @@ impl Index {
             &self.corr,
             &self.redacted,
             &self.reverts,
-            &self.snap,
         ] {
             t.clear()?;
+        }
+        match fs::remove_dir_all(&self.snap_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing", &self.snap_dir, e)),
         }
         // Every caller re-adds the journal from seq 0 next.
         self.set_merkle_state(&MerkleState::default())
@@ -510,35 +536,93 @@ impl Index {
             .collect()
     }
 
-    /// The scanner's stat cache.
-    pub fn stat_tree(&self) -> &sled::Tree {
-        &self.stat
-    }
-
-    /// Projection snapshots: name|0|seq -> bytes.
+    /// Saves a projection snapshot: `name` (letters, digits, `-`, `_`) at `seq`.
     pub fn put_snapshot(&self, name: &str, seq: u64, bytes: &[u8]) -> Result<()> {
-        self.snap.insert(key_seq(name.as_bytes(), seq), bytes)?;
+        let path = self.snap_dir.join(snapshot_file(name, seq)?);
+        fs::create_dir_all(&self.snap_dir).map_err(|e| Error::io("creating", &self.snap_dir, e))?;
+        let tmp = self
+            .snap_dir
+            .join(format!("tmp-{}-{name}", std::process::id()));
+        let mut data = Vec::with_capacity(bytes.len() + 32);
+        data.extend_from_slice(bytes);
+        data.extend_from_slice(blake3::hash(bytes).as_bytes());
+        // Derived data: written whole and renamed into place, not synced. A torn file
+        // fails its hash and is not used.
+        let res = fs::write(&tmp, &data).and_then(|_| fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("writing", path, e));
+        }
         Ok(())
     }
 
-    /// The newest snapshot of `name` at or before `seq`.
+    /// Seqs of the snapshots of `name`, ascending (their files are not read).
+    fn snapshot_seqs(&self, name: &str) -> Result<Vec<u64>> {
+        snapshot_file(name, 0)?;
+        let entries = match fs::read_dir(&self.snap_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", &self.snap_dir, e)),
+        };
+        let mut seqs = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &self.snap_dir, e))?;
+            let file = entry.file_name();
+            let Some(rest) = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(name))
+                .and_then(|f| f.strip_prefix('.'))
+            else {
+                continue;
+            };
+            if rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(seq) = rest.parse() {
+                    seqs.push(seq);
+                }
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Seq of the newest snapshot of `name`, without reading it.
+    pub fn latest_snapshot_seq(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.snapshot_seqs(name)?.last().copied())
+    }
+
+    /// The newest intact snapshot of `name` at or before `seq` (one whose bytes fail
+    /// their hash is passed over).
     pub fn snapshot_at_or_before(&self, name: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>> {
-        let lo = key_seq(name.as_bytes(), 0);
-        let hi = key_seq(name.as_bytes(), seq);
-        Ok(self
-            .snap
-            .range(lo..=hi)
-            .next_back()
-            .transpose()?
-            .map(|(k, v)| (seq_suffix(&k), v.to_vec())))
+        for s in self.snapshot_seqs(name)?.into_iter().rev() {
+            if s > seq {
+                continue;
+            }
+            let path = self.snap_dir.join(snapshot_file(name, s)?);
+            let Ok(mut data) = fs::read(&path) else {
+                continue;
+            };
+            let Some(split) = data.len().checked_sub(32) else {
+                continue;
+            };
+            if blake3::hash(&data[..split]).as_bytes() == &data[split..] {
+                data.truncate(split);
+                return Ok(Some((s, data)));
+            }
+        }
+        Ok(None)
     }
 
     /// Drops snapshots of `name` older than `keep_from`.
     pub fn prune_snapshots(&self, name: &str, keep_from: u64) -> Result<()> {
-        let lo = key_seq(name.as_bytes(), 0);
-        let hi = key_seq(name.as_bytes(), keep_from);
-        for k in self.snap.range(lo..hi).keys() {
-            self.snap.remove(k?)?;
+        for s in self.snapshot_seqs(name)? {
+            if s < keep_from {
+                let path = self.snap_dir.join(snapshot_file(name, s)?);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("removing", path, e)),
+                }
+            }
         }
         Ok(())
     }

@@ -542,3 +542,49 @@ fn scans_can_start_in_the_middle_of_a_batch() {
     assert_eq!(seen, vec![3, 4]);
     assert!(l.verify(VerifyOptions::default()).unwrap().ok());
 }
+
+#[test]
+fn snapshots_are_checksummed_files_pruned_by_name_and_cleared_by_reindex() {
+    let (d, l) = init();
+    let dir = d.path().join(LEDGER_DIR).join("index").join("snapshots");
+    let ix = l.index_unsynced();
+    assert_eq!(ix.latest_snapshot_seq("tree").unwrap(), None);
+    assert_eq!(ix.snapshot_at_or_before("tree", 100).unwrap(), None);
+    ix.put_snapshot("tree", 5, b"five").unwrap();
+    ix.put_snapshot("tree", 9, b"nine").unwrap();
+    ix.put_snapshot("tree-head", 7, b"head seven").unwrap();
+    assert_eq!(ix.latest_snapshot_seq("tree").unwrap(), Some(9));
+    assert_eq!(ix.latest_snapshot_seq("tree-head").unwrap(), Some(7));
+    assert_eq!(
+        ix.snapshot_at_or_before("tree", 8).unwrap(),
+        Some((5, b"five".to_vec()))
+    );
+    assert_eq!(
+        ix.snapshot_at_or_before("tree", 9).unwrap(),
+        Some((9, b"nine".to_vec()))
+    );
+    assert_eq!(ix.snapshot_at_or_before("tree", 4).unwrap(), None);
+    // A damaged snapshot is passed over for the next older one.
+    let nine = dir.join(format!("tree.{:020}", 9));
+    let mut bytes = std::fs::read(&nine).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&nine, &bytes).unwrap();
+    assert_eq!(
+        ix.snapshot_at_or_before("tree", 20).unwrap(),
+        Some((5, b"five".to_vec()))
+    );
+    // Pruning one name leaves the other alone.
+    ix.prune_snapshots("tree", 9).unwrap();
+    assert_eq!(ix.snapshot_at_or_before("tree", 8).unwrap(), None);
+    assert_eq!(ix.latest_snapshot_seq("tree-head").unwrap(), Some(7));
+    // Names that are not plain words are refused (they name files).
+    assert!(ix.put_snapshot("../x", 1, b"x").is_err());
+    assert!(ix.put_snapshot("", 1, b"x").is_err());
+    // Snapshots are derived: a reindex removes them.
+    l.reindex().unwrap();
+    assert_eq!(
+        l.index_unsynced().latest_snapshot_seq("tree-head").unwrap(),
+        None
+    );
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
+}

@@ -1,0 +1,1022 @@
+//! Two derived files in `.ledger/index/` that make `record` and `status` cheap: the stat
+//! cache (`stat-cache`) and the recorded files at a recent seq (`head-files`).
+//!
+//! Both are flat, sorted by path bytes, read with one `read` and used in place (no map
+//! is built), and end with a BLAKE3 checksum of everything before it. Anything
+//! unexpected (missing file, other magic or version, bad checksum, unsorted paths,
+//! trailing bytes) makes the file count as absent; it is then rebuilt. They are written
+//! to a temporary name and renamed, without fsync: losing them costs time, not data.
+//!
+//! `stat-cache` (magic `LDGRSTAT`):
+//! `magic[8] version:u32 0:u32 count:u64` then per entry `path_len:u32 path
+//! size:u64 mtime_ns:i64 ctime_ns:i64 ino:u64 mode:u8 hash[32]`, then `blake3[32]`.
+//! An entry says: a file with exactly this stat data held these bytes.
+//! `stat-cache.delta` (magic `LDGRSTDL`): `magic[8] version:u32 0:u32 base[32]
+//! count:u64`, entries as above (mode `0xff`: the path has no entry), `blake3[32]`;
+//! `base` is the trailing checksum of the `stat-cache` it applies to.
+//!
+//! `head-files` (magic `LDGRHEAD`):
+//! `magic[8] version:u32 0:u32 seq:u64 event_hash[32] count:u64` then per entry
+//! `path_len:u32 path hash[32] mode:u8 size:u64`, then `blake3[32]`: the `file`
+//! namespace of the recorded tree right after `seq`, whose event hash is `event_hash`
+//! (checked against the journal before the file is used: the head's hash, or the `prev`
+//! of the event after `seq`; the events after it are folded in from the journal). Integers are little-endian; mode is 0 regular, 1 executable,
+//! 2 symlink.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ledger::{Body, Content, Hash, Ledger, Mode, Record};
+use replay::Projection;
+
+use crate::output::CliResult;
+
+const STAT_FILE: &str = "stat-cache";
+const STAT_MAGIC: &[u8; 8] = b"LDGRSTAT";
+const STAT_DELTA_FILE: &str = "stat-cache.delta";
+const STAT_DELTA_MAGIC: &[u8; 8] = b"LDGRSTDL";
+/// Version 1 was a single sled value (`stat` tree, key `v1`).
+const STAT_VERSION: u32 = 2;
+const STAT_FIXED: usize = 8 + 8 + 8 + 8 + 1 + 32;
+
+const HEAD_FILE: &str = "head-files";
+const HEAD_MAGIC: &[u8; 8] = b"LDGRHEAD";
+const HEAD_VERSION: u32 = 1;
+const HEAD_FIXED: usize = 32 + 1 + 8;
+
+/// `head-files` is rewritten when this many events were folded in since it was written.
+pub const HEAD_FILES_EVERY: u64 = 64;
+/// ... or when this many paths changed since.
+const HEAD_FILES_MAX_CHANGED: usize = 4096;
+
+fn index_file(ledger: &Ledger, name: &str) -> PathBuf {
+    ledger.dir().join("index").join(name)
+}
+
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Regular => 0,
+        Mode::Executable => 1,
+        Mode::Symlink => 2,
+    }
+}
+
+fn byte_mode(b: u8) -> Option<Mode> {
+    match b {
+        0 => Some(Mode::Regular),
+        1 => Some(Mode::Executable),
+        2 => Some(Mode::Symlink),
+        _ => None,
+    }
+}
+
+/// Bounds-checked reading of a flat file.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+fn hash_at(b: &[u8]) -> Hash {
+    Hash(b[..32].try_into().expect("32 bytes"))
+}
+
+/// Checks the trailing checksum; returns the body (without it).
+fn checked_body(buf: &[u8]) -> Option<&[u8]> {
+    let split = buf.len().checked_sub(32)?;
+    let (body, sum) = buf.split_at(split);
+    (blake3::hash(body).as_bytes() == sum).then_some(body)
+}
+
+/// Reads `count` entries of `path_len:u32 path fixed[fixed]`, checking that paths are
+/// non-empty and strictly increasing and that nothing follows. Returns the path spans.
+fn read_entries(c: &mut Cursor<'_>, count: u64, fixed: usize) -> Option<Vec<(usize, usize)>> {
+    // Each entry takes at least 5 + fixed bytes: a huge count cannot allocate much.
+    let max = (c.buf.len() - c.pos) / (4 + 1 + fixed);
+    let count = usize::try_from(count).ok().filter(|n| *n <= max)?;
+    let mut spans = Vec::with_capacity(count);
+    let mut prev: &[u8] = &[];
+    for _ in 0..count {
+        let len = c.u32()? as usize;
+        let start = c.pos;
+        let path = c.take(len)?;
+        if path.is_empty() || (!spans.is_empty() && path <= prev) {
+            return None;
+        }
+        c.take(fixed)?;
+        spans.push((start, len));
+        prev = path;
+    }
+    (c.pos == c.buf.len()).then_some(spans)
+}
+
+/// Writes `buf` (checksum appended) to `index/<name>` through a temporary file.
+fn write_flat(ledger: &Ledger, name: &str, mut buf: Vec<u8>) -> std::io::Result<()> {
+    let sum = blake3::hash(&buf);
+    buf.extend_from_slice(sum.as_bytes());
+    let path = index_file(ledger, name);
+    let tmp = index_file(ledger, &format!("{name}.tmp-{}", std::process::id()));
+    let res = std::fs::write(&tmp, &buf).and_then(|_| std::fs::rename(&tmp, &path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn put_path(buf: &mut Vec<u8>, path: &[u8]) {
+    buf.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    buf.extend_from_slice(path);
+}
+
+/// One stat cache entry: the stat data of a file and the hash of what it held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub mode: Mode,
+    pub hash: Hash,
+}
+
+impl StatEntry {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.size.to_le_bytes());
+        buf.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        buf.extend_from_slice(&self.ctime_ns.to_le_bytes());
+        buf.extend_from_slice(&self.ino.to_le_bytes());
+        buf.push(mode_byte(self.mode));
+        buf.extend_from_slice(self.hash.as_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Option<StatEntry> {
+        Some(StatEntry {
+            size: le_u64(&b[0..]),
+            mtime_ns: le_u64(&b[8..]) as i64,
+            ctime_ns: le_u64(&b[16..]) as i64,
+            ino: le_u64(&b[24..]),
+            mode: byte_mode(b[32])?,
+            hash: hash_at(&b[33..]),
+        })
+    }
+}
+
+/// The stat cache: path -> [`StatEntry`], sorted by path, plus the updates of this run.
+///
+/// On disk it is a base file and a small delta file of the entries changed since the
+/// base was written (with tombstones for dropped ones); a run that changes a few
+/// entries rewrites only the delta. The delta names the checksum of the base it
+/// belongs to and is ignored with any other base. Combining any base with any delta
+/// would still be safe: an entry only ever says what a file with exactly that stat
+/// data held, and is used only when the stat data matches.
+#[derive(Default)]
+pub struct StatCache {
+    base: Vec<u8>,
+    base_spans: Vec<(usize, usize)>,
+    /// Checksum of the base file's body (what a delta must name).
+    base_sum: [u8; 32],
+    delta: Vec<u8>,
+    /// Delta entries (tombstones included), sorted by path.
+    delta_spans: Vec<(usize, usize)>,
+    /// Path -> new entry (`None`: drop it). Applied by [`StatCache::save`].
+    updates: BTreeMap<Vec<u8>, Option<StatEntry>>,
+    /// No valid base file was found.
+    missing: bool,
+}
+
+/// Mode byte of a delta entry that drops the path.
+const TOMBSTONE: u8 = 0xff;
+
+/// The entries of a stat cache as loaded (base overridden by delta), in path order:
+/// path and the encoded fixed-size part.
+pub struct CacheIter<'a> {
+    cache: &'a StatCache,
+    b: usize,
+    d: usize,
+}
+
+impl<'a> Iterator for CacheIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let c = self.cache;
+        loop {
+            let base = c
+                .base_spans
+                .get(self.b)
+                .map(|&(s, l)| (&c.base[s..s + l], &c.base[s + l..s + l + STAT_FIXED]));
+            let delta = c
+                .delta_spans
+                .get(self.d)
+                .map(|&(s, l)| (&c.delta[s..s + l], &c.delta[s + l..s + l + STAT_FIXED]));
+            let from_delta = match (base, delta) {
+                (None, None) => return None,
+                (Some(b), None) => {
+                    self.b += 1;
+                    return Some(b);
+                }
+                (None, Some(d)) => {
+                    self.d += 1;
+                    d
+                }
+                (Some(b), Some(d)) => match d.0.cmp(b.0) {
+                    std::cmp::Ordering::Greater => {
+                        self.b += 1;
+                        return Some(b);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.b += 1;
+                        self.d += 1;
+                        d
+                    }
+                    std::cmp::Ordering::Less => {
+                        self.d += 1;
+                        d
+                    }
+                },
+            };
+            if from_delta.1[32] != TOMBSTONE {
+                return Some(from_delta);
+            }
+        }
+    }
+}
+
+impl StatCache {
+    /// Loads the cache; a missing or damaged base gives an empty cache, a missing,
+    /// damaged or foreign delta is ignored.
+    pub fn load(ledger: &Ledger) -> StatCache {
+        let base = std::fs::read(index_file(ledger, STAT_FILE)).unwrap_or_default();
+        let Some(mut cache) = Self::parse_base(base) else {
+            return StatCache {
+                missing: true,
+                ..StatCache::default()
+            };
+        };
+        let delta = std::fs::read(index_file(ledger, STAT_DELTA_FILE)).unwrap_or_default();
+        if let Some(spans) = parse_delta(&delta, &cache.base_sum) {
+            cache.delta = delta;
+            cache.delta_spans = spans;
+        }
+        cache
+    }
+
+    fn parse_base(buf: Vec<u8>) -> Option<StatCache> {
+        let body = checked_body(&buf)?;
+        // The checksum just verified is the body's hash.
+        let base_sum: [u8; 32] = buf[body.len()..].try_into().ok()?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != STAT_MAGIC || c.u32()? != STAT_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let count = c.u64()?;
+        let spans = read_entries(&mut c, count, STAT_FIXED)?;
+        for &(start, len) in &spans {
+            // Mode bytes are checked once here so decoding cannot fail later.
+            byte_mode(body[start + len + 32])?;
+        }
+        Some(StatCache {
+            base: buf,
+            base_spans: spans,
+            base_sum,
+            ..StatCache::default()
+        })
+    }
+
+    /// The entries as loaded, in path order (the encoded fixed part: see
+    /// [`StatCache::decode`]).
+    pub fn iter(&self) -> CacheIter<'_> {
+        CacheIter {
+            cache: self,
+            b: 0,
+            d: 0,
+        }
+    }
+
+    /// Decodes the fixed part [`StatCache::iter`] gives.
+    pub fn decode(fixed: &[u8]) -> StatEntry {
+        StatEntry::decode(fixed).expect("mode bytes are checked on load")
+    }
+
+    /// The loaded entry of `path`, if any.
+    pub fn get(&self, path: &[u8]) -> Option<StatEntry> {
+        let find = |buf: &[u8], spans: &[(usize, usize)]| {
+            spans
+                .binary_search_by(|&(s, l)| buf[s..s + l].cmp(path))
+                .ok()
+                .map(|i| {
+                    let (s, l) = spans[i];
+                    s + l
+                })
+        };
+        match find(&self.delta, &self.delta_spans) {
+            Some(f) => StatEntry::decode(&self.delta[f..f + STAT_FIXED]),
+            None => find(&self.base, &self.base_spans)
+                .map(|f| Self::decode(&self.base[f..f + STAT_FIXED])),
+        }
+    }
+
+    /// Number of entries as loaded (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Path of entry `i` in path order (tests).
+    #[cfg(test)]
+    pub fn path(&self, i: usize) -> &[u8] {
+        self.iter().nth(i).expect("an entry").0
+    }
+
+    /// Entry `i` in path order (tests).
+    #[cfg(test)]
+    pub fn entry(&self, i: usize) -> StatEntry {
+        Self::decode(self.iter().nth(i).expect("an entry").1)
+    }
+
+    /// Index of `path` in path order (tests).
+    #[cfg(test)]
+    pub fn find(&self, path: &[u8]) -> Option<usize> {
+        self.iter().position(|(p, _)| p == path)
+    }
+
+    /// Drops the entry of `path` (its file is gone).
+    pub fn drop_entry(&mut self, path: &[u8]) {
+        self.updates.insert(path.to_vec(), None);
+    }
+
+    /// Sets (`Some`) or drops (`None`) the entry of `path`; `old` is its loaded entry.
+    pub fn update(&mut self, path: &[u8], old: Option<StatEntry>, new: Option<StatEntry>) {
+        if old != new {
+            self.updates.insert(path.to_vec(), new);
+        }
+    }
+
+    /// Drops entries so these paths are read again on the next scan.
+    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
+        for p in paths {
+            if self.get(p).is_some() || self.updates.get(p).is_some_and(Option::is_some) {
+                self.updates.insert(p.to_vec(), None);
+            }
+        }
+    }
+
+    /// Writes what changed: a new delta, or (when the delta would grow past a fraction
+    /// of the base, or there is no base) a new base. Only a speed-up: failures are
+    /// ignored.
+    pub fn save(&self, ledger: &Ledger) {
+        if self.updates.is_empty() && !self.missing {
+            return;
+        }
+        if !self.missing {
+            let delta = self.new_delta();
+            let limit = (self.base_spans.len() / 8).max(1024);
+            if delta.len() <= limit {
+                let mut out = Vec::with_capacity(64 + delta.len() * 128);
+                out.extend_from_slice(STAT_DELTA_MAGIC);
+                out.extend_from_slice(&STAT_VERSION.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&self.base_sum);
+                out.extend_from_slice(&(delta.len() as u64).to_le_bytes());
+                for (path, fixed) in delta {
+                    put_path(&mut out, path);
+                    match fixed {
+                        Fixed::Bytes(b) => out.extend_from_slice(b),
+                        Fixed::Entry(e) => e.encode(&mut out),
+                        Fixed::Tombstone => {
+                            out.extend_from_slice(&[0u8; 32]);
+                            out.push(TOMBSTONE);
+                            out.extend_from_slice(&[0u8; 32]);
+                        }
+                    }
+                }
+                let _ = write_flat(ledger, STAT_DELTA_FILE, out);
+                return;
+            }
+        }
+        let mut out = Vec::with_capacity(self.base.len() + self.updates.len() * 128);
+        out.extend_from_slice(STAT_MAGIC);
+        out.extend_from_slice(&STAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        let mut emit = |out: &mut Vec<u8>, path: &[u8], fixed: Fixed<'_>| {
+            let e = match fixed {
+                Fixed::Bytes(b) => Ok(b),
+                Fixed::Entry(e) => Err(e),
+                Fixed::Tombstone => return,
+            };
+            put_path(out, path);
+            match e {
+                Ok(b) => out.extend_from_slice(b),
+                Err(e) => e.encode(out),
+            }
+            count += 1;
+        };
+        let mut ups = self.updates.iter().peekable();
+        for (path, fixed) in self.iter() {
+            while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
+                if let Some(e) = e {
+                    emit(&mut out, p, Fixed::Entry(*e));
+                }
+            }
+            match ups.next_if(|(p, _)| p.as_slice() == path) {
+                Some((_, Some(e))) => emit(&mut out, path, Fixed::Entry(*e)),
+                Some((_, None)) => {}
+                None => emit(&mut out, path, Fixed::Bytes(fixed)),
+            }
+        }
+        for (p, e) in ups {
+            if let Some(e) = e {
+                emit(&mut out, p, Fixed::Entry(*e));
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        if write_flat(ledger, STAT_FILE, out).is_ok() {
+            let _ = std::fs::remove_file(index_file(ledger, STAT_DELTA_FILE));
+        }
+    }
+
+    /// The delta after this run: the loaded delta with the updates applied.
+    fn new_delta(&self) -> Vec<(&[u8], Fixed<'_>)> {
+        let in_base = |p: &[u8]| {
+            self.base_spans
+                .binary_search_by(|&(s, l)| self.base[s..s + l].cmp(p))
+                .is_ok()
+        };
+        let update = |p: &'_ [u8], e: &Option<StatEntry>| match e {
+            Some(e) => Some(Fixed::Entry(*e)),
+            None => in_base(p).then_some(Fixed::Tombstone),
+        };
+        let mut out = Vec::new();
+        let mut ups = self.updates.iter().peekable();
+        for &(s, l) in &self.delta_spans {
+            let path = &self.delta[s..s + l];
+            while let Some((p, e)) = ups.next_if(|(p, _)| p.as_slice() < path) {
+                out.extend(update(p, e).map(|f| (p.as_slice(), f)));
+            }
+            match ups.next_if(|(p, _)| p.as_slice() == path) {
+                Some((p, e)) => out.extend(update(p, e).map(|f| (path, f))),
+                None => out.push((path, Fixed::Bytes(&self.delta[s + l..s + l + STAT_FIXED]))),
+            }
+        }
+        for (p, e) in ups {
+            out.extend(update(p, e).map(|f| (p.as_slice(), f)));
+        }
+        out
+    }
+}
+
+/// The fixed-size part of an entry to write.
+enum Fixed<'a> {
+    Bytes(&'a [u8]),
+    Entry(StatEntry),
+    Tombstone,
+}
+
+/// Checks a delta file against the base it must belong to; returns its entries.
+fn parse_delta(buf: &[u8], base_sum: &[u8; 32]) -> Option<Vec<(usize, usize)>> {
+    let body = checked_body(buf)?;
+    let mut c = Cursor { buf: body, pos: 0 };
+    if c.take(8)? != STAT_DELTA_MAGIC || c.u32()? != STAT_VERSION || c.u32()? != 0 {
+        return None;
+    }
+    if c.take(32)? != base_sum {
+        return None;
+    }
+    let count = c.u64()?;
+    let spans = read_entries(&mut c, count, STAT_FIXED)?;
+    for &(start, len) in &spans {
+        let m = body[start + len + 32];
+        if m != TOMBSTONE {
+            byte_mode(m)?;
+        }
+    }
+    Some(spans)
+}
+
+/// Removes these files (`ledger reindex`); they are rebuilt when next needed.
+pub fn remove_all(ledger: &Ledger) {
+    let _ = std::fs::remove_file(index_file(ledger, DIR_FILE));
+    let _ = std::fs::remove_file(index_file(ledger, STAT_FILE));
+    let _ = std::fs::remove_file(index_file(ledger, STAT_DELTA_FILE));
+    let _ = std::fs::remove_file(index_file(ledger, HEAD_FILE));
+}
+
+/// The recorded workspace files at the journal head: the `head-files` base plus the
+/// file changes of the events after it.
+pub struct HeadFiles {
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    /// Seq the base describes (`None`: empty base, before any event).
+    base_seq: Option<u64>,
+    /// Changes since the base: path -> content (`None`: deleted).
+    overlay: BTreeMap<Vec<u8>, Option<Content>>,
+    /// Seq of the last event folded in.
+    seq: Option<u64>,
+    /// The base on disk is missing or unusable.
+    stale: bool,
+}
+
+impl HeadFiles {
+    /// The files at the head: from `head-files` when it matches this journal, else
+    /// from the tree snapshots (and then saved by [`HeadFiles::save_if_due`]).
+    pub fn load(ledger: &Ledger) -> CliResult<HeadFiles> {
+        crate::state::refuse_if_damaged(ledger)?;
+        let Some(head) = ledger.head() else {
+            return Ok(HeadFiles::empty(true));
+        };
+        let buf = std::fs::read(index_file(ledger, HEAD_FILE)).unwrap_or_default();
+        if let Some((mut hf, hash)) = Self::parse(buf) {
+            if hf.catch_up(ledger, hash, head.seq, head.hash)? {
+                return Ok(hf);
+            }
+        }
+        let (tree, _) = crate::state::tree_at(ledger, head.seq)?;
+        let mut hf = HeadFiles::empty(true);
+        for (k, e) in tree.files() {
+            hf.overlay
+                .insert(k.name.as_bytes().to_vec(), Some(e.content));
+        }
+        hf.seq = tree.seq();
+        Ok(hf)
+    }
+
+    /// Folds in the events after the base, checking that the base belongs to this
+    /// journal: its event hash is the head's, or the `prev` of the event after it (so
+    /// the base's own event, possibly a large one, is never read). `false`: unusable.
+    fn catch_up(
+        &mut self,
+        ledger: &Ledger,
+        hash: Hash,
+        head_seq: u64,
+        head_hash: Hash,
+    ) -> CliResult<bool> {
+        let Some(base) = self.base_seq else {
+            return Ok(false);
+        };
+        if base >= head_seq {
+            return Ok(base == head_seq && hash == head_hash);
+        }
+        if head_seq - base > HEAD_FILES_EVERY * 4 {
+            // Far behind: one journal walk from the batch after the base (the base is
+            // always the last event of a batch: the head when it was written). The walk
+            // checks the chain; the first event must name the base's hash.
+            let mut linked = None;
+            ledger.scan_range(base + 1, head_seq, &mut |r| {
+                if *linked.get_or_insert(r.event.prev == hash) {
+                    self.apply_one(r);
+                    Ok(())
+                } else {
+                    Err(ledger::Error::Stopped)
+                }
+            })?;
+            return Ok(linked == Some(true) && self.seq == Some(head_seq));
+        }
+        // The events after the base one by one (a walk could not start inside a
+        // batch), each linked to the one before by its `prev` hash.
+        let mut prev = hash;
+        for seq in base + 1..=head_seq {
+            let Ok(r) = ledger.event(seq) else {
+                return Ok(false);
+            };
+            if r.event.prev != prev {
+                return Ok(false);
+            }
+            prev = r.hash;
+            self.apply_one(&r);
+        }
+        Ok(prev == head_hash && self.seq == Some(head_seq))
+    }
+
+    fn empty(stale: bool) -> HeadFiles {
+        HeadFiles {
+            buf: Vec::new(),
+            spans: Vec::new(),
+            base_seq: None,
+            overlay: BTreeMap::new(),
+            seq: None,
+            stale,
+        }
+    }
+
+    fn parse(buf: Vec<u8>) -> Option<(HeadFiles, Hash)> {
+        let body = checked_body(&buf)?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != HEAD_MAGIC || c.u32()? != HEAD_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let seq = c.u64()?;
+        let hash = hash_at(c.take(32)?);
+        let count = c.u64()?;
+        let spans = read_entries(&mut c, count, HEAD_FIXED)?;
+        for &(start, len) in &spans {
+            byte_mode(body[start + len + 32])?;
+        }
+        Some((
+            HeadFiles {
+                buf,
+                spans,
+                base_seq: Some(seq),
+                overlay: BTreeMap::new(),
+                seq: Some(seq),
+                stale: false,
+            },
+            hash,
+        ))
+    }
+
+    fn base_content(&self, i: usize) -> (&[u8], Content) {
+        let (s, l) = self.spans[i];
+        let f = &self.buf[s + l..];
+        (
+            &self.buf[s..s + l],
+            Content {
+                hash: hash_at(f),
+                mode: byte_mode(f[32]).expect("mode bytes are checked on load"),
+                size: le_u64(&f[33..]),
+            },
+        )
+    }
+
+    /// Folds events (in seq order, after the ones already folded) in.
+    pub fn apply(&mut self, records: &[Record]) {
+        for r in records {
+            self.apply_one(r);
+        }
+    }
+
+    fn apply_one(&mut self, r: &Record) {
+        if self.seq.is_some_and(|s| r.event.seq <= s) {
+            return;
+        }
+        if let Body::Change(c) = &r.event.body {
+            for rc in c.resources.iter().filter(|rc| rc.key.is_file()) {
+                self.overlay.insert(rc.key.name.as_bytes().to_vec(), rc.new);
+            }
+        }
+        self.seq = Some(r.event.seq);
+    }
+
+    /// Seq of the last event folded in.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// Every recorded file, sorted by path.
+    pub fn iter(&self) -> HeadIter<'_> {
+        HeadIter {
+            hf: self,
+            i: 0,
+            overlay: self.overlay.iter().peekable(),
+        }
+    }
+
+    /// Every recorded file, sorted by path, in a vector.
+    #[cfg(test)]
+    pub fn files(&self) -> Vec<(&[u8], Content)> {
+        self.iter().collect()
+    }
+
+    /// Rewrites `head-files` at the folded seq when it is missing or far behind. A
+    /// speed-up only: failures are ignored.
+    pub fn save_if_due(&self, ledger: &Ledger) {
+        let Some(seq) = self.seq else { return };
+        let due = self.stale
+            || self.base_seq.is_none_or(|b| seq >= b + HEAD_FILES_EVERY)
+            || self.overlay.len() >= HEAD_FILES_MAX_CHANGED;
+        if !due {
+            return;
+        }
+        // Written at the head only, whose hash is known without reading its event.
+        let Some(head) = ledger.head().filter(|h| h.seq == seq) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96 + 128);
+        out.extend_from_slice(HEAD_MAGIC);
+        out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(head.hash.as_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        for (p, c) in self.iter() {
+            put_path(&mut out, p);
+            out.extend_from_slice(c.hash.as_bytes());
+            out.push(mode_byte(c.mode));
+            out.extend_from_slice(&c.size.to_le_bytes());
+            count += 1;
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        let _ = write_flat(ledger, HEAD_FILE, out);
+    }
+}
+
+/// The files of a [`HeadFiles`]: its base merged with the changes since, in path order.
+pub struct HeadIter<'a> {
+    hf: &'a HeadFiles,
+    i: usize,
+    overlay: std::iter::Peekable<std::collections::btree_map::Iter<'a, Vec<u8>, Option<Content>>>,
+}
+
+impl<'a> Iterator for HeadIter<'a> {
+    type Item = (&'a [u8], Content);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let base = (self.i < self.hf.spans.len()).then(|| self.hf.base_content(self.i));
+            let from_overlay = match (base, self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(b), None) => {
+                    self.i += 1;
+                    return Some(b);
+                }
+                (None, Some(_)) => true,
+                (Some(b), Some((p, _))) => match p.as_slice().cmp(b.0) {
+                    std::cmp::Ordering::Greater => {
+                        self.i += 1;
+                        return Some(b);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.i += 1;
+                        true
+                    }
+                    std::cmp::Ordering::Less => true,
+                },
+            };
+            if from_overlay {
+                if let Some((p, Some(c))) = self.overlay.next() {
+                    return Some((p.as_slice(), *c));
+                }
+            }
+        }
+    }
+}
+
+const DIR_FILE: &str = "dir-cache";
+const DIR_MAGIC: &[u8; 8] = b"LDGRDIRS";
+const DIR_VERSION: u32 = 1;
+
+/// What a directory's own stat data said when its entries were read. Any entry
+/// added, removed or renamed in it changes its mtime and ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl DirStat {
+    const LEN: usize = 32;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.ctime_ns.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> DirStat {
+        DirStat {
+            dev: le_u64(&b[0..]),
+            ino: le_u64(&b[8..]),
+            mtime_ns: le_u64(&b[16..]) as i64,
+            ctime_ns: le_u64(&b[24..]) as i64,
+        }
+    }
+}
+
+/// A directory's entries as read by the walk: name and type byte (see
+/// [`crate::walk`]'s `type_byte`), in the order read.
+pub struct Listed {
+    pub rel: Vec<u8>,
+    pub stat: DirStat,
+    pub entries: Vec<(Vec<u8>, u8)>,
+}
+
+/// One directory in a loaded dir cache.
+struct DirSpan {
+    path: (usize, usize),
+    stat: DirStat,
+    /// Offset of the first entry, and how many.
+    entries: (usize, usize),
+}
+
+/// Directory listings from earlier walks, so a directory whose stat data has not
+/// changed is not read again (git's untracked cache does the same). Only the raw
+/// entries are kept; ignore rules are applied to them afresh on every walk (the ignore
+/// files themselves are read every time).
+///
+/// `dir-cache` (magic `LDGRDIRS`): `magic[8] version:u32 0:u32 count:u64`, then per
+/// directory (sorted by path; the root is the empty path) `path_len:u32 path dev:u64
+/// ino:u64 mtime_ns:i64 ctime_ns:i64 entries:u32` and per entry `name_len:u8 name
+/// type:u8`, then `blake3[32]`. A listing is stored only when the directory's mtime and
+/// ctime are more than a second older than the walk (a change in the same clock tick
+/// would not show), and used only when all four stat fields match.
+#[derive(Default)]
+pub struct DirCache {
+    buf: Vec<u8>,
+    dirs: Vec<DirSpan>,
+}
+
+impl DirCache {
+    /// Loads the cache; missing or damaged gives an empty one.
+    pub fn load(ledger: &Ledger) -> DirCache {
+        let buf = std::fs::read(index_file(ledger, DIR_FILE)).unwrap_or_default();
+        Self::parse(buf).unwrap_or_default()
+    }
+
+    fn parse(buf: Vec<u8>) -> Option<DirCache> {
+        let body = checked_body(&buf)?;
+        let mut c = Cursor { buf: body, pos: 0 };
+        if c.take(8)? != DIR_MAGIC || c.u32()? != DIR_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let count = usize::try_from(c.u64()?).ok()?;
+        // Each directory takes at least 4 + 32 + 4 bytes.
+        if count > body.len() / 40 {
+            return None;
+        }
+        let mut dirs: Vec<DirSpan> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = c.u32()? as usize;
+            let start = c.pos;
+            let path = c.take(len)?;
+            if let Some(prev) = dirs.last() {
+                if path <= &body[prev.path.0..prev.path.0 + prev.path.1] {
+                    return None;
+                }
+            }
+            let stat = DirStat::decode(c.take(DirStat::LEN)?);
+            let n = c.u32()? as usize;
+            let first = c.pos;
+            for _ in 0..n {
+                let name_len = c.take(1)?[0] as usize;
+                let name = c.take(name_len)?;
+                if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+                    return None;
+                }
+                crate::walk::byte_type(c.take(1)?[0])?;
+            }
+            dirs.push(DirSpan {
+                path: (start, len),
+                stat,
+                entries: (first, n),
+            });
+        }
+        (c.pos == body.len()).then_some(DirCache { buf, dirs })
+    }
+
+    fn path(&self, i: usize) -> &[u8] {
+        let (s, l) = self.dirs[i].path;
+        &self.buf[s..s + l]
+    }
+
+    /// Index of the listing of directory `rel` if its stat data is still `stat`.
+    pub fn lookup(&self, rel: &[u8], stat: &DirStat) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.dirs.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.path(mid).cmp(rel) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return (self.dirs[mid].stat == *stat).then_some(mid);
+                }
+            }
+        }
+        None
+    }
+
+    /// The entries of listing `i`: name and type byte.
+    pub fn entries(&self, i: usize) -> impl Iterator<Item = (&[u8], u8)> + '_ {
+        let (mut pos, n) = self.dirs[i].entries;
+        (0..n).map(move |_| {
+            let len = self.buf[pos] as usize;
+            let name = &self.buf[pos + 1..pos + 1 + len];
+            let t = self.buf[pos + 1 + len];
+            pos += len + 2;
+            (name, t)
+        })
+    }
+
+    /// Saves the listings after a walk that used listings `hits` of this cache and read
+    /// `listed` afresh. With `partial` (a walk limited to a scope) the listings it did
+    /// not visit are kept; otherwise they are dropped. Written only when something
+    /// changed; failures are ignored (it is only a speed-up).
+    pub fn save(&self, ledger: &Ledger, hits: &[usize], listed: Vec<Listed>, partial: bool) {
+        if let Some(out) = self.encode(hits, listed, partial) {
+            let _ = write_flat(ledger, DIR_FILE, out);
+        }
+    }
+
+    /// A cache as [`DirCache::save`] would write it (for tests).
+    #[cfg(test)]
+    pub fn rebuilt(&self, hits: &[usize], listed: Vec<Listed>, partial: bool) -> DirCache {
+        match self.encode(hits, listed, partial) {
+            Some(mut out) => {
+                let sum = blake3::hash(&out);
+                out.extend_from_slice(sum.as_bytes());
+                DirCache::parse(out).expect("a cache just encoded parses")
+            }
+            None => DirCache {
+                buf: self.buf.clone(),
+                dirs: self
+                    .dirs
+                    .iter()
+                    .map(|d| DirSpan {
+                        path: d.path,
+                        stat: d.stat,
+                        entries: d.entries,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// Number of listings.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// The file [`DirCache::save`] writes (without its checksum), `None` if unchanged.
+    fn encode(&self, hits: &[usize], listed: Vec<Listed>, partial: bool) -> Option<Vec<u8>> {
+        let mut hit = vec![false; self.dirs.len()];
+        for &i in hits {
+            if let Some(h) = hit.get_mut(i) {
+                *h = true;
+            }
+        }
+        if listed.is_empty() && (partial || hit.iter().all(|h| *h)) {
+            return None;
+        }
+        let mut new: Vec<Listed> = listed;
+        new.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        new.dedup_by(|a, b| a.rel == b.rel);
+        let mut out = Vec::with_capacity(self.buf.len() + new.len() * 512);
+        out.extend_from_slice(DIR_MAGIC);
+        out.extend_from_slice(&DIR_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        let mut fresh = new.iter().peekable();
+        let put_new = |out: &mut Vec<u8>, l: &Listed| {
+            put_path(out, &l.rel);
+            l.stat.encode(out);
+            out.extend_from_slice(&(l.entries.len() as u32).to_le_bytes());
+            for (name, t) in &l.entries {
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+                out.push(*t);
+            }
+        };
+        for (i, d) in self.dirs.iter().enumerate() {
+            let path = self.path(i);
+            while let Some(l) = fresh.next_if(|l| l.rel.as_slice() < path) {
+                put_new(&mut out, l);
+                count += 1;
+            }
+            if let Some(l) = fresh.next_if(|l| l.rel.as_slice() == path) {
+                put_new(&mut out, l);
+                count += 1;
+            } else if hit[i] || partial {
+                // Kept as it was: path, stat, count and entries are contiguous.
+                let end = self
+                    .entries(i)
+                    .fold(d.entries.0, |pos, (name, _)| pos + name.len() + 2);
+                put_path(&mut out, path);
+                out.extend_from_slice(&self.buf[d.path.0 + d.path.1..end]);
+                count += 1;
+            }
+        }
+        for l in fresh {
+            put_new(&mut out, l);
+            count += 1;
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        Some(out)
+    }
+}
