@@ -193,7 +193,7 @@ fn run_indexer(
         match res {
             Ok(()) if !failed => {
                 if let Some(last) = records.last() {
-                    p.done = last.event.seq + 1;
+                    p.done = p.done.max(last.event.seq + 1);
                 }
                 for r in &records {
                     if p.changes.get(&r.event.change_id) == Some(&r.event.seq) {
@@ -433,7 +433,13 @@ impl Ledger {
         let (lock, cv) = &*self.progress;
         let mut p = lock.lock().unwrap();
         loop {
-            if let Some(e) = &p.error {
+            if let Some(e) = p.error.clone() {
+                drop(p);
+                // The index writer stopped (a full disk, say): catch the index up from
+                // the journal now, as opening would.
+                if self.recover_index().is_ok() {
+                    return Ok(());
+                }
                 return Err(Error::Index(format!(
                     "updating the index failed ({e}); it is rebuilt from the journal when the ledger is next opened, or run `ledger reindex`"
                 )));
@@ -443,6 +449,33 @@ impl Ledger {
             }
             p = cv.wait(p).unwrap();
         }
+    }
+
+    /// Marks the index writer as failed, as a sled error would (tests of the recovery).
+    #[doc(hidden)]
+    pub fn fail_index_writer(&self, why: &str) {
+        let (lock, cv) = &*self.progress;
+        lock.lock().unwrap().error = Some(why.to_string());
+        cv.notify_all();
+    }
+
+    /// After the index writer failed: brings the indexes level with the journal from
+    /// what sled holds. Only when the writer lock is free (a caller holding it gets the
+    /// error instead).
+    fn recover_index(&self) -> Result<()> {
+        let Ok(mut w) = self.writer.try_lock() else {
+            return Err(Error::Index("the writer is busy".into()));
+        };
+        let state = self.index.state()?;
+        self.catch_up_locked(&mut w, state, &mut OpenReport::default())?;
+        let next = w.journal.next_seq();
+        let mut p = self.progress.0.lock().unwrap();
+        *p = IndexProgress {
+            sent: next,
+            done: next,
+            ..IndexProgress::default()
+        };
+        Ok(())
     }
 
     /// Whether a change ID exists, counting appends still on their way into sled.
@@ -458,6 +491,15 @@ impl Ledger {
     /// Brings indexes level with the journal and checks sealed segments were not edited.
     fn catch_up(&self, state: IndexState, report: &mut OpenReport) -> Result<()> {
         let mut w = self.writer.lock().unwrap();
+        self.catch_up_locked(&mut w, state, report)
+    }
+
+    fn catch_up_locked(
+        &self,
+        w: &mut MutexGuard<'_, Writer>,
+        state: IndexState,
+        report: &mut OpenReport,
+    ) -> Result<()> {
         let head = w.journal.head();
         let next = head.map_or(0, |h| h.seq + 1);
         let stamps = w.journal.stamps()?;
@@ -525,7 +567,7 @@ impl Ledger {
                 report.reindexed = Some(why);
             }
             self.index.clear()?;
-            self.index_from(&mut w, 0, None, state.tail)?;
+            self.index_from(w, 0, None, state.tail)?;
         } else if state.indexed < next {
             let prev = match state.indexed.checked_sub(1) {
                 Some(s) => {
@@ -542,7 +584,7 @@ impl Ledger {
                 }
                 None => None,
             };
-            self.index_from(&mut w, state.indexed, prev, state.tail)?;
+            self.index_from(w, state.indexed, prev, state.tail)?;
         }
         Ok(())
     }

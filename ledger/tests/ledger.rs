@@ -588,3 +588,31 @@ fn snapshots_are_checksummed_files_pruned_by_name_and_cleared_by_reindex() {
     );
     assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
 }
+
+#[test]
+fn a_failed_index_writer_is_caught_up_from_the_journal_on_the_next_read() {
+    let (_d, l) = init();
+    l.append(vec![ev("before", "a")], Precondition::None)
+        .unwrap();
+    l.sync_index().unwrap();
+    // As after a sled write failed on a full disk: later appends are durable but the
+    // writer no longer indexes them.
+    l.fail_index_writer("No space left on device");
+    for i in 0..5 {
+        l.append(vec![ev(&format!("during-{i}"), "b")], Precondition::None)
+            .unwrap();
+    }
+    // The next read catches the index up from the journal instead of failing.
+    assert_eq!(l.change("during-3").unwrap()[0].event.seq, 5);
+    assert_eq!(
+        l.index().unwrap().agent_seqs("b").unwrap(),
+        vec![2, 3, 4, 5, 6]
+    );
+    l.append(
+        vec![ev("after", "a")],
+        Precondition::NewChange("after".into()),
+    )
+    .unwrap();
+    assert_eq!(l.change("after").unwrap()[0].event.seq, 7);
+    assert!(l.verify(VerifyOptions::default()).unwrap().ok());
+}
