@@ -302,13 +302,14 @@ pub fn walk(
     dirs: Option<&DirCache>,
     scan_start: i64,
 ) -> CliResult<Walk> {
-    // Two threads per core (git's index preloading also runs more threads than cores):
-    // while one waits for the disk (a directory or inode block that is not cached) or
-    // for a core another process holds, the other works.
+    // Four threads per core (git's index preloading also runs more threads than
+    // cores): while one waits for the disk (a directory or inode block that is not
+    // cached) or for a core another process holds, the others work. On an idle
+    // machine with everything cached the extra threads cost a few context switches.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .saturating_mul(2)
-        .clamp(2, 16);
+        .saturating_mul(4)
+        .clamp(4, 16);
     let shared = Shared {
         queue: Mutex::new(Queue {
             jobs: vec![Job {
