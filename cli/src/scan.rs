@@ -866,6 +866,10 @@ mod tests {
     #[test]
     fn the_dir_cache_is_saved_used_and_ignored_when_damaged() {
         let w = workspace();
+        if crate::walk::dir_cache_device(&w.ws.root).is_none() {
+            eprintln!("this file system keeps no dir cache; nothing to check");
+            return;
+        }
         w.write("d/f.txt", b"f");
         let path = w.ledger.dir().join("index/dir-cache");
         let mut cache = StatCache::load(&w.ledger);
