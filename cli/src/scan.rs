@@ -1095,6 +1095,28 @@ mod tests {
     }
 
     #[test]
+    fn tree_snapshots_are_saved_only_when_due() {
+        let w = workspace();
+        let ix = w.ledger.index();
+        let mut saved = Vec::new();
+        for i in 0..(2 * crate::state::HEAD_EVERY + 3) {
+            record_batch(&w, &format!("s{i}-"), 1);
+            crate::state::keep_snapshots_current(&w.ledger).unwrap();
+            let latest = ix.latest_snapshot_seq("tree-head").unwrap().unwrap();
+            if saved.last() != Some(&latest) {
+                saved.push(latest);
+            }
+        }
+        // The first record saves one; then one every HEAD_EVERY events.
+        let every = crate::state::HEAD_EVERY;
+        assert_eq!(saved, [1, 1 + every, 1 + 2 * every]);
+        // And what they hold is the tree at their seq.
+        let (tree, used) = crate::state::tree_at(&w.ledger, 1 + 2 * every).unwrap();
+        assert_eq!(used, Some(1 + 2 * every));
+        assert_eq!(tree.files().count() as u64, 1 + 2 * every);
+    }
+
+    #[test]
     fn head_files_of_another_journal_are_not_used() {
         let a = workspace();
         record(&a, &[("x", b"from a")]);
