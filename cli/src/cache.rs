@@ -842,8 +842,8 @@ pub struct DirCache {
 
 impl DirCache {
     /// Loads the cache; missing or damaged gives an empty one.
-    pub fn load(ledger: &Ledger) -> DirCache {
-        let buf = std::fs::read(index_file(ledger, DIR_FILE)).unwrap_or_default();
+    pub fn load(index_dir: &std::path::Path) -> DirCache {
+        let buf = std::fs::read(index_dir.join(DIR_FILE)).unwrap_or_default();
         Self::parse(buf).unwrap_or_default()
     }
 

@@ -20,7 +20,7 @@ use crate::compliance;
 use crate::context::{self, Ctx};
 use crate::forensics;
 use crate::output::{json_line, CliError, CliResult, EXIT_ERROR, EXIT_VERIFY};
-use crate::scan::display_path;
+use crate::scan::{display_path, WalkHandle};
 use crate::state;
 use crate::timeparse::{format_time, now_us, parse_range};
 
@@ -246,6 +246,20 @@ fn validate_who(who: &Who) -> CliResult {
     Ok(())
 }
 
+/// The scope of a command (workspace-relative prefixes) and its walk.
+type ScopedWalk = (Vec<Vec<u8>>, WalkHandle);
+
+/// Opens the ledger and, as soon as it is locked, starts walking the workspace within
+/// `paths` (so the walk overlaps opening the indexes and the journal).
+fn open_and_walk(cli: &Cli, paths: &[std::path::PathBuf]) -> CliResult<(Ctx, ScopedWalk)> {
+    let (ctx, started) = context::open_then(cli, |ws, dir| -> CliResult<_> {
+        let scope = ws.scope(paths)?;
+        let walk = ws.start_walk(&dir.join("index"), &scope);
+        Ok((scope, walk))
+    })?;
+    Ok((ctx, started?))
+}
+
 /// Scans, stores content, and appends one change (plus `extra` events). Returns the
 /// change ID and its records, or `None` when there was nothing to append.
 fn record_changes(
@@ -255,12 +269,16 @@ fn record_changes(
     scope: &[Vec<u8>],
     failure: Option<Failure>,
     meta: BTreeMap<String, String>,
+    walk: Option<WalkHandle>,
 ) -> CliResult<Option<(Vec<ResourceChange>, Vec<Record>)>> {
     let ledger = &ctx.ledger;
+    let walk = match walk {
+        Some(w) => w,
+        None => ctx.ws.start_walk(&ledger.dir().join("index"), scope),
+    };
     // The recorded files and the stat cache load while the workspace is walked.
-    let (walked, (head, mut cache)) = ctx.ws.walk_while(ledger, scope, || {
-        (HeadFiles::load(ledger), StatCache::load(ledger))
-    });
+    let (head, mut cache) = (HeadFiles::load(ledger), StatCache::load(ledger));
+    let walked = ctx.ws.finish_walk(ledger, walk);
     let mut head = head?;
     let scan = ctx
         .ws
@@ -354,10 +372,9 @@ fn summary(changes: &[ResourceChange]) -> String {
 fn record(cli: &Cli, who: &Who, paths: &[std::path::PathBuf], json: bool) -> CliResult {
     validate_who(who)?;
     let meta = parse_meta(who)?;
-    let ctx = context::open(cli)?;
-    let scope = ctx.ws.scope(paths)?;
+    let (ctx, (scope, walk)) = open_and_walk(cli, paths)?;
     let id = check_change_id(&ctx.ledger, who)?;
-    match record_changes(&ctx, who, &id, &scope, None, meta)? {
+    match record_changes(&ctx, who, &id, &scope, None, meta, Some(walk))? {
         None => {
             if json {
                 json_line(&json!({"change_id": null, "files": 0}))?;
@@ -387,11 +404,10 @@ fn record(cli: &Cli, who: &Who, paths: &[std::path::PathBuf], json: bool) -> Cli
 fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResult<i32> {
     validate_who(who)?;
     let meta = parse_meta(who)?;
-    let ctx = context::open(cli)?;
+    let (ctx, (_, walk)) = open_and_walk(cli, &[])?;
     let id = check_change_id(&ctx.ledger, who)?;
-    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &[], || {
-        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
-    });
+    let (head, mut cache) = (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger));
+    let walked = ctx.ws.finish_walk(&ctx.ledger, walk);
     let head = head?;
     let before = ctx
         .ws
@@ -453,7 +469,7 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
         .collect();
     meta.insert("exec.argv".into(), serde_json::to_string(&argv)?);
     let failed = failure.is_some();
-    let res = record_changes(&ctx, who, &id, &[], failure, meta)?;
+    let res = record_changes(&ctx, who, &id, &[], failure, meta, None)?;
     let n = res.as_ref().map_or(0, |(c, _)| c.len());
     if json {
         json_line(&json!({"change_id": res.as_ref().map(|_| &id), "files": n, "exit_code": code}))?;
@@ -479,11 +495,9 @@ fn exec(cli: &Cli, who: &Who, cmd: &[std::ffi::OsString], json: bool) -> CliResu
 }
 
 fn status(cli: &Cli, paths: &[std::path::PathBuf], json: bool) -> CliResult {
-    let ctx = context::open(cli)?;
-    let scope = ctx.ws.scope(paths)?;
-    let (walked, (head, mut cache)) = ctx.ws.walk_while(&ctx.ledger, &scope, || {
-        (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger))
-    });
+    let (ctx, (scope, walk)) = open_and_walk(cli, paths)?;
+    let (head, mut cache) = (HeadFiles::load(&ctx.ledger), StatCache::load(&ctx.ledger));
+    let walked = ctx.ws.finish_walk(&ctx.ledger, walk);
     let head = head?;
     let scan = ctx
         .ws

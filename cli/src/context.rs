@@ -37,16 +37,24 @@ pub fn ledger_dir(cli: &Cli) -> CliResult<PathBuf> {
 }
 
 pub fn open(cli: &Cli) -> CliResult<Ctx> {
+    open_then(cli, |_, _| ()).map(|(ctx, ())| ctx)
+}
+
+/// [`open`], calling `locked` with the workspace and the ledger directory as soon as
+/// the ledger's lock is held, before its indexes and journal are opened (see
+/// [`Ledger::open_dir_then`]).
+pub fn open_then<T>(cli: &Cli, locked: impl FnOnce(&Workspace, &Path) -> T) -> CliResult<(Ctx, T)> {
     let dir = ledger_dir(cli)?;
     let opts = OpenOptions {
         lock_timeout: Duration::from_secs_f64(cli.lock_timeout.max(0.0)),
     };
-    let (ledger, report) = Ledger::open_dir(&dir, &opts)?;
     let root = dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let root = root.canonicalize().unwrap_or(root);
+    let ws = Workspace { root };
+    let (ledger, report, then) = Ledger::open_dir_then(&dir, &opts, || locked(&ws, &dir))?;
     if report.recovery.cut_bytes > 0 {
         eprintln!(
             "ledger: recovered from an interrupted write: cut {} bytes of an unacknowledged batch from {} (seqs dropped: {:?})",
@@ -61,8 +69,5 @@ pub fn open(cli: &Cli) -> CliResult<Ctx> {
     if let Some(d) = &report.damaged {
         eprintln!("ledger: warning: {d}; appends are refused until this is resolved (see `ledger verify`)");
     }
-    Ok(Ctx {
-        ledger,
-        ws: Workspace { root },
-    })
+    Ok((Ctx { ledger, ws }, then))
 }

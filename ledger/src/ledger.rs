@@ -352,6 +352,18 @@ impl Ledger {
     /// Opens a `.ledger` directory: takes the lock, recovers a torn journal tail,
     /// brings the indexes up to date (rebuilding them if needed).
     pub fn open_dir(dir: &Path, opts: &OpenOptions2) -> Result<(Ledger, OpenReport)> {
+        Self::open_dir_then(dir, opts, || ()).map(|(l, r, ())| (l, r))
+    }
+
+    /// [`Ledger::open_dir`], calling `locked` as soon as the lock is held and before
+    /// the indexes and the journal are opened, so that work which needs only the lock
+    /// (such as starting to look at the workspace on other threads) can overlap the
+    /// rest of the opening. Its result is returned with the ledger.
+    pub fn open_dir_then<T>(
+        dir: &Path,
+        opts: &OpenOptions2,
+        locked: impl FnOnce() -> T,
+    ) -> Result<(Ledger, OpenReport, T)> {
         match fs::read_to_string(dir.join(FORMAT_FILE)) {
             Ok(s) if s == FORMAT_LINE => {}
             Ok(s) => {
@@ -365,6 +377,7 @@ impl Ledger {
             Err(_) => return Err(Error::NotFound(dir.to_path_buf())),
         }
         let lock = lock(dir, opts.lock_timeout)?;
+        let then = locked();
         let mut report = OpenReport::default();
         let index_dir = dir.join("index");
         let index = match open_index(&index_dir) {
@@ -425,7 +438,7 @@ impl Ledger {
             tx: Some(tx),
             thread: Some(thread),
         };
-        Ok((ledger, report))
+        Ok((ledger, report, then))
     }
 
     /// Waits until the sled indexes hold every appended event.

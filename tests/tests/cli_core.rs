@@ -716,6 +716,46 @@ fn exec_records_a_failure_and_returns_the_commands_exit_code() {
     env.verify_ok();
 }
 
+/// `record` looks at the workspace only once it holds the ledger's lock: a `record`
+/// started while `exec`'s command is half done waits, then finds exec's changes
+/// recorded and nothing left (a walk made before the lock would have seen the half-done
+/// state and recorded the file the command removed later as created again).
+#[test]
+fn record_during_exec_waits_and_walks_only_after_exec_recorded() {
+    let env = TestEnvironment::init();
+    env.write("base.txt", "base\n");
+    env.record("a", &[]);
+    let mut exec = env
+        .command(
+            env.workspace(),
+            [
+                "exec",
+                "--agent",
+                "tool",
+                "--",
+                "sh",
+                "-c",
+                "echo one > one.txt; sleep 1.5; rm base.txt; echo two > two.txt",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // one.txt exists, base.txt is not removed yet; exec holds the lock.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = env
+        .run(["--lock-timeout", "60", "record", "--agent", "b"])
+        .success();
+    assert!(exec.wait().unwrap().success());
+    assert!(out.stdout.contains("Nothing to record"), "{out:?}");
+    let log = env.log_json(&[]);
+    let agents: Vec<&str> = log.iter().map(|c| c["agent"].as_str().unwrap()).collect();
+    assert_eq!(agents, ["tool", "a"]);
+    assert_eq!(paths(&log[0]), ["base.txt", "one.txt", "two.txt"]);
+    env.verify_ok();
+}
+
 #[test]
 fn exec_refuses_when_the_workspace_has_unrecorded_changes() {
     let env = TestEnvironment::init();
