@@ -37,6 +37,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../ledger/benches/common/mod.rs"]
+mod common;
+use common::{cpus_model_kernel, fs_type, median, peak_rss_kib, read_file, table};
+
 use ledger::merkle;
 use ledger::{
     Actor, Body, Change, Check, Content, Hash, Ledger, Mode, NewEvent, Op, Pending, Precondition,
@@ -128,20 +132,6 @@ impl Config {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn thousands(r: f64) -> String {
     let s = (r.round() as u64).to_string();
     let mut out = String::new();
@@ -192,52 +182,9 @@ fn log(msg: impl AsRef<str>) {
     );
 }
 
-/// Prints a markdown table; a header starting with `<` is a left-aligned column.
-fn table(head: &[&str], rows: &[Vec<String>]) {
-    let names: Vec<&str> = head.iter().map(|h| h.trim_start_matches('<')).collect();
-    println!("| {} |", names.join(" | "));
-    println!(
-        "|{}",
-        head.iter()
-            .map(|h| if h.starts_with('<') { ":---|" } else { "---:|" })
-            .collect::<String>()
-    );
-    for r in rows {
-        println!("| {} |", r.join(" | "));
-    }
-    println!();
-}
-
-fn read_text(path: &str) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-fn fs_type(dir: &Path) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mut best: Option<(usize, String, String)> = None;
-    for line in read_text("/proc/mounts").lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        let mp = f[1].replace("\\040", " ");
-        if dir.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.len() > b.0) {
-            best = Some((mp.len(), f[2].to_string(), f[0].to_string()));
-        }
-    }
-    best.map_or("unknown".into(), |(_, t, dev)| format!("{t} ({dev})"))
-}
-
 fn machine(cfg: &Config) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = read_text("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = read_text("/proc/sys/kernel/osrelease").trim().to_string();
-    let mem_gib = read_text("/proc/meminfo")
+    let (cpus, model, kernel) = cpus_model_kernel();
+    let mem_gib = read_file("/proc/meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
@@ -248,7 +195,7 @@ fn machine(cfg: &Config) -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "no git".into());
-    let load = read_text("/proc/loadavg");
+    let load = read_file("/proc/loadavg");
     format!(
         "- machine: {cpus} CPUs, {model}, Linux {kernel}, {mem_gib} GiB RAM; load average at start {}\n- bench directory: {} on {}\n- {git}; ledger: this build's `ledger` binary (`cargo bench` profile: release with line tables)\n- mode: {}",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
@@ -1128,7 +1075,7 @@ impl<'a> History<'a> {
             thousands((target - start) as f64 / append_s),
             format!("{:.1}", snap_s),
             format!("{:.1}", git_wait),
-            (peak_rss_mib() as u64).to_string(),
+            ((peak_rss_kib() as f64 / 1024.0) as u64).to_string(),
         ]);
     }
 
@@ -1741,15 +1688,6 @@ impl<'a> History<'a> {
 
 fn l_head(l: &Ledger) -> u64 {
     l.head().unwrap().seq
-}
-
-/// Peak resident set size of this process, in MiB.
-fn peak_rss_mib() -> f64 {
-    read_text("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn history(cfg: &Config, base: &Path) {

@@ -18,6 +18,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{cpus_model_kernel, fs_type, median, peak_rss_kib, table};
+
 use ledger::{
     Actor, Body, Change, Content, FsStorage, Hash, Ledger, Mode, NewEvent, Op, Pending,
     Precondition, ResourceChange, ResourceKey, VerifyOptions, FRAME_HEADER, FRAME_TRAILER,
@@ -71,19 +74,6 @@ impl Config {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -101,36 +91,8 @@ fn fmt_rate(r: f64) -> String {
     out
 }
 
-fn read_file(path: &str) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The file system type of the mount holding `dir` (longest matching mount point).
-fn fs_type(dir: &Path) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mut best: Option<(usize, String, String)> = None;
-    for line in read_file("/proc/mounts").lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        let mp = f[1].replace("\\040", " ");
-        if dir.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.len() > b.0) {
-            best = Some((mp.len(), f[2].to_string(), f[0].to_string()));
-        }
-    }
-    best.map_or("unknown".into(), |(_, t, dev)| format!("{t} ({dev})"))
-}
-
 fn machine(cfg: &Config) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = read_file("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = read_file("/proc/sys/kernel/osrelease").trim().to_string();
+    let (cpus, model, kernel) = cpus_model_kernel();
     format!(
         "- machine: {cpus} CPUs, {model}, Linux {kernel}\n- bench directory: {} on {}\n- durability: every `Ledger::append` returns after `fdatasync` of the journal segment (group commit: concurrent callers share one); the raw baseline is `write` + `fdatasync` on a plain file in the same directory\n- build: `cargo bench` (release, line-table debug info); mode: {}",
         cfg.base.display(),
@@ -233,26 +195,6 @@ fn event_sizes(pool: &[Hash]) -> (f64, f64) {
     }
     let avg = total as f64 / n as f64;
     (avg, avg + (FRAME_HEADER + FRAME_TRAILER) as f64)
-}
-
-struct Row {
-    cols: Vec<String>,
-}
-
-/// Prints a markdown table; a header starting with `<` is a left-aligned column.
-fn table(head: &[&str], rows: &[Row]) {
-    let names: Vec<&str> = head.iter().map(|h| h.trim_start_matches('<')).collect();
-    println!("| {} |", names.join(" | "));
-    println!(
-        "|{}",
-        head.iter()
-            .map(|h| if h.starts_with('<') { ":---|" } else { "---:|" })
-            .collect::<String>()
-    );
-    for r in rows {
-        println!("| {} |", r.cols.join(" | "));
-    }
-    println!();
 }
 
 /// Runs `blocks` blocks of each of the `sides` back to back, rotating which goes first,
@@ -459,8 +401,8 @@ fn appends(cfg: &Config, frame: f64) {
         "### Durable appends\n\nWorkload: `Body::Change` events, one resource each, {rec} bytes per journal frame; a fresh ledger per round; {} rounds; each figure is the median over rounds; ratios are the median of per-round ratios. Within a round the three sides run interleaved in blocks (25 single-event calls, or one 1,000-event call, each; the order rotates), so all three see the same shared disk.\n\n- ledger = `Ledger::append(events, Precondition::None)`: journal write + `fdatasync` + position file write, then return (the sled indexes are updated by a background thread); each timed block ends with `Ledger::sync_index()`, so the figure includes the index catching up.\n- bare journal = `Journal::append` on `FsStorage` (same frames, same `fdatasync`, no indexes, no lock).\n- plain file = `write` of the same number of bytes + `fdatasync`, same directory.\n",
         cfg.rounds
     );
-    let single_m = median(&mut single);
-    let batched_m = median(&mut batched);
+    let single_m = median(&single);
+    let batched_m = median(&batched);
     table(
         &[
             "<workload",
@@ -472,28 +414,24 @@ fn appends(cfg: &Config, frame: f64) {
             "<goal",
         ],
         &[
-            Row {
-                cols: vec![
-                    format!("1 event per call, {} calls", cfg.single_n),
-                    fmt_rate(single_m),
-                    fmt_rate(median(&mut j_single)),
-                    fmt_rate(median(&mut raw_single)),
-                    format!("{:.2}", median(&mut single_ratio)),
-                    format!("{:.2}", median(&mut j_single_ratio)),
-                    format!("≥ 3,000/s: {}", met(single_m, 3000.0)),
-                ],
-            },
-            Row {
-                cols: vec![
-                    format!("{} events per call, {} calls", cfg.batch_size, cfg.batches),
-                    fmt_rate(batched_m),
-                    fmt_rate(median(&mut j_batch)),
-                    fmt_rate(median(&mut raw_batch)),
-                    format!("{:.2}", median(&mut batch_ratio)),
-                    format!("{:.2}", median(&mut j_batch_ratio)),
-                    format!("≥ 50,000/s: {}", met(batched_m, 50_000.0)),
-                ],
-            },
+            vec![
+                format!("1 event per call, {} calls", cfg.single_n),
+                fmt_rate(single_m),
+                fmt_rate(median(&j_single)),
+                fmt_rate(median(&raw_single)),
+                format!("{:.2}", median(&single_ratio)),
+                format!("{:.2}", median(&j_single_ratio)),
+                format!("≥ 3,000/s: {}", met(single_m, 3000.0)),
+            ],
+            vec![
+                format!("{} events per call, {} calls", cfg.batch_size, cfg.batches),
+                fmt_rate(batched_m),
+                fmt_rate(median(&j_batch)),
+                fmt_rate(median(&raw_batch)),
+                format!("{:.2}", median(&batch_ratio)),
+                format!("{:.2}", median(&j_batch_ratio)),
+                format!("≥ 50,000/s: {}", met(batched_m, 50_000.0)),
+            ],
         ],
     );
     println!(
@@ -508,15 +446,13 @@ fn appends(cfg: &Config, frame: f64) {
             "ratio",
             "events per fsync",
         ],
-        &[Row {
-            cols: vec![
-                format!("{} threads × {} appends", cfg.threads, cfg.per_thread),
-                fmt_rate(median(&mut conc)),
-                fmt_rate(single_m),
-                format!("{:.2}", median(&mut conc_ratio)),
-                format!("{:.1}", median(&mut per_fsync)),
-            ],
-        }],
+        &[vec![
+            format!("{} threads × {} appends", cfg.threads, cfg.per_thread),
+            fmt_rate(median(&conc)),
+            fmt_rate(single_m),
+            format!("{:.2}", median(&conc_ratio)),
+            format!("{:.1}", median(&per_fsync)),
+        ]],
     );
     println!(
         "Events per fsync is exact: {n_ev} events divided by the number of distinct `batch_first` values in the returned records (one journal batch = one `fdatasync`).\n"
@@ -551,15 +487,6 @@ fn read_and_hash(journal: &Path) -> u64 {
     n
 }
 
-/// Peak resident set size of this process, in MB.
-fn peak_rss_mb() -> u64 {
-    read_file("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1000)
-}
-
 fn time_it<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut secs = Vec::new();
     let mut last = None;
@@ -568,7 +495,7 @@ fn time_it<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
         last = Some(f());
         secs.push(t.elapsed().as_secs_f64());
     }
-    (median(&mut secs), last.unwrap())
+    (median(&secs), last.unwrap())
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -647,7 +574,7 @@ fn child_main(op: &str, dir: &Path) {
     }
     let op_s = t.elapsed().as_secs_f64();
     drop(led);
-    println!("{open_s} {op_s} {}", peak_rss_mb());
+    println!("{open_s} {op_s} {}", (peak_rss_kib() / 1000));
 }
 
 fn verify_and_reindex(cfg: &Config, canonical: f64) {
@@ -675,7 +602,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
         }
         l.flush().unwrap();
         let build_rate = rate(built - from, t.elapsed());
-        let build_rss = peak_rss_mb();
+        let build_rss = peak_rss_kib() / 1000;
         eprintln!(
             "built {built} events in {:.1}s (journal {} MB, index {} MB)",
             t.elapsed().as_secs_f64(),
@@ -718,7 +645,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
                 assert_eq!(n, built);
             }
         }
-        let [floor, walk, ver, ver_noidx] = secs.map(|mut v| median(&mut v));
+        let [floor, walk, ver, ver_noidx] = secs.map(|v| median(&v));
         // What a fresh process (as `ledger verify` / `ledger reindex`) costs, with its
         // own peak RSS; this process lets go of the ledger (and its lock) meanwhile.
         drop(led.take());
@@ -734,39 +661,35 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
             cv.open_s,
             cv.peak_mb
         );
-        rows.push(Row {
-            cols: vec![
-                fmt_rate(built as f64),
-                format!("{}", dir_size(&journal) / 1_000_000),
-                fmt_rate(r(ver)),
-                fmt_rate(r(ver_noidx)),
-                fmt_rate(r(walk)),
-                fmt_rate(r(floor)),
-                format!("{:.1}", ver / floor),
-                format!("{:.2} + {:.2}", cv.open_s, cv.op_s),
-                format!("{}", cv.peak_mb),
-                fmt_rate(build_rate),
-                format!("{build_rss}"),
-                met(r(ver), 1_000_000.0),
-            ],
-        });
+        rows.push(vec![
+            fmt_rate(built as f64),
+            format!("{}", dir_size(&journal) / 1_000_000),
+            fmt_rate(r(ver)),
+            fmt_rate(r(ver_noidx)),
+            fmt_rate(r(walk)),
+            fmt_rate(r(floor)),
+            format!("{:.1}", ver / floor),
+            format!("{:.2} + {:.2}", cv.open_s, cv.op_s),
+            format!("{}", cv.peak_mb),
+            fmt_rate(build_rate),
+            format!("{build_rss}"),
+            met(r(ver), 1_000_000.0),
+        ]);
         if target <= cfg.reindex_max {
             let reps_ri = if target >= 1_000_000 { 1 } else { 3 };
             let runs: Vec<ChildRun> = (0..reps_ri).map(|_| child("reindex", &ldir)).collect();
-            let ri = median(&mut runs.iter().map(|c| c.op_s).collect::<Vec<_>>());
+            let ri = median(&runs.iter().map(|c| c.op_s).collect::<Vec<_>>());
             let peak = runs.iter().map(|c| c.peak_mb).max().unwrap();
             eprintln!("{built}: reindex {ri:.2}s, {peak} MB");
-            reindex_rows.push(Row {
-                cols: vec![
-                    fmt_rate(built as f64),
-                    format!("{ri:.2}"),
-                    fmt_rate(r(ri)),
-                    fmt_rate(r(walk)),
-                    format!("{:.0}", ri / walk),
-                    format!("{peak}"),
-                    format!("{}", dir_size(&ldir.join("index")) / 1_000_000),
-                ],
-            });
+            reindex_rows.push(vec![
+                fmt_rate(built as f64),
+                format!("{ri:.2}"),
+                fmt_rate(r(ri)),
+                fmt_rate(r(walk)),
+                format!("{:.0}", ri / walk),
+                format!("{peak}"),
+                format!("{}", dir_size(&ldir.join("index")) / 1_000_000),
+            ]);
         }
         led = Some(
             Ledger::open_dir(&ldir, &ledger::OpenOptions::default())
@@ -801,7 +724,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
     );
     let last_verify = rows
         .last()
-        .map(|r| r.cols[2].replace(',', "").parse::<f64>().unwrap())
+        .map(|r| r[2].replace(',', "").parse::<f64>().unwrap())
         .unwrap_or(f64::NAN);
     println!(
         "One content existence check (`ContentStore::contains`, a `stat`) took {check_us:.1} µs (median of 5 passes over the {CONTENT_POOL} stored blobs). This workload names only {CONTENT_POOL} distinct blobs; if every event named one new blob (as `ledger record` does), verify at the largest size would be bounded by 1 / (1/{} + {check_us:.1} µs) ≈ {} events/s (derived, not measured).\n",

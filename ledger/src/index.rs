@@ -190,20 +190,25 @@ impl Positions {
         Ok(())
     }
 
-    fn read(&self, from: u64, n: u64, buf: &mut Vec<u8>) -> Result<()> {
-        buf.resize((n * POSITION_BYTES) as usize, 0);
+    /// Reads the entries from seq `from` on into `buf` (whole entries).
+    fn read_into(&self, from: u64, buf: &mut [u8]) -> Result<()> {
         self.file
             .read_exact_at(buf, from * POSITION_BYTES)
             .map_err(|e| Error::Index(format!("reading the position file: {e}")))
+    }
+
+    fn read(&self, from: u64, n: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize((n * POSITION_BYTES) as usize, 0);
+        self.read_into(from, buf)
     }
 
     fn get(&self, seq: u64) -> Result<Option<(Position, i64)>> {
         if seq >= self.len() {
             return Ok(None);
         }
-        let mut buf = Vec::new();
-        self.read(seq, 1, &mut buf)?;
-        Ok(Some(decode_position(&buf)))
+        let mut e = [0u8; POSITION_BYTES as usize];
+        self.read_into(seq, &mut e)?;
+        Ok(Some(decode_position(&e)))
     }
 
     /// Calls `f(seq, position, time)` for every entry from `from`, in order.
