@@ -875,6 +875,9 @@ fn verify(cli: &Cli, json: bool, quick: bool) -> CliResult<i32> {
         contents: !quick,
         indexes: true,
     })?;
+    for w in &rep.warnings {
+        eprintln!("ledger: warning: {w}");
+    }
     if json {
         json_line(&serde_json::to_value(&rep)?)?;
     } else if rep.ok() {
