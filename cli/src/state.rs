@@ -9,7 +9,7 @@
 //! when due.
 
 use ledger::Ledger;
-use replay::{Projection, Tree};
+use replay::{Projection, Tree, TreeFold};
 
 use crate::output::CliResult;
 
@@ -28,7 +28,7 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
             }
         }
     }
-    let (mut tree, from, used) = match best.and_then(|(s, b)| {
+    let (tree, from, used) = match best.and_then(|(s, b)| {
         Tree::from_snapshot_bytes(&b)
             .ok()
             .filter(|t| t.seq() == Some(s))
@@ -37,9 +37,10 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
         Some((t, s)) => (t, s + 1, Some(s)),
         None => (Tree::new(), 0, None),
     };
+    let mut fold = TreeFold::new(tree);
     let mut err = None;
-    ledger.scan_range(from, seq, &mut |r| {
-        if let Err(e) = tree.apply(&r.event) {
+    ledger.scan_range_refs(from, seq, &mut |r| {
+        if let Err(e) = fold.apply(&r.event) {
             err = Some(e);
             return Err(ledger::Error::Stopped);
         }
@@ -51,7 +52,7 @@ pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
             e.to_string(),
         ));
     }
-    Ok((tree, used))
+    Ok((fold.into_tree(), used))
 }
 
 /// The tree at the journal head. Refused while the journal is damaged: the readable
@@ -114,11 +115,11 @@ pub fn keep_snapshots_current(ledger: &Ledger) -> CliResult {
 
 /// Rebuilds every snapshot from the journal (after `ledger reindex`); returns the head tree.
 pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
-    let mut tree = Tree::new();
+    let mut fold = TreeFold::new(Tree::new());
     let mut last_kept: Option<u64> = None;
     let mut err = None;
-    let scanned = ledger.scan(0, &mut |r| {
-        if let Err(e) = tree.apply(&r.event) {
+    let scanned = ledger.scan_refs(0, &mut |r| {
+        if let Err(e) = fold.apply(&r.event) {
             err = Some(e);
             return Err(ledger::Error::Stopped);
         }
@@ -126,7 +127,7 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
             ledger.index_unsynced().put_snapshot(
                 KEPT_SNAPSHOT,
                 r.event.seq,
-                &tree.to_snapshot_bytes(),
+                &fold.tree().to_snapshot_bytes(),
             )?;
             last_kept = Some(r.event.seq);
         }
@@ -142,6 +143,7 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
             e.to_string(),
         ));
     }
+    let tree = fold.into_tree();
     save_snapshots(ledger, &tree, None)?;
     Ok(tree)
 }

@@ -360,6 +360,191 @@ impl Event {
     }
 }
 
+/// A borrowed view of a canonical event, for walks that only read (verify, projection
+/// rebuilds, exports): decoding it allocates only the list of resources, where
+/// [`Event::decode`] allocates every string. It accepts exactly the bytes
+/// [`Event::decode`] accepts (same layout, same UTF-8, tag and meta-order checks; a
+/// test holds the two together on mutated and truncated encodings), and
+/// [`EventRef::to_event`] gives the same [`Event`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct EventRef<'a> {
+    pub seq: u64,
+    pub prev: Hash,
+    pub time_us: i64,
+    #[serde(borrow)]
+    pub actor: ActorRef<'a>,
+    pub change_id: &'a str,
+    #[serde(borrow)]
+    pub correlation_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub body: BodyRef<'a>,
+    #[serde(borrow)]
+    pub meta: MetaRef<'a>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ActorRef<'a> {
+    pub agent: &'a str,
+    #[serde(borrow)]
+    pub principal: Option<&'a str>,
+    #[serde(borrow)]
+    pub role: Option<&'a str>,
+}
+
+/// [`Body`] with the `Change` payload borrowed; the other kinds are rare and owned.
+/// Variant order is [`Body`]'s (the format's).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub enum BodyRef<'a> {
+    Genesis(Genesis),
+    #[serde(borrow)]
+    Change(ChangeRef<'a>),
+    Check(Check),
+    Approval(Approval),
+    Deployment(Deployment),
+    Failure(Failure),
+    KillSwitch(KillSwitch),
+    Redaction(Redaction),
+    Checkpoint(Checkpoint),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ChangeRef<'a> {
+    #[serde(borrow)]
+    pub message: Option<&'a str>,
+    #[serde(borrow)]
+    pub reverts: Option<&'a str>,
+    #[serde(borrow)]
+    pub resources: Vec<ResourceChangeRef<'a>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ResourceChangeRef<'a> {
+    #[serde(borrow)]
+    pub key: ResourceKeyRef<'a>,
+    pub op: Op,
+    pub old: Option<Content>,
+    pub new: Option<Content>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct ResourceKeyRef<'a> {
+    pub namespace: &'a str,
+    /// The raw name bytes (the canonical encoding of [`Name`]: a length-prefixed byte string).
+    pub name: &'a [u8],
+}
+
+impl ResourceKeyRef<'_> {
+    pub fn to_key(&self) -> ResourceKey {
+        ResourceKey {
+            namespace: self.namespace.to_string(),
+            name: Name(self.name.to_vec()),
+        }
+    }
+}
+
+/// The `meta` pairs in their canonical order; decoding refuses keys that are not strictly
+/// ascending, as [`Event::decode`] does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaRef<'a>(pub Vec<(&'a str, &'a str)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetaRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = MetaRef<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(&'a str, &'a str)> = Vec::new();
+                while let Some((k, v)) = m.next_entry::<&'de str, &'de str>()? {
+                    if let Some((last, _)) = out.last() {
+                        if k <= *last {
+                            return Err(serde::de::Error::custom(format!(
+                                "meta key {k:?} follows {last:?}: keys must be in ascending order, each once"
+                            )));
+                        }
+                    }
+                    out.push((k, v));
+                }
+                Ok(MetaRef(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'a> EventRef<'a> {
+    /// Decodes canonical bytes without copying strings; rejects what [`Event::decode`] rejects.
+    pub fn decode(bytes: &'a [u8]) -> Result<EventRef<'a>, DecodeError> {
+        let (ev, used): (EventRef<'a>, usize) =
+            bincode::serde::borrow_decode_from_slice(bytes, CANONICAL)?;
+        if used != bytes.len() {
+            return Err(DecodeError::Trailing(bytes.len() - used));
+        }
+        Ok(ev)
+    }
+
+    /// The file changes of a `Change` event (empty for other kinds).
+    pub fn resources(&self) -> &[ResourceChangeRef<'a>] {
+        match &self.body {
+            BodyRef::Change(c) => &c.resources,
+            _ => &[],
+        }
+    }
+
+    /// The owned event.
+    pub fn to_event(&self) -> Event {
+        let opt = |s: Option<&str>| s.map(str::to_string);
+        let body = match &self.body {
+            BodyRef::Genesis(b) => Body::Genesis(b.clone()),
+            BodyRef::Change(c) => Body::Change(Change {
+                message: opt(c.message),
+                reverts: opt(c.reverts),
+                resources: c
+                    .resources
+                    .iter()
+                    .map(|r| ResourceChange {
+                        key: r.key.to_key(),
+                        op: r.op,
+                        old: r.old,
+                        new: r.new,
+                    })
+                    .collect(),
+            }),
+            BodyRef::Check(b) => Body::Check(b.clone()),
+            BodyRef::Approval(b) => Body::Approval(b.clone()),
+            BodyRef::Deployment(b) => Body::Deployment(b.clone()),
+            BodyRef::Failure(b) => Body::Failure(b.clone()),
+            BodyRef::KillSwitch(b) => Body::KillSwitch(b.clone()),
+            BodyRef::Redaction(b) => Body::Redaction(b.clone()),
+            BodyRef::Checkpoint(b) => Body::Checkpoint(b.clone()),
+        };
+        Event {
+            seq: self.seq,
+            prev: self.prev,
+            time_us: self.time_us,
+            actor: Actor {
+                agent: self.actor.agent.to_string(),
+                principal: opt(self.actor.principal),
+                role: opt(self.actor.role),
+            },
+            change_id: self.change_id.to_string(),
+            correlation_id: opt(self.correlation_id),
+            body,
+            meta: self
+                .meta
+                .0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// Encodes any value with [`CANONICAL`] (snapshots, caches, index values).
 pub fn encode_canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(value, CANONICAL)
@@ -489,6 +674,127 @@ mod tests {
                 Event::decode(&forged).map(|e| e.meta)
             );
         }
+    }
+
+    /// The borrowed decoder accepts exactly what the owned one accepts, and gives the
+    /// same event: on every event kind, every truncation, and byte mutations at every
+    /// offset (tags, lengths, UTF-8, option flags, meta order).
+    #[test]
+    fn borrowed_decode_agrees_with_owned_decode() {
+        let mut evs = vec![fixed_event()];
+        let mut e = fixed_event();
+        e.meta.insert("a".into(), "1".into());
+        e.meta.insert("z".into(), "2".into());
+        e.correlation_id = None;
+        e.actor.principal = None;
+        evs.push(e);
+        for body in [
+            Body::Genesis(Genesis {
+                ledger_id: [7; 16],
+                format_version: FORMAT_VERSION,
+            }),
+            Body::Check(Check {
+                name: "ci".into(),
+                level: "blocking".into(),
+                passed: false,
+                detail: Some("x".into()),
+            }),
+            Body::Approval(Approval {
+                approver: "bob".into(),
+                approved: true,
+                comment: None,
+            }),
+            Body::Deployment(Deployment {
+                environment: "prod".into(),
+                percent: 5,
+                version: "1.2".into(),
+            }),
+            Body::Failure(Failure {
+                stage: "exec".into(),
+                error: "exit 2".into(),
+                exit_code: Some(2),
+            }),
+            Body::KillSwitch(KillSwitch {
+                engaged: true,
+                scope: "*".into(),
+                reason: "r".into(),
+            }),
+            Body::Redaction(Redaction {
+                hash: Hash([3; 32]),
+                reason: "secret".into(),
+            }),
+            Body::Checkpoint(Checkpoint {
+                size: 9,
+                root: Hash([4; 32]),
+            }),
+            Body::Change(Change {
+                message: None,
+                reverts: Some("ch-0".into()),
+                resources: vec![
+                    ResourceChange {
+                        key: ResourceKey::file(b"a\xff"),
+                        op: Op::Create,
+                        old: None,
+                        new: Some(Content {
+                            hash: Hash([5; 32]),
+                            mode: Mode::Symlink,
+                            size: 3,
+                        }),
+                    },
+                    ResourceChange {
+                        key: ResourceKey {
+                            namespace: "flag".into(),
+                            name: Name(b"beta".to_vec()),
+                        },
+                        op: Op::Delete,
+                        old: Some(Content {
+                            hash: Hash([6; 32]),
+                            mode: Mode::Regular,
+                            size: 0,
+                        }),
+                        new: None,
+                    },
+                ],
+            }),
+        ] {
+            let mut e = fixed_event();
+            e.body = body;
+            evs.push(e);
+        }
+        let agree = |bytes: &[u8]| {
+            let owned = Event::decode(bytes);
+            let borrowed = EventRef::decode(bytes);
+            match (&owned, &borrowed) {
+                (Ok(o), Ok(b)) => assert_eq!(&b.to_event(), o),
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "decoders disagree on {bytes:02x?}: owned {:?}, borrowed {:?}",
+                    owned.as_ref().map(|_| ()),
+                    borrowed.as_ref().map(|_| ())
+                ),
+            }
+            owned.is_ok()
+        };
+        let mut accepted_mutations = 0;
+        for ev in &evs {
+            let bytes = ev.encode();
+            assert!(agree(&bytes));
+            for cut in 0..bytes.len() {
+                assert!(!agree(&bytes[..cut]));
+            }
+            let mut extra = bytes.clone();
+            extra.push(0);
+            assert!(!agree(&extra));
+            for i in 0..bytes.len() {
+                for v in [0x00, 0x01, 0x02, 0x09, 0x80, 0xc3, 0xff, bytes[i] ^ 0x01] {
+                    let mut m = bytes.clone();
+                    m[i] = v;
+                    accepted_mutations += usize::from(agree(&m));
+                }
+            }
+        }
+        // Many mutations (inside strings and hashes) stay valid events; both must see that.
+        assert!(accepted_mutations > 1000, "{accepted_mutations}");
     }
 
     #[test]

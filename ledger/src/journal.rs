@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::event::{Event, NewEvent, MAX_EVENT_BYTES};
+use crate::event::{Event, EventRef, NewEvent, MAX_EVENT_BYTES};
 use crate::hash::Hash;
 use crate::storage::{read_segment, SegmentStamp, Storage};
 
@@ -54,6 +54,32 @@ pub struct Record {
     pub frame_len: u64,
     pub batch_first: u64,
     pub batch_last: u64,
+}
+
+/// A record decoded without copying: the event borrows the bytes it was read from.
+/// Walks that only read (verify, projection rebuilds, exports) use it.
+#[derive(Clone, Debug)]
+pub struct RecordRef<'a> {
+    pub event: EventRef<'a>,
+    pub hash: Hash,
+    pub pos: Position,
+    pub frame_len: u64,
+    pub batch_first: u64,
+    pub batch_last: u64,
+}
+
+impl RecordRef<'_> {
+    /// The owned record.
+    pub fn to_record(&self) -> Record {
+        Record {
+            event: self.event.to_event(),
+            hash: self.hash,
+            pos: self.pos,
+            frame_len: self.frame_len,
+            batch_first: self.batch_first,
+            batch_last: self.batch_last,
+        }
+    }
 }
 
 /// Why one frame is not a valid record.
@@ -100,9 +126,52 @@ pub fn encode_frame(
     out.extend_from_slice(hash.as_bytes());
 }
 
+/// The checked parts of the frame at the start of `buf`: payload, hash (checked
+/// against the payload), batch fields and frame length.
+struct Frame<'a> {
+    payload: &'a [u8],
+    hash: Hash,
+    batch_first: u64,
+    batch_last: u64,
+    len: usize,
+}
+
 /// Parses and checks the frame at the start of `buf`. Returns the record (with `pos`
 /// left for the caller to fill) and the frame length.
 pub fn decode_frame(buf: &[u8]) -> std::result::Result<Record, FrameError> {
+    let f = check_frame(buf)?;
+    let event = Event::decode(f.payload).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(Record {
+        event,
+        hash: f.hash,
+        pos: Position {
+            segment: 0,
+            offset: 0,
+        },
+        frame_len: f.len as u64,
+        batch_first: f.batch_first,
+        batch_last: f.batch_last,
+    })
+}
+
+/// [`decode_frame`] without copying the event's strings: the same checks, in the same order.
+pub fn decode_frame_ref(buf: &[u8]) -> std::result::Result<RecordRef<'_>, FrameError> {
+    let f = check_frame(buf)?;
+    let event = EventRef::decode(f.payload).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(RecordRef {
+        event,
+        hash: f.hash,
+        pos: Position {
+            segment: 0,
+            offset: 0,
+        },
+        frame_len: f.len as u64,
+        batch_first: f.batch_first,
+        batch_last: f.batch_last,
+    })
+}
+
+fn check_frame(buf: &[u8]) -> std::result::Result<Frame<'_>, FrameError> {
     if buf.len() < FRAME_HEADER {
         return Err(FrameError::Short);
     }
@@ -125,17 +194,12 @@ pub fn decode_frame(buf: &[u8]) -> std::result::Result<Record, FrameError> {
     if hash != stored {
         return Err(FrameError::HashMismatch);
     }
-    let event = Event::decode(payload).map_err(|e| FrameError::Decode(e.to_string()))?;
-    Ok(Record {
-        event,
+    Ok(Frame {
+        payload,
         hash,
-        pos: Position {
-            segment: 0,
-            offset: 0,
-        },
-        frame_len: end as u64,
         batch_first,
         batch_last,
+        len: end,
     })
 }
 
@@ -149,17 +213,21 @@ struct Expect {
 }
 
 impl Expect {
-    fn after(r: &Record) -> Expect {
-        let batch = (r.event.seq < r.batch_last).then_some((r.batch_first, r.batch_last));
+    fn after(r: &RecordRef) -> Expect {
+        Expect::after_parts(r.event.seq, r.hash, r.batch_first, r.batch_last)
+    }
+
+    fn after_parts(seq: u64, hash: Hash, batch_first: u64, batch_last: u64) -> Expect {
+        let batch = (seq < batch_last).then_some((batch_first, batch_last));
         Expect {
-            seq: r.event.seq + 1,
-            prev: r.hash,
+            seq: seq + 1,
+            prev: hash,
             batch,
         }
     }
 
     /// Checks chain, seq and batch fields of a self-consistent record.
-    fn check(&self, r: &Record) -> std::result::Result<(), String> {
+    fn check(&self, r: &RecordRef) -> std::result::Result<(), String> {
         if r.event.seq != self.seq {
             return Err(format!(
                 "expected seq {}, found seq {}",
@@ -204,7 +272,7 @@ fn walk(
     base: u64,
     bytes: &[u8],
     expect: &mut Option<Expect>,
-    f: &mut dyn FnMut(&Record) -> Result<()>,
+    f: &mut dyn FnMut(&RecordRef) -> Result<()>,
 ) -> Result<Option<(Break, u64)>> {
     let mut off = 0usize;
     while off < bytes.len() {
@@ -213,7 +281,7 @@ fn walk(
             offset: base + off as u64,
         };
         let seq = expect.map_or(segment, |e| e.seq);
-        let mut rec = match decode_frame(&bytes[off..]) {
+        let mut rec = match decode_frame_ref(&bytes[off..]) {
             Ok(r) => r,
             Err(e) => {
                 return Ok(Some((
@@ -386,7 +454,7 @@ impl Journal {
         let mut last_rec: Option<(Head, u64, u64, u64)> = None; // head, end offset, batch_first, batch_first offset
         let mut batch_start_off = 0u64;
         let mut first_seq = None;
-        let mut cb = |r: &Record| -> Result<()> {
+        let mut cb = |r: &RecordRef| -> Result<()> {
             first_seq.get_or_insert(r.event.seq);
             if r.batch_first == r.event.seq {
                 batch_start_off = r.pos.offset;
@@ -660,11 +728,22 @@ impl Journal {
         prev: Option<&Record>,
         f: &mut dyn FnMut(&Record) -> Result<()>,
     ) -> Result<()> {
+        self.scan_refs_from(from, prev, &mut |r| f(&r.to_record()))
+    }
+
+    /// [`Journal::scan_from`] handing out borrowed records (no copy of the events' strings).
+    pub fn scan_refs_from(
+        &self,
+        from: Position,
+        prev: Option<&Record>,
+        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+    ) -> Result<()> {
         let segs = self
             .storage
             .segments()
             .map_err(|e| self.io(0, "listing journal segments", e))?;
-        let mut expect = prev.map(Expect::after);
+        let mut expect =
+            prev.map(|r| Expect::after_parts(r.event.seq, r.hash, r.batch_first, r.batch_last));
         let mut first = true;
         for seg in segs.into_iter().filter(|s| *s >= from.segment) {
             let start = if first { from.offset } else { 0 };
@@ -746,7 +825,7 @@ impl Journal {
         &self,
         workers: usize,
         init: &(dyn Fn() -> T + Sync),
-        f: &(dyn Fn(&mut T, &Record) -> Result<()> + Sync),
+        f: &(dyn Fn(&mut T, &RecordRef) -> Result<()> + Sync),
     ) -> Result<Option<Vec<T>>> {
         struct Walked<T> {
             first: Option<(u64, Hash)>,
@@ -845,6 +924,11 @@ impl Journal {
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.
     pub fn scan_all(&self, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+        self.scan_all_refs(&mut |r| f(&r.to_record()))
+    }
+
+    /// [`Journal::scan_all`] handing out borrowed records.
+    pub fn scan_all_refs(&self, f: &mut dyn FnMut(&RecordRef) -> Result<()>) -> Result<()> {
         let segs = self
             .storage
             .segments()
@@ -862,7 +946,7 @@ impl Journal {
             });
         }
         let mut saw_genesis = false;
-        self.scan_from(
+        self.scan_refs_from(
             Position {
                 segment: 0,
                 offset: 0,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Genesis, NewEvent, FORMAT_VERSION};
 use crate::index::{Index, IndexState};
-use crate::journal::{Head, Journal, Position, Record, Recovery, TailHint};
+use crate::journal::{Head, Journal, Position, Record, RecordRef, Recovery, TailHint};
 use crate::storage::{FsStorage, Storage};
 use crate::store::{ContentStore, Pending};
 
@@ -925,9 +925,19 @@ impl Ledger {
 
     /// Walks events from `from_seq` to the head, in order, each checked as it is read.
     pub fn scan(&self, from_seq: u64, f: &mut dyn FnMut(&Record) -> Result<()>) -> Result<()> {
+        self.scan_refs(from_seq, &mut |r| f(&r.to_record()))
+    }
+
+    /// [`Ledger::scan`] handing out borrowed records: no copy of the events' strings, for
+    /// walks that only read.
+    pub fn scan_refs(
+        &self,
+        from_seq: u64,
+        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+    ) -> Result<()> {
         let w = self.writer.lock().unwrap();
         if from_seq == 0 {
-            return w.journal.scan_all(f);
+            return w.journal.scan_all_refs(f);
         }
         let Some(pos) = self.index.position(from_seq)? else {
             return Ok(());
@@ -937,7 +947,7 @@ impl Ledger {
                 .position(from_seq - 1)?
                 .ok_or_else(|| Error::Index(format!("no position for seq {}", from_seq - 1)))?,
         )?;
-        w.journal.scan_from(pos, Some(&before), f)
+        w.journal.scan_refs_from(pos, Some(&before), f)
     }
 
     /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).
@@ -947,12 +957,22 @@ impl Ledger {
         until_seq: u64,
         f: &mut dyn FnMut(&Record) -> Result<()>,
     ) -> Result<()> {
+        self.scan_range_refs(from_seq, until_seq, &mut |r| f(&r.to_record()))
+    }
+
+    /// [`Ledger::scan_range`] handing out borrowed records.
+    pub fn scan_range_refs(
+        &self,
+        from_seq: u64,
+        until_seq: u64,
+        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+    ) -> Result<()> {
         if from_seq > until_seq {
             return Ok(());
         }
         // Stops right after `until_seq`: the record after it is never decoded, so a
         // damaged record past the range does not fail reads before it.
-        let r = self.scan(from_seq, &mut |r| {
+        let r = self.scan_refs(from_seq, &mut |r| {
             if r.event.seq > until_seq {
                 return Err(Error::Stopped);
             }

@@ -33,8 +33,8 @@ pub use event::*;
 pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};
 pub use index::{Index, IndexState};
 pub use journal::{
-    decode_frame, encode_frame, FrameError, Head, Journal, Position, Record, Recovery, TailHint,
-    FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET,
+    decode_frame, decode_frame_ref, encode_frame, FrameError, Head, Journal, Position, Record,
+    RecordRef, Recovery, TailHint, FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET,
 };
 pub use ledger::{
     open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition,

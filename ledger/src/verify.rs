@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::event::Body;
+use crate::event::BodyRef;
 use crate::hash::Hash;
-use crate::journal::{Position, Record};
+use crate::journal::{Position, RecordRef};
 use crate::ledger::Ledger;
 
 /// One thing `verify` found wrong. `seq` or `hash` names where.
@@ -70,7 +70,7 @@ struct Walk {
 }
 
 impl Walk {
-    fn add(&mut self, r: &Record, positions: Option<&[Position]>) {
+    fn add(&mut self, r: &RecordRef, positions: Option<&[Position]>) {
         let seq = r.event.seq;
         self.events += 1;
         self.head = Some((seq, r.hash));
@@ -79,7 +79,7 @@ impl Walk {
                 self.hashes.entry(c.hash).or_insert(seq);
             }
         }
-        if let Body::Redaction(rd) = &r.event.body {
+        if let BodyRef::Redaction(rd) = &r.event.body {
             self.redacted.insert(rd.hash, seq);
         }
         if let (Some(p), None) = (positions, &self.index_problem) {
@@ -137,7 +137,7 @@ impl Ledger {
         }
         let positions = indexes.then_some(positions.as_slice());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let fold = |acc: &mut Walk, r: &Record| -> Result<()> {
+        let fold = |acc: &mut Walk, r: &RecordRef| -> Result<()> {
             acc.add(r, positions);
             Ok(())
         };
@@ -152,7 +152,7 @@ impl Ledger {
                 // One thread, or something is wrong: the sequential walk names the first
                 // problem.
                 let mut acc = Walk::default();
-                let res = self.with_journal(|j| j.scan_all(&mut |r| fold(&mut acc, r)));
+                let res = self.with_journal(|j| j.scan_all_refs(&mut |r| fold(&mut acc, r)));
                 if let Err(e) = res {
                     let (seq, detail) = match &e {
                         Error::Damaged { seq, .. } => (Some(*seq), e.to_string()),

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::btree_map;
 use std::collections::BTreeMap;
 
-use ledger::{Body, Content, Event, Name, ResourceKey};
+use ledger::{Body, BodyRef, Content, Event, EventRef, Name, ResourceKey};
 use serde::{Deserialize, Serialize};
 
 use crate::projection::{check_order, Projection};
@@ -112,6 +112,79 @@ impl Projection for Tree {
 
     fn seq(&self) -> Option<u64> {
         self.seq
+    }
+}
+
+/// Folds borrowed events ([`EventRef`], as `Ledger::scan_refs` hands them out) into a
+/// [`Tree`]: the same result as [`Projection::apply`], without allocating for a resource
+/// the tree already holds (the key is looked up through a reused buffer and the entry
+/// updated in place). Projection rebuilds and the state at a point use it.
+pub struct TreeFold {
+    tree: Tree,
+    key: ResourceKey,
+}
+
+impl TreeFold {
+    /// Continues folding from `tree` (empty, or loaded from a snapshot).
+    pub fn new(tree: Tree) -> TreeFold {
+        TreeFold {
+            tree,
+            key: ResourceKey {
+                namespace: String::new(),
+                name: Name(Vec::new()),
+            },
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    pub fn into_tree(self) -> Tree {
+        self.tree
+    }
+
+    /// Folds one event in; events must come in increasing seq order
+    /// ([`Error::OutOfOrder`] otherwise, and nothing changes).
+    pub fn apply(&mut self, ev: &EventRef) -> Result<(), Error> {
+        if let Some(last) = self.tree.seq {
+            if ev.seq <= last {
+                return Err(Error::OutOfOrder { last, got: ev.seq });
+            }
+        }
+        if let BodyRef::Change(change) = &ev.body {
+            for rc in &change.resources {
+                self.key.namespace.clear();
+                self.key.namespace.push_str(rc.key.namespace);
+                self.key.name.0.clear();
+                self.key.name.0.extend_from_slice(rc.key.name);
+                match rc.new {
+                    Some(content) => match self.tree.entries.get_mut(&self.key) {
+                        Some(e) => {
+                            e.content = content;
+                            e.seq = ev.seq;
+                            if e.change_id != ev.change_id {
+                                e.change_id.clear();
+                                e.change_id.push_str(ev.change_id);
+                            }
+                        }
+                        None => {
+                            let entry = Entry {
+                                content,
+                                seq: ev.seq,
+                                change_id: ev.change_id.to_string(),
+                            };
+                            self.tree.entries.insert(self.key.clone(), entry);
+                        }
+                    },
+                    None => {
+                        self.tree.entries.remove(&self.key);
+                    }
+                }
+            }
+        }
+        self.tree.seq = Some(ev.seq);
+        Ok(())
     }
 }
 

@@ -10,8 +10,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{File, Rng, Sim};
-use ledger::{Body, Hash, Mode};
-use replay::{ConflictReason, Error, Projection, Projections, Tree};
+use ledger::{Body, EventRef, Hash, Mode};
+use replay::{ConflictReason, Error, Projection, Projections, Tree, TreeFold};
 
 const LINES: usize = 12;
 const TEXT_PATHS: [&str; 7] = [
@@ -249,6 +249,20 @@ fn run(seed: u64, steps: usize) -> Stats {
         if step % 16 == 0 {
             let replayed = Projections::replay(&w.sim.events, u64::MAX).unwrap();
             assert_eq!(replayed, w.sim.proj, "{}", w.ctx());
+            // The borrowed fold (projection rebuilds) gives the same tree, from the
+            // canonical bytes; an event at or before its seq is refused.
+            let mut fold = TreeFold::new(Tree::new());
+            for ev in &w.sim.events {
+                let bytes = ev.encode();
+                fold.apply(&EventRef::decode(&bytes).unwrap()).unwrap();
+            }
+            assert_eq!(fold.tree(), &w.sim.proj.tree, "{}", w.ctx());
+            let last = w.sim.events.last().unwrap().encode();
+            assert!(matches!(
+                fold.apply(&EventRef::decode(&last).unwrap()),
+                Err(Error::OutOfOrder { .. })
+            ));
+            assert_eq!(fold.tree(), &w.sim.proj.tree, "{}", w.ctx());
             let back = Projections::from_snapshot_bytes(&w.sim.proj.to_snapshot_bytes()).unwrap();
             assert_eq!(back, w.sim.proj, "{}", w.ctx());
         }
