@@ -25,7 +25,7 @@
 //!      `LEDGER_BENCH_ONLY=proofs,history,replay,big` parts to run (default all);
 //!      `LEDGER_BENCH_GIT=0` skip the git side of the history part;
 //!      `LEDGER_BENCH_KEEP=1` keep the directory (to profile on it afterwards);
-//!      `LEDGER_BENCH_CHILD=rebuild|fold|walk|tree_at:SEQ` with
+//!      `LEDGER_BENCH_CHILD=rebuild|fold|walk|walk_refs|verify|tree_at:SEQ` with
 //!      `LEDGER_BENCH_CHILD_DIR=WORKSPACE`: run one library operation on a kept
 //!      workspace's ledger and exit (for `perf record`).
 
@@ -2117,6 +2117,7 @@ fn big_file(cfg: &Config, base: &Path) {
 /// `perf record -g target/release/deps/forensics-* --bench` with
 /// `LEDGER_BENCH_CHILD=rebuild LEDGER_BENCH_CHILD_DIR=/path/to/ws`). Ops: `rebuild`
 /// (`state::rebuild_snapshots`), `fold` (scan + `Projections`), `walk` (scan only),
+/// `walk_refs` (`scan_refs` only), `verify` (`Ledger::verify` without contents),
 /// `tree_at:SEQ`. Prints the seconds it took.
 fn child_main(op: &str, ws: &Path) {
     let (l, _) = Ledger::open_dir(&ws.join(".ledger"), &ledger::OpenOptions::default()).unwrap();
@@ -2135,6 +2136,18 @@ fn child_main(op: &str, ws: &Path) {
         }
         "walk" => {
             l.scan(0, &mut |_| Ok(())).unwrap();
+        }
+        "walk_refs" => {
+            l.scan_refs(0, &mut |_| Ok(())).unwrap();
+        }
+        "verify" => {
+            let r = l
+                .verify(ledger::VerifyOptions {
+                    contents: false,
+                    indexes: true,
+                })
+                .unwrap();
+            assert!(r.ok(), "{:?}", r.problems);
         }
         other => {
             let seq: u64 = other

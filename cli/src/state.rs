@@ -8,7 +8,7 @@
 //! and `status` do not load them (see [`crate::cache::HeadFiles`]); `record` saves them
 //! when due.
 
-use ledger::Ledger;
+use ledger::{Ledger, RecordRef};
 use replay::{Projection, Tree, TreeFold};
 
 use crate::output::CliResult;
@@ -114,11 +114,23 @@ pub fn keep_snapshots_current(ledger: &Ledger) -> CliResult {
 }
 
 /// Rebuilds every snapshot from the journal (after `ledger reindex`); returns the head tree.
+///
+/// The journal is walked with its checks on other threads
+/// ([`Ledger::scan_all_pipelined`]); if that finds anything wrong, the walk starts over
+/// on one thread, which stops at the problem and names it.
 pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
+    match rebuild_pass(ledger, true)? {
+        Some(tree) => Ok(tree),
+        None => Ok(rebuild_pass(ledger, false)?.expect("the sequential walk always finishes")),
+    }
+}
+
+/// One rebuild walk; `None` when the pipelined walk found a problem.
+fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Tree>> {
     let mut fold = TreeFold::new(Tree::new());
     let mut last_kept: Option<u64> = None;
     let mut err = None;
-    let scanned = ledger.scan_refs(0, &mut |r| {
+    let mut f = |r: &RecordRef| -> ledger::Result<()> {
         if let Err(e) = fold.apply(&r.event) {
             err = Some(e);
             return Err(ledger::Error::Stopped);
@@ -132,9 +144,15 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
             last_kept = Some(r.event.seq);
         }
         Ok(())
-    });
+    };
+    let scanned = if pipelined {
+        ledger.scan_all_pipelined(&mut f)
+    } else {
+        ledger.scan_refs(0, &mut f).map(|()| true)
+    };
     match scanned {
-        Ok(()) | Err(ledger::Error::Stopped) => {}
+        Ok(true) | Err(ledger::Error::Stopped) => {}
+        Ok(false) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
     if let Some(e) = err {
@@ -145,5 +163,5 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Tree> {
     }
     let tree = fold.into_tree();
     save_snapshots(ledger, &tree, None)?;
-    Ok(tree)
+    Ok(Some(tree))
 }

@@ -228,28 +228,35 @@ impl Expect {
 
     /// Checks chain, seq and batch fields of a self-consistent record.
     fn check(&self, r: &RecordRef) -> std::result::Result<(), String> {
-        if r.event.seq != self.seq {
-            return Err(format!(
-                "expected seq {}, found seq {}",
-                self.seq, r.event.seq
-            ));
+        self.check_parts(r.event.seq, &r.event.prev, r.batch_first, r.batch_last)
+    }
+
+    fn check_parts(
+        &self,
+        seq: u64,
+        prev: &Hash,
+        batch_first: u64,
+        batch_last: u64,
+    ) -> std::result::Result<(), String> {
+        if seq != self.seq {
+            return Err(format!("expected seq {}, found seq {}", self.seq, seq));
         }
-        if r.event.prev != self.prev {
+        if *prev != self.prev {
             return Err(format!(
                 "prev hash {} does not match the hash of seq {} ({})",
-                r.event.prev,
+                prev,
                 self.seq.wrapping_sub(1),
                 self.prev
             ));
         }
         let ok = match self.batch {
-            Some((f, l)) => r.batch_first == f && r.batch_last == l,
-            None => r.batch_first == r.event.seq && r.batch_last >= r.event.seq,
+            Some((f, l)) => batch_first == f && batch_last == l,
+            None => batch_first == seq && batch_last >= seq,
         };
         if !ok {
             return Err(format!(
                 "batch fields {}..={} are inconsistent at seq {}",
-                r.batch_first, r.batch_last, r.event.seq
+                batch_first, batch_last, seq
             ));
         }
         Ok(())
@@ -318,6 +325,98 @@ fn walk(
         off += rec.frame_len as usize;
     }
     Ok(None)
+}
+
+/// What a worker of [`Journal::scan_all_pipelined`] found in one segment: frames,
+/// hashes, seqs, links and batch fields checked, nothing decoded beyond `seq` and `prev`.
+struct Checked {
+    first: Option<(u64, Hash)>,
+    last: Option<Expect>,
+    broken: bool,
+}
+
+/// The frame checks of [`walk`] without decoding events: magic, length, hash, and the
+/// seq, prev and batch fields (seq and prev are the payload's first 40 bytes in the
+/// canonical encoding). Whether each payload decodes is left to the reader.
+fn check_segment(bytes: &[u8]) -> Checked {
+    let mut out = Checked {
+        first: None,
+        last: None,
+        broken: false,
+    };
+    let mut off = 0usize;
+    while off < bytes.len() {
+        let Ok(f) = check_frame(&bytes[off..]) else {
+            out.broken = true;
+            return out;
+        };
+        let (Some(seq), Some(prev)) = (
+            f.payload
+                .get(0..8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+            f.payload.get(8..40).map(|b| Hash(b.try_into().unwrap())),
+        ) else {
+            out.broken = true;
+            return out;
+        };
+        if seq == 0 && prev != Hash::ZERO {
+            out.broken = true;
+            return out;
+        }
+        let exp = out.last.unwrap_or(Expect {
+            seq,
+            prev,
+            batch: None,
+        });
+        if exp
+            .check_parts(seq, &prev, f.batch_first, f.batch_last)
+            .is_err()
+        {
+            out.broken = true;
+            return out;
+        }
+        out.first.get_or_insert((seq, prev));
+        out.last = Some(Expect::after_parts(
+            seq,
+            f.hash,
+            f.batch_first,
+            f.batch_last,
+        ));
+        off += f.len;
+    }
+    out
+}
+
+/// Decodes the records of a segment [`check_segment`] accepted (hashes are not computed
+/// again) and hands each to `f`. `Ok(false)`: a payload does not decode.
+fn read_checked(
+    segment: u64,
+    bytes: &[u8],
+    f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+) -> Result<bool> {
+    let mut off = 0usize;
+    while off < bytes.len() {
+        let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+        let end = off + FRAME_HEADER + len + FRAME_TRAILER;
+        let Ok(event) = EventRef::decode(&bytes[off + FRAME_HEADER..off + FRAME_HEADER + len])
+        else {
+            return Ok(false);
+        };
+        let rec = RecordRef {
+            event,
+            hash: Hash(bytes[end - FRAME_TRAILER..end].try_into().unwrap()),
+            pos: Position {
+                segment,
+                offset: off as u64,
+            },
+            frame_len: (end - off) as u64,
+            batch_first: u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap()),
+            batch_last: u64::from_le_bytes(bytes[off + 16..off + 24].try_into().unwrap()),
+        };
+        f(&rec)?;
+        off = end;
+    }
+    Ok(true)
 }
 
 /// What opening found at the tail.
@@ -920,6 +1019,103 @@ impl Journal {
             return Ok(None);
         }
         Ok(Some(out))
+    }
+
+    /// The walk of [`Journal::scan_all_refs`] with the checking spread over threads: the
+    /// calling thread reads segments ahead and hands each record to `f` in seq order,
+    /// while `workers` threads check the frames, hashes, links and batch fields of the
+    /// segments read ahead (at most `workers + 2` segments are held in memory).
+    ///
+    /// `Ok(false)` when anything is wrong (a bad frame, hash, link, seq, batch, segment
+    /// boundary or encoding): `f` may have seen the records before the problem, so the
+    /// caller starts over and runs [`Journal::scan_all_refs`], which names the problem
+    /// exactly as it always does. `f` never sees a record that failed a check.
+    pub fn scan_all_pipelined(
+        &self,
+        workers: usize,
+        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+    ) -> Result<bool> {
+        use std::collections::BTreeMap;
+        use std::sync::Condvar;
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        if segs.first().is_some_and(|&s| s != 0) {
+            return Ok(false);
+        }
+        let n = segs.len();
+        let workers = workers.max(1);
+        let window = workers + 2;
+        let done: Mutex<BTreeMap<usize, (Checked, Vec<u8>)>> = Mutex::new(BTreeMap::new());
+        let ready = Condvar::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(window);
+        let rx = Mutex::new(rx);
+        std::thread::scope(|s| -> Result<bool> {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let Ok((i, bytes)) = rx.lock().unwrap().recv() else {
+                        return;
+                    };
+                    let checked = check_segment(&bytes);
+                    done.lock().unwrap().insert(i, (checked, bytes));
+                    ready.notify_all();
+                });
+            }
+            let tx = tx; // dropped on every return: the workers then stop
+            let mut next_read = 0usize;
+            let mut prev: Option<Expect> = None;
+            for i in 0..n {
+                while next_read < n && next_read < i + window {
+                    let seg = segs[next_read];
+                    let bytes = read_segment(self.storage.as_ref(), seg, 0)
+                        .map_err(|e| self.io(seg, "reading", e))?;
+                    if tx.send((next_read, bytes)).is_err() {
+                        return Ok(false);
+                    }
+                    next_read += 1;
+                }
+                let (checked, bytes) = {
+                    let mut d = done.lock().unwrap();
+                    loop {
+                        if let Some(x) = d.remove(&i) {
+                            break x;
+                        }
+                        d = ready.wait(d).unwrap();
+                    }
+                };
+                if checked.broken {
+                    return Ok(false);
+                }
+                match checked.first {
+                    None => {
+                        // Only the last segment may be empty (a roll just happened).
+                        if i + 1 != n {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                    Some((seq, first_prev)) => {
+                        let joins = match &prev {
+                            None => seq == 0,
+                            Some(e) => e.batch.is_none() && e.seq == seq && e.prev == first_prev,
+                        };
+                        if !joins || seq != segs[i] {
+                            return Ok(false);
+                        }
+                    }
+                }
+                if !read_checked(segs[i], &bytes, f)? {
+                    return Ok(false);
+                }
+                prev = checked.last;
+            }
+            // An unfinished batch at the end is damage (see `scan_from`).
+            if prev.is_some_and(|e| e.batch.is_some()) {
+                return Ok(false);
+            }
+            Ok(prev.map_or(0, |e| e.seq) == self.head.map_or(0, |h| h.seq + 1))
+        })
     }
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.

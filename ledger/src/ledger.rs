@@ -950,6 +950,19 @@ impl Ledger {
         w.journal.scan_refs_from(pos, Some(&before), f)
     }
 
+    /// The whole journal in seq order, as [`Ledger::scan_refs`] from 0, with the frame
+    /// and hash checks on other threads while `f` runs (`Journal::scan_all_pipelined`).
+    /// `Ok(false)` when something is wrong with the journal: `f` may have seen records
+    /// before the problem; start over with [`Ledger::scan_refs`], which names it.
+    pub fn scan_all_pipelined(&self, f: &mut dyn FnMut(&RecordRef) -> Result<()>) -> Result<bool> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        self.writer
+            .lock()
+            .unwrap()
+            .journal
+            .scan_all_pipelined(workers, f)
+    }
+
     /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).
     pub fn scan_range(
         &self,
