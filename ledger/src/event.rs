@@ -163,11 +163,26 @@ pub struct ResourceChange {
 
 /// A resource: `file:` plus a workspace-relative path for files, or another namespace
 /// (`flag`, `deploy`, ...) for things outside the workspace.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ResourceKey {
     pub namespace: String,
     /// For files: the path relative to the workspace root, `/`-separated, raw bytes.
     pub name: Name,
+}
+
+/// Namespace, then name, each in byte order (as a derived `Ord` would order them), with
+/// the word-wise [`crate::hash::cmp_bytes`].
+impl Ord for ResourceKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        crate::hash::cmp_bytes(self.namespace.as_bytes(), other.namespace.as_bytes())
+            .then_with(|| self.name.cmp(&other.name))
+    }
+}
+
+impl PartialOrd for ResourceKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl ResourceKey {

@@ -13,8 +13,53 @@ pub const EVENT_HASH_CONTEXT: &str = "agent-ledger 2026-11-21 event v1";
 ///
 /// In canonical (binary) encodings it is 32 raw bytes with no length prefix; in
 /// human-readable encodings (JSON) it is 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hash(pub [u8; 32]);
+
+/// Byte order (as `[u8; 32]` orders), compared as two big-endian 128-bit words instead
+/// of a call to `memcmp`: hashes are map keys in every walk over the journal.
+impl Ord for Hash {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let word = |h: &Hash, i: usize| u128::from_be_bytes(h.0[i..i + 16].try_into().unwrap());
+        word(self, 0)
+            .cmp(&word(other, 0))
+            .then_with(|| word(self, 16).cmp(&word(other, 16)))
+    }
+}
+
+impl PartialOrd for Hash {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Orders byte strings as `[u8]` does (lexicographically, a prefix first), eight bytes
+/// at a time without a call to `memcmp`; paths and resource keys are compared on every
+/// lookup of a projection fold.
+pub fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_be_bytes(a[i..i + 8].try_into().unwrap());
+        let y = u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
+    }
+    // Fewer than eight bytes remain in the shorter one: compare the next (up to) eight
+    // bytes of each, zero-padded; when those agree, the shorter is a prefix of the other.
+    let load = |s: &[u8]| -> u64 {
+        let mut w = 0u64;
+        for (j, &byte) in s.iter().take(8).enumerate() {
+            w |= u64::from(byte) << (56 - 8 * j);
+        }
+        w
+    };
+    load(&a[i..])
+        .cmp(&load(&b[i..]))
+        .then(a.len().cmp(&b.len()))
+}
 
 impl Hash {
     /// The all-zero hash: `prev` of the first event.
@@ -27,7 +72,13 @@ impl Hash {
 
     /// BLAKE3 `derive_key(EVENT_HASH_CONTEXT, canonical)`: the event hash.
     pub fn of_event_bytes(canonical: &[u8]) -> Hash {
-        let mut h = blake3::Hasher::new_derive_key(EVENT_HASH_CONTEXT);
+        use blake3::hazmat::HasherExt;
+        // The context is hashed once per process, not once per event.
+        static CONTEXT_KEY: std::sync::OnceLock<blake3::hazmat::ContextKey> =
+            std::sync::OnceLock::new();
+        let key =
+            CONTEXT_KEY.get_or_init(|| blake3::hazmat::hash_derive_key_context(EVENT_HASH_CONTEXT));
+        let mut h = blake3::Hasher::new_from_context_key(key);
         h.update(canonical);
         Hash(*h.finalize().as_bytes())
     }
@@ -116,8 +167,21 @@ impl<'de> Deserialize<'de> for Hash {
 
 /// Bytes that are usually UTF-8 text (file names): a length-prefixed byte string in
 /// canonical encodings; in JSON a string when valid UTF-8, else `{"hex": "..."}`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Name(pub Vec<u8>);
+
+/// Byte order of the raw name ([`cmp_bytes`]).
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_bytes(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Name {
     pub fn as_bytes(&self) -> &[u8] {
@@ -225,6 +289,42 @@ impl<'de> Deserialize<'de> for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-wise comparisons order exactly as the byte slices do.
+    #[test]
+    fn fast_orders_agree_with_byte_order() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            // Short alphabets and shared prefixes make equal runs and prefixes common.
+            let mut gen = |max: u64| -> Vec<u8> {
+                let len = (next() % max) as usize;
+                (0..len)
+                    .map(|_| b"ab\x00\xff"[(next() % 4) as usize])
+                    .collect()
+            };
+            let (mut a, mut b, p) = (gen(24), gen(24), gen(20));
+            if p.len() % 2 == 0 {
+                a.splice(0..0, p.iter().copied());
+                b.splice(0..0, p.iter().copied());
+            }
+            assert_eq!(cmp_bytes(&a, &b), a.cmp(&b), "{a:?} {b:?}");
+            assert_eq!(Name(a.clone()).cmp(&Name(b.clone())), a.cmp(&b));
+            let (mut ha, mut hb) = ([0u8; 32], [0u8; 32]);
+            for (i, x) in ha.iter_mut().enumerate() {
+                *x = a.get(i).copied().unwrap_or(0);
+            }
+            for (i, x) in hb.iter_mut().enumerate() {
+                *x = b.get(i).copied().unwrap_or(0);
+            }
+            assert_eq!(Hash(ha).cmp(&Hash(hb)), ha.cmp(&hb), "{ha:?} {hb:?}");
+        }
+    }
 
     #[test]
     fn name_display_escapes_invalid_utf8_and_control_characters() {

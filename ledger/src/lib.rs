@@ -30,7 +30,7 @@ mod verify;
 pub use audit::{Checkpointed, MerkleState, Mismatch};
 pub use error::{Error, Result};
 pub use event::*;
-pub use hash::{Hash, Name, EVENT_HASH_CONTEXT};
+pub use hash::{cmp_bytes, Hash, Name, EVENT_HASH_CONTEXT};
 pub use index::{Index, IndexState};
 pub use journal::{
     decode_frame, decode_frame_ref, encode_frame, FrameError, Head, Journal, Position, Record,

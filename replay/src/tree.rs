@@ -163,10 +163,8 @@ impl TreeFold {
                         Some(e) => {
                             e.content = content;
                             e.seq = ev.seq;
-                            if e.change_id != ev.change_id {
-                                e.change_id.clear();
-                                e.change_id.push_str(ev.change_id);
-                            }
+                            e.change_id.clear();
+                            e.change_id.push_str(ev.change_id);
                         }
                         None => {
                             let entry = Entry {
