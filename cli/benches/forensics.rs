@@ -1280,6 +1280,7 @@ impl<'a> History<'a> {
         log("history: projections");
         let reps = if size >= 1_000_000 { 3 } else { 5 };
         let mut walk = Vec::new();
+        let mut walk_refs = Vec::new();
         let mut scan_tree = Vec::new();
         let mut scan_all = Vec::new();
         let mut mem_tree = Vec::new();
@@ -1299,8 +1300,11 @@ impl<'a> History<'a> {
             walk.push(t.elapsed().as_secs_f64());
             events = n;
             let t = Instant::now();
-            let mut tree = replay::Tree::new();
-            l.scan(0, &mut |r| {
+            l.scan_refs(0, &mut |_| Ok(())).unwrap();
+            walk_refs.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let mut tree = replay::TreeFold::new(replay::Tree::new());
+            l.scan_refs(0, &mut |r| {
                 tree.apply(&r.event).unwrap();
                 Ok(())
             })
@@ -1350,7 +1354,18 @@ impl<'a> History<'a> {
                 let tree = state::rebuild_snapshots(l).unwrap();
                 rebuild.push(t.elapsed().as_secs_f64());
                 assert_eq!(tree.seq(), l.head().map(|h| h.seq));
-                snaps = events.div_ceil(state::KEEP_EVERY);
+                // Count the kept snapshots it stored, newest to oldest.
+                snaps = 0;
+                let mut at = l.head().map(|h| h.seq);
+                while let Some(s) = at.and_then(|s| {
+                    l.index_unsynced()
+                        .snapshot_at_or_before("tree", s)
+                        .unwrap()
+                        .map(|x| x.0)
+                }) {
+                    snaps += 1;
+                    at = s.checked_sub(1);
+                }
             }
         }
         let (journal_bytes, _) = du(&self.ws.join(".ledger/journal"));
@@ -1367,6 +1382,7 @@ impl<'a> History<'a> {
             thousands(events as f64),
             mb(journal_bytes),
             thousands(rate(&walk)),
+            thousands(rate(&walk_refs)),
             thousands(rate(&scan_tree)),
             thousands(rate(&scan_all)),
             thousands(rate(&mem_tree)),
@@ -1393,8 +1409,8 @@ impl<'a> History<'a> {
                 .unwrap()
                 .map(|x| x.0)
         };
-        // Kept snapshots sit at most KEEP_EVERY events apart (rebuild_snapshots stores one
-        // at seq 0, then every KEEP_EVERY); take one in the middle and the next after it.
+        // Kept snapshots sit at most `state::keep_interval` events apart (rebuild_snapshots
+        // stores one at seq 0, then one per interval); take one in the middle and the next.
         let mid = kept(head / 2).unwrap_or(0);
         let mut next = mid + 1;
         while kept(next) == Some(mid) && next < head {
@@ -1774,12 +1790,13 @@ fn history(cfg: &Config, base: &Path) {
         &r.revert_lib,
     );
     println!("### Goal 2: rebuilding the projections from the journal\n");
-    println!("All events of the ledger, warm page cache; median of 5 (3 at 10^6) runs in this process. walk = `Ledger::scan(0, ..)` doing nothing; scan + Tree = the walk folding `replay::Tree`; scan + all = folding `replay::Projections` (tree, changes, agents); fold in memory = the same folds over events already decoded (chunks of 65,536 cloned out of the walk, only the fold timed); `rebuild_snapshots` = `state::rebuild_snapshots`, what `ledger reindex` runs for the projections (walk, fold the tree, store a kept snapshot every {} events; median of up to 3); `ledger reindex` = the command end to end (it also clears and rebuilds every sled index), one run, only up to {} events.\n", state::KEEP_EVERY, thousands(cfg.reindex_max as f64));
+    println!("All events of the ledger, warm page cache; median of 5 (3 at 10^6) runs in this process. walk = `Ledger::scan(0, ..)` doing nothing (events decoded into owned `Event`s); borrowed walk = `Ledger::scan_refs(0, ..)` (`EventRef`s borrowing the segment bytes); scan + Tree = the borrowed walk folding `replay::TreeFold`; scan + all = the owned walk folding `replay::Projections` (tree, changes, agents); fold in memory = the owned folds over events already decoded (chunks of 65,536 cloned out of the walk, only the fold timed); `rebuild_snapshots` = `state::rebuild_snapshots`, what `ledger reindex` runs for the projections (the pipelined walk: worker threads check frames and hashes of segments read ahead while this thread decodes and folds the tree, storing a kept snapshot every max({}, tree entries) events; median of up to 3); `ledger reindex` = the command end to end (it also clears and rebuilds every sled index), one run, only up to {} events.\n", state::KEEP_EVERY, thousands(cfg.reindex_max as f64));
     table(
         &[
             "events",
             "journal MB",
             "walk events/s",
+            "borrowed walk events/s",
             "scan + Tree events/s",
             "scan + all events/s",
             "Tree fold in memory events/s",

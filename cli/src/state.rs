@@ -3,8 +3,10 @@
 //!
 //! Two kinds of snapshot are kept: `tree-head`, the newest (replaced as the head moves,
 //! so loading the head folds at most [`HEAD_EVERY`] events), and `tree`, kept for good
-//! at least every [`KEEP_EVERY`] events, so the state at any past point costs at most
-//! that many events. Both are derived and rebuilt when missing or unreadable. `record`
+//! every [`keep_interval`] events: [`KEEP_EVERY`], or the number of resources in the
+//! tree when that is larger, so the state at any past point costs at most that many
+//! events, and kept snapshots (each the size of the tree) add at most about one tree
+//! entry per event to the index, however large the workspace. Both are derived and rebuilt when missing or unreadable. `record`
 //! and `status` do not load them (see [`crate::cache::HeadFiles`]); `record` saves them
 //! when due.
 
@@ -17,6 +19,11 @@ const HEAD_SNAPSHOT: &str = "tree-head";
 const KEPT_SNAPSHOT: &str = "tree";
 pub const HEAD_EVERY: u64 = 64;
 pub const KEEP_EVERY: u64 = 4096;
+
+/// Events between two kept snapshots of a tree of `resources` entries.
+pub fn keep_interval(resources: usize) -> u64 {
+    KEEP_EVERY.max(resources as u64)
+}
 
 /// The tree as it was right after `seq`, and the seq of the snapshot it started from.
 pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
@@ -89,7 +96,7 @@ pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliRes
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
     let kept = index.latest_snapshot_seq(KEPT_SNAPSHOT)?;
-    if kept.is_none_or(|k| seq >= k + KEEP_EVERY) {
+    if kept.is_none_or(|k| seq >= k + keep_interval(tree.len())) {
         index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
     }
     Ok(())
@@ -135,7 +142,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Tree>> {
             err = Some(e);
             return Err(ledger::Error::Stopped);
         }
-        if last_kept.is_none_or(|k| r.event.seq >= k + KEEP_EVERY) {
+        if last_kept.is_none_or(|k| r.event.seq >= k + keep_interval(fold.tree().len())) {
             ledger.index_unsynced().put_snapshot(
                 KEPT_SNAPSHOT,
                 r.event.seq,
