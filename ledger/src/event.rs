@@ -576,7 +576,7 @@ pub fn decode_canonical<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn fixed_event() -> Event {
