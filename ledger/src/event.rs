@@ -173,6 +173,7 @@ pub struct ResourceKey {
 /// Namespace, then name, each in byte order (as a derived `Ord` would order them), with
 /// the word-wise [`crate::hash::cmp_bytes`].
 impl Ord for ResourceKey {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         crate::hash::cmp_bytes(self.namespace.as_bytes(), other.namespace.as_bytes())
             .then_with(|| self.name.cmp(&other.name))
@@ -180,6 +181,7 @@ impl Ord for ResourceKey {
 }
 
 impl PartialOrd for ResourceKey {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }

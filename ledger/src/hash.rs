@@ -19,6 +19,7 @@ pub struct Hash(pub [u8; 32]);
 /// Byte order (as `[u8; 32]` orders), compared as two big-endian 128-bit words instead
 /// of a call to `memcmp`: hashes are map keys in every walk over the journal.
 impl Ord for Hash {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         let word = |h: &Hash, i: usize| u128::from_be_bytes(h.0[i..i + 16].try_into().unwrap());
         word(self, 0)
@@ -28,6 +29,7 @@ impl Ord for Hash {
 }
 
 impl PartialOrd for Hash {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
@@ -36,6 +38,7 @@ impl PartialOrd for Hash {
 /// Orders byte strings as `[u8]` does (lexicographically, a prefix first), eight bytes
 /// at a time without a call to `memcmp`; paths and resource keys are compared on every
 /// lookup of a projection fold.
+#[inline]
 pub fn cmp_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let n = a.len().min(b.len());
     let mut i = 0;
@@ -172,12 +175,14 @@ pub struct Name(pub Vec<u8>);
 
 /// Byte order of the raw name ([`cmp_bytes`]).
 impl Ord for Name {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         cmp_bytes(&self.0, &other.0)
     }
 }
 
 impl PartialOrd for Name {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
