@@ -553,21 +553,19 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                 .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
             let name = file_name(&a.key)?;
             match &a.kind {
-                ActionKind::Write { .. } => {
-                    let st = s.take().expect("staged above");
-                    hold(&st.dir, &name);
-                    rfs::renameat(&*st.dir, st.tmp.as_slice(), &*st.dir, name.as_slice())
-                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
-                    note_dir(&a.key, &st.dir)?;
-                }
-                ActionKind::SetMode { .. } if s.is_some() => {
-                    // A hard-linked file: its copy with the new mode replaces this name.
+                // A hard-linked file's mode change: its copy replaces this name.
+                ActionKind::Write { .. } | ActionKind::SetMode { .. } if s.is_some() => {
                     let st = s.take().expect("checked above");
                     hold(&st.dir, &name);
-                    rfs::renameat(&*st.dir, st.tmp.as_slice(), &*st.dir, name.as_slice())
-                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
+                    if let Err(e) =
+                        rfs::renameat(&*st.dir, st.tmp.as_slice(), &*st.dir, name.as_slice())
+                    {
+                        let _ = rfs::unlinkat(&*st.dir, st.tmp.as_slice(), AtFlags::empty());
+                        return Err(err(&a.key, format!("cannot replace: {e}")));
+                    }
                     note_dir(&a.key, &st.dir)?;
                 }
+                ActionKind::Write { .. } => return Err(err(&a.key, "its write was not staged")),
                 ActionKind::SetMode { mode } => {
                     let fd = rfs::openat(
                         &dir,
