@@ -2,15 +2,19 @@
 //!
 //! Every path is opened one component at a time from a handle on the root with
 //! `O_NOFOLLOW`, so neither a `..` nor a symlinked directory nor a symlink planted at
-//! the target can redirect a write. Each file is written to a temporary name in its own
-//! directory, synced, and renamed over the target (atomic per file). Used by `revert`
-//! (all or nothing: everything is staged and re-checked before the first rename) and by
-//! `replay` (into a new directory).
+//! the target can redirect a write. Used by `revert` (all or nothing: every file is
+//! written to a temporary name in its own directory and re-checked before the first
+//! rename; all temporary files are synced together, then renamed over their targets,
+//! then their directories are synced together: atomic per file, durable when it returns)
+//! and by `replay` (into a new directory: each file created once under its own name,
+//! directory handles reused from one file to the next in tree order).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ledger::{Content, Hash, Ledger, Mode, ResourceKey};
 use replay::{safe_relative_path, ActionKind, Payload, RevertAction};
@@ -74,39 +78,9 @@ impl Root {
                 walked.push(b'/');
             }
             walked.extend_from_slice(comp);
-            let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match rfs::openat(&cur, *comp, flags, rfs::Mode::empty()) {
-                Ok(fd) => cur = fd,
-                Err(Errno::NOENT) if create => {
-                    rfs::mkdirat(&cur, *comp, rfs::Mode::from_raw_mode(0o755)).map_err(|e| {
-                        err(
-                            key,
-                            format!(
-                                "cannot create directory {}: {e}",
-                                String::from_utf8_lossy(&walked)
-                            ),
-                        )
-                    })?;
-                    made.push(walked.clone());
-                    cur = rfs::openat(&cur, *comp, flags, rfs::Mode::empty())
-                        .map_err(|e| err(key, e))?;
-                }
-                Err(Errno::NOENT) => return Ok(None),
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    return Err(err(
-                        key,
-                        format!(
-                            "{} is a symlink or not a directory; refusing to write through it",
-                            String::from_utf8_lossy(&walked)
-                        ),
-                    ))
-                }
-                Err(e) => {
-                    return Err(err(
-                        key,
-                        format!("cannot open {}: {e}", String::from_utf8_lossy(&walked)),
-                    ))
-                }
+            match open_dir_in(&cur, key, comp, &walked, create, made)? {
+                Some(fd) => cur = fd,
+                None => return Ok(None),
             }
         }
         Ok(Some(cur))
@@ -118,6 +92,116 @@ impl Root {
             return Ok(Found::Absent);
         };
         look_in(&dir, key)
+    }
+}
+
+/// Open directory handles along the path of the previous lookup, so that files taken in
+/// tree order open each directory once. Every handle was opened from its parent's with
+/// `O_NOFOLLOW`, exactly as [`Root::parent`] does.
+#[derive(Default)]
+pub struct DirCache {
+    /// `(component, handle)` from the root down.
+    stack: Vec<(Vec<u8>, Arc<OwnedFd>)>,
+}
+
+impl Root {
+    /// [`Root::parent`] reusing (and updating) the handles in `cache`.
+    fn parent_cached(
+        &self,
+        key: &ResourceKey,
+        create: bool,
+        made: &mut Vec<Vec<u8>>,
+        cache: &mut DirCache,
+    ) -> CliResult<Option<Arc<OwnedFd>>> {
+        let sp = safe_relative_path(key.name.as_bytes())
+            .map_err(|e| err(key, format!("refusing an unsafe path: {e}")))?;
+        let comps = sp.parents();
+        let keep = cache
+            .stack
+            .iter()
+            .zip(comps.iter())
+            .take_while(|((c, _), n)| c.as_slice() == **n)
+            .count();
+        cache.stack.truncate(keep);
+        let mut walked: Vec<u8> = Vec::new();
+        for c in &comps[..keep] {
+            if !walked.is_empty() {
+                walked.push(b'/');
+            }
+            walked.extend_from_slice(c);
+        }
+        for comp in &comps[keep..] {
+            if !walked.is_empty() {
+                walked.push(b'/');
+            }
+            walked.extend_from_slice(comp);
+            let fd = {
+                let cur: &OwnedFd = match cache.stack.last() {
+                    Some((_, fd)) => fd,
+                    None => &self.fd,
+                };
+                match open_dir_in(cur, key, comp, &walked, create, made)? {
+                    Some(fd) => fd,
+                    None => return Ok(None),
+                }
+            };
+            cache.stack.push((comp.to_vec(), Arc::new(fd)));
+        }
+        Ok(Some(match cache.stack.last() {
+            Some((_, fd)) => fd.clone(),
+            None => Arc::new(
+                rfs::openat(
+                    &self.fd,
+                    ".",
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    rfs::Mode::empty(),
+                )
+                .map_err(|e| err(key, e))?,
+            ),
+        }))
+    }
+}
+
+/// Opens directory `comp` in `cur` without following a symlink; with `create`, makes it
+/// when missing (noting `walked` in `made`). `None`: it does not exist.
+fn open_dir_in(
+    cur: &OwnedFd,
+    key: &ResourceKey,
+    comp: &[u8],
+    walked: &[u8],
+    create: bool,
+    made: &mut Vec<Vec<u8>>,
+) -> CliResult<Option<OwnedFd>> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat(cur, comp, flags, rfs::Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) if create => {
+            rfs::mkdirat(cur, comp, rfs::Mode::from_raw_mode(0o755)).map_err(|e| {
+                err(
+                    key,
+                    format!(
+                        "cannot create directory {}: {e}",
+                        String::from_utf8_lossy(walked)
+                    ),
+                )
+            })?;
+            made.push(walked.to_vec());
+            rfs::openat(cur, comp, flags, rfs::Mode::empty())
+                .map(Some)
+                .map_err(|e| err(key, e))
+        }
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(err(
+            key,
+            format!(
+                "{} is a symlink or not a directory; refusing to write through it",
+                String::from_utf8_lossy(walked)
+            ),
+        )),
+        Err(e) => Err(err(
+            key,
+            format!("cannot open {}: {e}", String::from_utf8_lossy(walked)),
+        )),
     }
 }
 
@@ -203,8 +287,10 @@ fn symlink_target(ledger: &Ledger, payload: &Payload) -> Result<Vec<u8>, String>
 
 /// A file written under a temporary name next to its target.
 struct Staged {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     tmp: Vec<u8>,
+    /// A symlink: nothing to sync on its own (it cannot be opened for `fsync`).
+    symlink: bool,
 }
 
 fn tmp_name() -> Vec<u8> {
@@ -219,7 +305,7 @@ fn tmp_name() -> Vec<u8> {
 /// Writes `payload` as `mode` to a temporary name in `dir`.
 fn stage(
     ledger: &Ledger,
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     key: &ResourceKey,
     payload: &Payload,
     mode: Mode,
@@ -230,7 +316,11 @@ fn stage(
         let target = symlink_target(ledger, payload).map_err(|e| err(key, e))?;
         rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())
             .map_err(|e| err(key, format!("cannot create a symlink: {e}")))?;
-        return Ok(Staged { dir, tmp });
+        return Ok(Staged {
+            dir,
+            tmp,
+            symlink: true,
+        });
     }
     stage_with(dir, key, mode, sync, &mut |f| {
         write_payload(ledger, payload, f)
@@ -239,7 +329,7 @@ fn stage(
 
 /// Writes a regular file of `mode` to a temporary name in `dir`, its bytes from `fill`.
 fn stage_with(
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     key: &ResourceKey,
     mode: Mode,
     sync: bool,
@@ -274,7 +364,11 @@ fn stage_with(
         let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
         return Err(err(key, format!("cannot write: {e}")));
     }
-    Ok(Staged { dir, tmp })
+    Ok(Staged {
+        dir,
+        tmp,
+        symlink: false,
+    })
 }
 
 /// Whether the file at `key` has other hard links: changing its mode in place would
@@ -288,7 +382,7 @@ fn hard_linked(dir: &OwnedFd, key: &ResourceKey) -> CliResult<bool> {
 
 /// A copy of the file at `key` with `mode`, staged under a temporary name (for a mode
 /// change of a hard-linked file: the rename replaces only the workspace's name).
-fn stage_copy(dir: OwnedFd, key: &ResourceKey, mode: Mode) -> CliResult<Staged> {
+fn stage_copy(dir: Arc<OwnedFd>, key: &ResourceKey, mode: Mode) -> CliResult<Staged> {
     let name = file_name(key)?;
     let src = rfs::openat(
         &dir,
@@ -357,9 +451,10 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
     // 2. Stage every write and check permissions; nothing visible changes yet.
     let mut made_dirs = Vec::new();
     let mut staged: Vec<Option<Staged>> = Vec::new();
+    let mut dirs = DirCache::default();
     let cleanup = |staged: &mut Vec<Option<Staged>>, made: &[Vec<u8>]| {
         for s in staged.iter().flatten() {
-            let _ = rfs::unlinkat(&s.dir, s.tmp.as_slice(), AtFlags::empty());
+            let _ = rfs::unlinkat(&*s.dir, s.tmp.as_slice(), AtFlags::empty());
         }
         for d in made.iter().rev() {
             let _ = rfs::unlinkat(&root.fd, d.as_slice(), AtFlags::REMOVEDIR);
@@ -369,13 +464,15 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
         let res = (|| -> CliResult<Option<Staged>> {
             match &a.kind {
                 ActionKind::Write { payload, mode } => {
-                    let dir = root.parent(&a.key, true, &mut made_dirs)?.expect("created");
+                    let dir = root
+                        .parent_cached(&a.key, true, &mut made_dirs, &mut dirs)?
+                        .expect("created");
                     check_writable(&dir, &a.key)?;
-                    Ok(Some(stage(ledger, dir, &a.key, payload, *mode, true)?))
+                    Ok(Some(stage(ledger, dir, &a.key, payload, *mode, false)?))
                 }
                 ActionKind::SetMode { mode } => {
                     let dir = root
-                        .parent(&a.key, false, &mut made_dirs)?
+                        .parent_cached(&a.key, false, &mut made_dirs, &mut dirs)?
                         .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
                     check_writable(&dir, &a.key)?;
                     if hard_linked(&dir, &a.key)? {
@@ -386,7 +483,7 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                 }
                 ActionKind::Delete => {
                     let dir = root
-                        .parent(&a.key, false, &mut made_dirs)?
+                        .parent_cached(&a.key, false, &mut made_dirs, &mut dirs)?
                         .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
                     check_writable(&dir, &a.key)?;
                     Ok(None)
@@ -401,8 +498,54 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             }
         }
     }
-    // 3. Make it visible, one atomic step per file.
+    drop(dirs);
+    // 2b. Make every staged file durable before any of them becomes visible: the files
+    // are synced concurrently, so the device flushes they need overlap (one or two
+    // rounds instead of one per file).
+    let to_sync: Vec<(&ResourceKey, &Staged)> = actions
+        .iter()
+        .zip(staged.iter())
+        .filter_map(|(a, s)| s.as_ref().filter(|s| !s.symlink).map(|s| (&a.key, s)))
+        .collect();
+    if let Err(e) = run_parallel(to_sync, |(key, st)| {
+        let fd = rfs::openat(
+            &*st.dir,
+            st.tmp.as_slice(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rfs::Mode::empty(),
+        )
+        .map_err(|e| err(key, format!("cannot sync: {e}")))?;
+        rfs::fsync(&fd).map_err(|e| err(key, format!("cannot sync: {e}")))
+    }) {
+        cleanup(&mut staged, &made_dirs);
+        return Err(e);
+    }
+    // 3. Make it visible, one atomic step per file. What each step changed (directory
+    // entries, a mode) is synced after the last step, all together.
     let mut done: Vec<&RevertAction> = Vec::new();
+    let mut touched: BTreeMap<(u64, u64), (ResourceKey, Arc<OwnedFd>)> = BTreeMap::new();
+    let mut note_dir = |key: &ResourceKey, fd: &Arc<OwnedFd>| -> CliResult {
+        let st = rfs::fstat(&**fd).map_err(|e| err(key, e))?;
+        touched
+            .entry((st.st_dev, st.st_ino))
+            .or_insert_with(|| (key.clone(), fd.clone()));
+        Ok(())
+    };
+    // The inodes a rename or delete lets go of are held open until step 4: freeing one
+    // can wait for the device (ext4 mounted with `discard` trims its blocks
+    // synchronously), and step 4 frees them all at once.
+    let mut released: Vec<OwnedFd> = Vec::new();
+    let mut hold = |dir: &OwnedFd, name: &[u8]| {
+        if let Ok(fd) = rfs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rfs::Mode::empty(),
+        ) {
+            released.push(fd);
+        }
+    };
+    let mut failed = None;
     for (a, s) in actions.iter().zip(staged.iter_mut()) {
         let res = (|| -> CliResult {
             let dir = root
@@ -410,19 +553,19 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                 .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
             let name = file_name(&a.key)?;
             match &a.kind {
-                ActionKind::Write { .. } => {
-                    let st = s.take().expect("staged above");
-                    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
-                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
-                    rfs::fsync(&st.dir).map_err(|e| err(&a.key, e))?;
-                }
-                ActionKind::SetMode { .. } if s.is_some() => {
-                    // A hard-linked file: its copy with the new mode replaces this name.
+                // A hard-linked file's mode change: its copy replaces this name.
+                ActionKind::Write { .. } | ActionKind::SetMode { .. } if s.is_some() => {
                     let st = s.take().expect("checked above");
-                    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
-                        .map_err(|e| err(&a.key, format!("cannot replace: {e}")))?;
-                    rfs::fsync(&st.dir).map_err(|e| err(&a.key, e))?;
+                    hold(&st.dir, &name);
+                    if let Err(e) =
+                        rfs::renameat(&*st.dir, st.tmp.as_slice(), &*st.dir, name.as_slice())
+                    {
+                        let _ = rfs::unlinkat(&*st.dir, st.tmp.as_slice(), AtFlags::empty());
+                        return Err(err(&a.key, format!("cannot replace: {e}")));
+                    }
+                    note_dir(&a.key, &st.dir)?;
                 }
+                ActionKind::Write { .. } => return Err(err(&a.key, "its write was not staged")),
                 ActionKind::SetMode { mode } => {
                     let fd = rfs::openat(
                         &dir,
@@ -437,31 +580,91 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
                         0o644
                     };
                     rfs::fchmod(&fd, rfs::Mode::from_raw_mode(perm)).map_err(|e| err(&a.key, e))?;
-                    rfs::fsync(&fd).map_err(|e| err(&a.key, e))?;
+                    // The inode's mode is synced with the directories below.
+                    note_dir(&a.key, &Arc::new(fd))?;
                 }
                 ActionKind::Delete => {
+                    hold(&dir, &name);
                     rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty())
                         .map_err(|e| err(&a.key, format!("cannot delete: {e}")))?;
-                    rfs::fsync(&dir).map_err(|e| err(&a.key, e))?;
+                    note_dir(&a.key, &Arc::new(dir))?;
                     remove_empty_parents(root, &a.key);
                 }
             }
             Ok(())
         })();
         if let Err(e) = res {
-            cleanup(&mut staged, &[]);
-            let restored = undo(ledger, root, &done);
-            return Err(CliError::new(
-                e.code,
-                format!("{}; {}", e.message, match restored {
-                    Ok(()) => "the files already changed were put back; nothing was recorded".to_string(),
-                    Err(u) => format!("putting back the files already changed also failed ({u}); check them with `ledger status`"),
-                }),
-            ));
+            failed = Some(e);
+            break;
         }
         done.push(a);
     }
+    // 4. One concurrent round: sync every directory (and mode change) touched, and let
+    // go of the replaced and deleted inodes.
+    let mut tasks: Vec<(Option<ResourceKey>, Arc<OwnedFd>)> = Vec::new();
+    if failed.is_none() {
+        tasks.extend(touched.into_values().map(|(k, fd)| (Some(k), fd)));
+    }
+    tasks.extend(released.into_iter().map(|fd| (None, Arc::new(fd))));
+    let synced = run_parallel(tasks, |(key, fd)| match key {
+        Some(key) => rfs::fsync(&*fd).map_err(|e| err(&key, format!("cannot sync: {e}"))),
+        None => {
+            drop(fd);
+            Ok(())
+        }
+    });
+    if let (None, Err(e)) = (&failed, synced) {
+        failed = Some(e);
+    }
+    if let Some(e) = failed {
+        cleanup(&mut staged, &[]);
+        let restored = undo(ledger, root, &done);
+        return Err(CliError::new(
+            e.code,
+            format!("{}; {}", e.message, match restored {
+                Ok(()) => "the files already changed were put back; nothing was recorded".to_string(),
+                Err(u) => format!("putting back the files already changed also failed ({u}); check them with `ledger status`"),
+            }),
+        ));
+    }
     Ok(())
+}
+
+/// Threads syncing at once: enough for the device's flushes to overlap, few enough
+/// not to matter for memory or open files.
+const SYNC_THREADS: usize = 16;
+
+/// Runs `f` on every item, on up to [`SYNC_THREADS`] threads; the first error (in
+/// item order) is returned after every item was tried.
+fn run_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) -> CliResult + Sync) -> CliResult {
+    if items.len() <= 1 {
+        return items.into_iter().try_for_each(&f);
+    }
+    let threads = SYNC_THREADS.min(items.len());
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let errors: std::sync::Mutex<BTreeMap<usize, CliError>> = Default::default();
+    let work = || loop {
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+        let Some((i, item)) = next else { break };
+        if let Err(e) = f(item) {
+            errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(i, e);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            // A thread that cannot start leaves its share to the others.
+            let _ = std::thread::Builder::new().spawn_scoped(s, work);
+        }
+        work();
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    match errors.pop_first() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn undo(ledger: &Ledger, root: &Root, done: &[&RevertAction]) -> Result<(), String> {
@@ -481,7 +684,7 @@ fn undo(ledger: &Ledger, root: &Root, done: &[&RevertAction]) -> Result<(), Stri
                     .ok_or("no directory")?;
                 let st = stage(
                     ledger,
-                    dir,
+                    Arc::new(dir),
                     &a.key,
                     &Payload::Stored { hash: c.hash },
                     c.mode,
@@ -489,7 +692,7 @@ fn undo(ledger: &Ledger, root: &Root, done: &[&RevertAction]) -> Result<(), Stri
                 )
                 .map_err(|e| e.message)?;
                 let name = file_name(&a.key).map_err(|e| e.message)?;
-                rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice())
+                rfs::renameat(&*st.dir, st.tmp.as_slice(), &*st.dir, name.as_slice())
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -518,18 +721,44 @@ fn describe(f: &Found) -> String {
     }
 }
 
-/// Writes one recorded file into a fresh tree (replay). The directory must be new.
-pub fn write_new(ledger: &Ledger, root: &Root, key: &ResourceKey, content: &Content) -> CliResult {
-    let dir = root.parent(key, true, &mut Vec::new())?.expect("created");
-    let st = stage(
-        ledger,
-        dir,
-        key,
-        &Payload::Stored { hash: content.hash },
-        content.mode,
-        false,
-    )?;
+/// Writes one recorded file into a fresh tree (replay): created under its own name with
+/// `O_CREAT | O_EXCL | O_NOFOLLOW` (the tree is new, so there is nothing to replace, and
+/// anything found at the name is refused), its directories opened once per run of files
+/// in `dirs` (call in tree order).
+pub fn write_new(
+    ledger: &Ledger,
+    root: &Root,
+    dirs: &mut DirCache,
+    key: &ResourceKey,
+    content: &Content,
+) -> CliResult {
+    let dir = root
+        .parent_cached(key, true, &mut Vec::new(), dirs)?
+        .expect("created");
     let name = file_name(key)?;
-    rfs::renameat(&st.dir, st.tmp.as_slice(), &st.dir, name.as_slice()).map_err(|e| err(key, e))?;
-    Ok(())
+    let payload = Payload::Stored { hash: content.hash };
+    if content.mode == Mode::Symlink {
+        let target = symlink_target(ledger, &payload).map_err(|e| err(key, e))?;
+        return rfs::symlinkat(target.as_slice(), &*dir, name.as_slice())
+            .map_err(|e| err(key, format!("cannot create a symlink: {e}")));
+    }
+    let perm = if content.mode == Mode::Executable {
+        0o755
+    } else {
+        0o644
+    };
+    let fd = rfs::openat(
+        &*dir,
+        name.as_slice(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rfs::Mode::from_raw_mode(perm),
+    )
+    .map_err(|e| err(key, format!("cannot create: {e}")))?;
+    let mut f = File::from(fd);
+    write_payload(ledger, &payload, &mut f)
+        .and_then(|_| {
+            // The umask may have narrowed the mode given to `openat`.
+            rfs::fchmod(f.as_fd(), rfs::Mode::from_raw_mode(perm)).map_err(|e| e.to_string())
+        })
+        .map_err(|e| err(key, format!("cannot write: {e}")))
 }

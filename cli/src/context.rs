@@ -55,6 +55,8 @@ pub fn open_then<T>(cli: &Cli, locked: impl FnOnce(&Workspace, &Path) -> T) -> C
     let root = root.canonicalize().unwrap_or(root);
     let ws = Workspace { root };
     let (ledger, report, then) = Ledger::open_dir_then(&dir, &opts, || locked(&ws, &dir))?;
+    // The command ends when its context is dropped, and the process with it.
+    ledger.exiting();
     if report.recovery.cut_bytes > 0 {
         eprintln!(
             "ledger: recovered from an interrupted write: cut {} bytes of an unacknowledged batch from {} (seqs dropped: {:?})",

@@ -525,8 +525,9 @@ pub fn replay_cmd(
     }
     let root = Root::open(out)?;
     let mut n = 0u64;
+    let mut dirs = apply::DirCache::default();
     for (k, e) in tree.files() {
-        if let Err(err) = apply::write_new(ledger, &root, k, &e.content) {
+        if let Err(err) = apply::write_new(ledger, &root, &mut dirs, k, &e.content) {
             // Remove what this command wrote; the directory was new or empty.
             if let Ok(rd) = std::fs::read_dir(out) {
                 for entry in rd.flatten() {

@@ -632,8 +632,14 @@ impl Index {
         Ok(())
     }
 
+    /// Writes out everything sled holds in memory (as dropping its last handle does:
+    /// until a flush finds nothing left to write).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        for _ in 0..16 {
+            if self.db.flush()? == 0 {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -114,6 +114,8 @@ pub struct Ledger {
     index: Index,
     progress: Arc<(Mutex<IndexProgress>, Condvar)>,
     indexer: Mutex<Indexer>,
+    /// See [`Ledger::exiting`].
+    exiting: std::sync::atomic::AtomicBool,
     _lock: File,
 }
 
@@ -124,6 +126,16 @@ impl Drop for Ledger {
         ix.tx.take();
         if let Some(t) = ix.thread.take() {
             let _ = t.join();
+        }
+        if self.exiting.load(std::sync::atomic::Ordering::Relaxed) {
+            // Flush as sled's own drop would, then keep a handle in `KEPT` so that its
+            // page table (one entry per page of the database, large for large indexes)
+            // is not freed piece by piece: the process is about to exit. A failed flush
+            // only means the index catches up from the journal on the next open.
+            let _ = self.index.flush();
+            KEPT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(kept_key(&self.dir.join("index")), self.index.clone());
         }
     }
 }
@@ -268,6 +280,16 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
     Ok(f)
 }
 
+/// Indexes of ledgers dropped after [`Ledger::exiting`], by index directory: left for
+/// the process exit to reclaim, or taken again by the next open of the same ledger.
+static KEPT: Mutex<BTreeMap<PathBuf, Index>> = Mutex::new(BTreeMap::new());
+
+fn kept_key(index_dir: &Path) -> PathBuf {
+    index_dir
+        .canonicalize()
+        .unwrap_or_else(|_| index_dir.to_path_buf())
+}
+
 /// How long to wait for sled to let go of an index database this process closed.
 const INDEX_LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -282,6 +304,15 @@ fn is_sled_lock_error(e: &Error) -> bool {
 /// it as unreadable would throw the index away, and with it the record of the last
 /// acknowledged seq that recovery relies on.
 fn open_index(dir: &Path) -> Result<(Index, IndexState)> {
+    // A ledger dropped in this process as `exiting` kept its index open (and sled's
+    // lock on it): use that.
+    let kept = KEPT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&kept_key(dir));
+    if let Some(index) = kept {
+        return index.state().map(|s| (index, s));
+    }
     let start = Instant::now();
     loop {
         match Index::open(dir).and_then(|i| i.state().map(|s| (i, s))) {
@@ -419,6 +450,7 @@ impl Ledger {
                 tx: None,
                 thread: None,
             }),
+            exiting: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
         ledger.catch_up(state, &mut report)?;
@@ -663,6 +695,16 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// For a process that exits soon after this ledger is dropped (the `ledger`
+    /// command): dropping then flushes the index and keeps it open in the process (a
+    /// later open of the same ledger in this process takes it back) instead of freeing
+    /// its in-memory structures one by one (tens of ms for an index of 10^6 events).
+    /// Not for long-lived processes: the index of every ledger so dropped stays open.
+    pub fn exiting(&self) {
+        self.exiting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &ContentStore {

@@ -8,9 +8,15 @@
 //! opens, verifies, holds every acknowledged change exactly once at its seq with
 //! gap-free seqs, and takes a new append.
 //!
+//! The CLI tests kill `ledger record` and `ledger revert` processes the same way; a
+//! killed revert must leave every file it touches with either its old or its reverted
+//! content, a journal that verifies, and, if the revert was recorded, every file
+//! reverted.
+//!
 //! Knobs: `LEDGER_CRASH_ITERS` (kill points of the library test),
-//! `LEDGER_CRASH_CLI_ITERS` (kills of `ledger record`), `LEDGER_CRASH_SEED`,
-//! `LEDGER_CRASH_CLI_SEED` (seeds; printed on failure).
+//! `LEDGER_CRASH_CLI_ITERS` (kills of `ledger record`), `LEDGER_CRASH_REVERT_ITERS`
+//! (kills of `ledger revert`), `LEDGER_CRASH_SEED`, `LEDGER_CRASH_CLI_SEED`,
+//! `LEDGER_CRASH_REVERT_SEED` (seeds; printed on failure).
 
 mod common;
 
@@ -39,6 +45,8 @@ const DEFAULT_WORKERS: u64 = 3;
 const KILLS_PER_LEDGER: u64 = 100;
 /// Kills of `ledger record` when `LEDGER_CRASH_CLI_ITERS` is not set.
 const DEFAULT_CLI_ITERS: u64 = 30;
+/// Kills of `ledger revert` when `LEDGER_CRASH_REVERT_ITERS` is not set.
+const DEFAULT_REVERT_ITERS: u64 = 15;
 
 const CHILD_DIR_VAR: &str = "LEDGER_CRASH_CHILD_DIR";
 const CHILD_TAG_VAR: &str = "LEDGER_CRASH_CHILD_TAG";
@@ -572,5 +580,141 @@ fn sigkill_during_cli_record_leaves_a_usable_ledger() {
     assert_eq!(ids.len(), n);
     eprintln!(
         "{iters} kills of `ledger record` (seed {seed}, about {estimate_ms:.0} ms a record): {finished_before_kill} finished first, {acknowledged_by_killed} acknowledged, {recovered} reported a recovery or rebuild"
+    );
+}
+
+/// Leftover temporary files of a killed revert (`.ledger-tmp-*`), removed; how many.
+fn remove_revert_temps(env: &TestEnvironment) -> usize {
+    let mut n = 0;
+    for p in files_under(env.workspace()) {
+        let rel = p.strip_prefix(env.workspace()).unwrap_or(&p);
+        if rel.starts_with(".ledger") {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(".ledger-tmp-") {
+            std::fs::remove_file(&p).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn sigkill_during_cli_revert_leaves_old_or_reverted_files() {
+    let (mut rng, seed) = Rng::from_env("LEDGER_CRASH_REVERT_SEED");
+    let iters = env_u64("LEDGER_CRASH_REVERT_ITERS", DEFAULT_REVERT_ITERS);
+    let env = TestEnvironment::init();
+    // Files in three directories, so the revert renames in several of them.
+    let files: Vec<String> = (0..36).map(|i| format!("d{}/f{i}.txt", i % 3)).collect();
+    let mut current: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for f in &files {
+        let bytes = format!("{f} version 0\n")
+            .repeat(rng.range(1, 200) as usize)
+            .into_bytes();
+        env.write(f, &bytes);
+        current.insert(f.clone(), bytes);
+    }
+    env.record("setup", &[]);
+
+    let mut estimate_ms: Option<f64> = None;
+    let (mut finished, mut recorded, mut mixed, mut temps) = (0, 0, 0, 0);
+    for i in 0..=iters {
+        // A change of every file; the revert puts `current` back.
+        let mut changed = BTreeMap::new();
+        for f in &files {
+            let bytes = format!("{f} round {i}\n")
+                .repeat(rng.range(1, 200) as usize)
+                .into_bytes();
+            env.write(f, &bytes);
+            changed.insert(f.clone(), bytes);
+        }
+        let target = env.record("editor", &[]);
+        let id = format!("revert-{i}");
+        let args = [
+            "revert",
+            target.as_str(),
+            "--agent",
+            "killed",
+            "--change-id",
+            &id,
+        ];
+        // Round 0 runs whole: it measures how long a revert takes here.
+        let kill_after = estimate_ms.map(|e| rng.below((e * 1.2) as u64 + 1));
+        let ctx = format!("seed {seed}, round {i}, kill after {kill_after:?} ms");
+        let started = Instant::now();
+        let mut child = env
+            .command(env.workspace(), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(ms) = kill_after {
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            finished += 1;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            estimate_ms = Some(match estimate_ms {
+                None => ms,
+                Some(e) => 0.7 * e + 0.3 * ms.min(kill_after.unwrap_or(0) as f64),
+            });
+        } else {
+            assert_eq!(out.status.signal(), Some(9), "{ctx}: {out:?}");
+        }
+
+        // Every file is whole: its content before the revert or after it.
+        let mut reverted = 0;
+        for f in &files {
+            let now = std::fs::read(env.path(f))
+                .unwrap_or_else(|e| panic!("{ctx}: {f} is gone after the kill: {e}"));
+            if now == current[f] {
+                reverted += 1;
+            } else {
+                assert_eq!(
+                    now, changed[f],
+                    "{ctx}: {f} holds neither its old nor its reverted content"
+                );
+            }
+        }
+        temps += remove_revert_temps(&env);
+        let v = env.run(["verify"]);
+        assert_eq!(v.code, 0, "{ctx}: verify after the kill: {v:?}");
+        let in_journal = env.run(["show", "--json", &id]).code == 0;
+        if in_journal {
+            recorded += 1;
+            // The revert is appended only after every file is in place.
+            assert_eq!(
+                reverted,
+                files.len(),
+                "{ctx}: recorded but not all reverted"
+            );
+        } else {
+            if reverted != 0 && reverted != files.len() {
+                mixed += 1;
+            }
+            // What the killed revert left on disk is recorded as an ordinary change.
+            if reverted != 0 {
+                env.record("finisher", &[]);
+            }
+        }
+        if out.status.success() {
+            assert!(
+                in_journal,
+                "{ctx}: the revert succeeded but is not recorded"
+            );
+        }
+        let st = env.run(["status", "--json"]).success().json();
+        assert_eq!(st["clean"], true, "{ctx}: {st}");
+        for f in &files {
+            current.insert(f.clone(), std::fs::read(env.path(f)).unwrap());
+        }
+    }
+    env.verify_ok();
+    eprintln!(
+        "{iters} kills of `ledger revert` (seed {seed}, about {:.0} ms a revert): {finished} finished first, {recorded} recorded, {mixed} left some files reverted and some not, {temps} temporary files left",
+        estimate_ms.unwrap_or(0.0)
     );
 }
