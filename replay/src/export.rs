@@ -1511,6 +1511,9 @@ pub fn verify_export_tuned<R: BufRead + Seek>(
 
 /// What the per-line checks need to know about the export.
 struct LineCtx {
+    /// A hasher set up for event hashes (cloned per line: the context key is derived
+    /// once).
+    event_hasher: blake3::Hasher,
     filter: Filter,
     filtered: bool,
     size: u64,
@@ -1579,7 +1582,9 @@ struct Fields {
 /// The fast path: `None` unless the line is in the writer's exact layout.
 fn fast_fields(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> Option<Fields> {
     let f = fastline::parse(line, enc)?;
-    let hash = Hash::of_event_bytes(enc);
+    let mut h = cx.event_hasher.clone();
+    h.update(enc);
+    let hash = Hash::from(h.finalize());
     let matches = !cx.filtered
         || cx.filter.matches_parts(
             f.time_us,
@@ -1658,6 +1663,7 @@ fn general_fields(line: &[u8], cx: &LineCtx) -> Result<Fields, NotEvent> {
 #[doc(hidden)]
 pub fn event_line_paths(line: &[u8], filter: &Filter) -> (Option<String>, Result<String, String>) {
     let cx = LineCtx {
+        event_hasher: blake3::Hasher::new_derive_key(ledger::EVENT_HASH_CONTEXT),
         filter: filter.clone(),
         filtered: !filter.is_empty(),
         size: 0,
@@ -1758,7 +1764,7 @@ impl Batcher<'_> {
         let mut line_start = 0;
         let mut scan_from = 0;
         let end = loop {
-            while let Some(k) = data[scan_from..].iter().position(|&b| b == b'\n') {
+            while let Some(k) = memchr::memchr(b'\n', &data[scan_from..]) {
                 let line_end = scan_from + k;
                 if line_end - line_start > self.max_line {
                     break;
@@ -1772,12 +1778,7 @@ impl Batcher<'_> {
             }
             // A line (complete or not) over the limit ends the input here.
             let partial = data.len() - line_start;
-            if partial > self.max_line
-                || data[scan_from..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .is_some_and(|k| scan_from + k - line_start > self.max_line)
-            {
+            if partial > self.max_line {
                 break Some(End::TooLong);
             }
             scan_from = data.len();
@@ -2071,6 +2072,7 @@ fn verify_inner(
     // and hash them (each line on its own), and this thread takes their results in
     // order for everything that depends on the lines before.
     let cx = LineCtx {
+        event_hasher: blake3::Hasher::new_derive_key(ledger::EVENT_HASH_CONTEXT),
         filter: header.filter.clone(),
         filtered,
         size,

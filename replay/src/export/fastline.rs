@@ -136,9 +136,8 @@ impl P<'_, '_> {
         let start = self.enc.len();
         loop {
             let rest = &self.b[self.i..];
-            let k = rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            // `parse` checked that the line has no control characters.
+            let k = memchr::memchr2(b'"', b'\\', rest)?;
             self.enc.extend_from_slice(&rest[..k]);
             self.i += k;
             match self.b[self.i] {
@@ -508,5 +507,10 @@ pub(super) fn parse(line: &[u8], enc: &mut Vec<u8>) -> Option<FastLine> {
     // Every byte copied into a string lies between ASCII delimiters of a line that is
     // valid UTF-8, so every decoded string is valid UTF-8 too.
     std::str::from_utf8(line).ok()?;
+    // Control characters are never valid raw in JSON strings, and this layout has no
+    // whitespace: a line with any goes to the general path.
+    if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
+        return None;
+    }
     P { b: line, i: 0, enc }.line()
 }
