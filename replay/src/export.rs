@@ -1773,9 +1773,6 @@ impl Batcher<'_> {
                 line_start = line_end + 1;
                 scan_from = line_start;
             }
-            if scan_from < line_start {
-                scan_from = line_start;
-            }
             // A line (complete or not) over the limit ends the input here.
             let partial = data.len() - line_start;
             if partial > self.max_line {
