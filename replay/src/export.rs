@@ -42,6 +42,8 @@ pub const FORMAT_VERSION: u64 = 1;
 pub const STATEMENT_TITLE: &str = "agent-ledger export v1";
 /// Longest line (without its newline) a reader accepts and a writer produces.
 pub const MAX_LINE: usize = 64 << 20;
+/// Event lines are hashed into the statement digest and written in pieces of this size.
+const PENDING_BYTES: usize = 1 << 20;
 /// Longest note text accepted in a trailer.
 const MAX_NOTE: usize = 64 << 10;
 
@@ -946,6 +948,9 @@ pub struct JsonlWriter<W: Write> {
     header_digest: Hash,
     lines: blake3::Hasher,
     buf: Vec<u8>,
+    /// Event lines not yet hashed and written (hashed in large pieces, which BLAKE3
+    /// spreads over SIMD lanes, and written in large writes).
+    pending: Vec<u8>,
     proofs: Option<Tree>,
     frontier: Frontier,
     events: u64,
@@ -990,6 +995,7 @@ impl<W: Write> JsonlWriter<W> {
             lines: blake3::Hasher::new(),
             bytes: buf.len() as u64,
             buf,
+            pending: Vec::with_capacity(PENDING_BYTES + (64 << 10)),
             proofs,
             frontier: Frontier::new(),
             events: 0,
@@ -1034,45 +1040,39 @@ impl<W: Write> JsonlWriter<W> {
             })?),
             None => None,
         };
-        let line = EventOut {
-            line_type: "event",
-            seq,
-            prev: event.prev,
-            time_us: event.time_us,
-            actor: ActorOut {
-                agent: &event.actor.agent,
-                principal: event.actor.principal.as_deref(),
-                role: event.actor.role.as_deref(),
-            },
-            change_id: &event.change_id,
-            correlation_id: event.correlation_id.as_deref(),
-            body: BodyOut::of(&event.body),
-            meta: &event.meta,
-            hash: *hash,
-            proof: proof_hashes.as_deref().map(|h| ProofOut {
-                leaf_index: seq,
-                tree_size: self.header.tree_size,
-                hashes: h,
-            }),
-            export_prev: filtered.then(|| self.last.map(|(_, h)| h)),
-        };
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &line).map_err(io::Error::from)?;
-        if self.buf.len() > MAX_LINE {
-            return Err(ExportError::LineTooLong {
-                seq,
-                bytes: self.buf.len(),
-            });
+        let export_prev = filtered.then(|| self.last.map(|(_, h)| h));
+        let start = self.pending.len();
+        format_event_line(
+            &mut self.pending,
+            event,
+            hash,
+            proof_hashes
+                .as_deref()
+                .map(|h| (seq, self.header.tree_size, h)),
+            export_prev,
+        );
+        let len = self.pending.len() - start;
+        if len > MAX_LINE {
+            self.pending.truncate(start);
+            return Err(ExportError::LineTooLong { seq, bytes: len });
         }
-        self.buf.push(b'\n');
-        self.lines.update(&self.buf);
-        self.out.write_all(&self.buf)?;
-        self.bytes += self.buf.len() as u64;
+        self.pending.push(b'\n');
+        self.bytes += len as u64 + 1;
+        if self.pending.len() >= PENDING_BYTES {
+            self.flush_pending()?;
+        }
         if !filtered {
             self.frontier.push(merkle::leaf_hash(hash));
         }
         self.events += 1;
         self.last = Some((seq, *hash));
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), ExportError> {
+        self.lines.update(&self.pending);
+        self.out.write_all(&self.pending)?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -1114,6 +1114,7 @@ impl<W: Write> JsonlWriter<W> {
                 )));
             }
         }
+        self.flush_pending()?;
         let body = CheckpointBody {
             origin: self.header.origin.clone(),
             size: self.header.tree_size,
@@ -1160,6 +1161,21 @@ impl<W: Write> JsonlWriter<W> {
 /// The event line of an unfiltered export for one event (without its newline): every
 /// field of the event and its `hash`, as `docs/EXPORT.md` section 4 shows.
 pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
+    let mut out = Vec::new();
+    format_event_line(&mut out, event, hash, None, None);
+    out
+}
+
+/// An event line as serde_json writes the documented shapes (`proof`: seq, tree size,
+/// hashes); the writer's own formatter must produce exactly these bytes, which the tests
+/// check.
+#[doc(hidden)]
+pub fn event_line_reference(
+    event: &Event,
+    hash: &Hash,
+    proof: Option<(u64, u64, &[Hash])>,
+    export_prev: Option<Option<Hash>>,
+) -> Vec<u8> {
     serde_json::to_vec(&EventOut {
         line_type: "event",
         seq: event.seq,
@@ -1175,10 +1191,265 @@ pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
         body: BodyOut::of(&event.body),
         meta: &event.meta,
         hash: *hash,
-        proof: None,
-        export_prev: None,
+        proof: proof.map(|(leaf_index, tree_size, hashes)| ProofOut {
+            leaf_index,
+            tree_size,
+            hashes,
+        }),
+        export_prev,
     })
     .expect("serialising to memory cannot fail")
+}
+
+/// [`event_line`] with a filtered export's `proof` (leaf index, tree size, hashes) and
+/// `export_prev`, appended to `out`.
+#[doc(hidden)]
+pub fn format_event_line(
+    out: &mut Vec<u8>,
+    event: &Event,
+    hash: &Hash,
+    proof: Option<(u64, u64, &[Hash])>,
+    export_prev: Option<Option<Hash>>,
+) {
+    let o = out;
+    o.extend_from_slice(b"{\"type\":\"event\",\"seq\":");
+    json_u64(o, event.seq);
+    o.extend_from_slice(b",\"prev\":");
+    json_hex(o, &event.prev.0);
+    o.extend_from_slice(b",\"time_us\":");
+    json_i64(o, event.time_us);
+    o.extend_from_slice(b",\"actor\":{\"agent\":");
+    json_str(o, &event.actor.agent);
+    o.extend_from_slice(b",\"principal\":");
+    json_opt_str(o, event.actor.principal.as_deref());
+    o.extend_from_slice(b",\"role\":");
+    json_opt_str(o, event.actor.role.as_deref());
+    o.extend_from_slice(b"},\"change_id\":");
+    json_str(o, &event.change_id);
+    o.extend_from_slice(b",\"correlation_id\":");
+    json_opt_str(o, event.correlation_id.as_deref());
+    o.extend_from_slice(b",\"body\":{\"kind\":\"");
+    o.extend_from_slice(event.body.kind().as_bytes());
+    o.push(b'"');
+    match &event.body {
+        Body::Genesis(g) => {
+            o.extend_from_slice(b",\"ledger_id\":");
+            json_hex(o, &g.ledger_id);
+            o.extend_from_slice(b",\"format_version\":");
+            json_u64(o, u64::from(g.format_version));
+        }
+        Body::Change(c) => {
+            o.extend_from_slice(b",\"message\":");
+            json_opt_str(o, c.message.as_deref());
+            o.extend_from_slice(b",\"reverts\":");
+            json_opt_str(o, c.reverts.as_deref());
+            o.extend_from_slice(b",\"resources\":[");
+            for (i, rc) in c.resources.iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                o.extend_from_slice(b"{\"key\":{\"namespace\":");
+                json_str(o, &rc.key.namespace);
+                o.extend_from_slice(b",\"name\":");
+                match std::str::from_utf8(rc.key.name.as_bytes()) {
+                    Ok(text) => json_str(o, text),
+                    Err(_) => {
+                        o.extend_from_slice(b"{\"hex\":");
+                        json_hex(o, rc.key.name.as_bytes());
+                        o.push(b'}');
+                    }
+                }
+                o.extend_from_slice(b"},\"op\":\"");
+                o.extend_from_slice(rc.op.as_str().as_bytes());
+                o.extend_from_slice(b"\",\"old\":");
+                json_content(o, rc.old.as_ref());
+                o.extend_from_slice(b",\"new\":");
+                json_content(o, rc.new.as_ref());
+                o.push(b'}');
+            }
+            o.push(b']');
+        }
+        Body::Check(c) => {
+            o.extend_from_slice(b",\"name\":");
+            json_str(o, &c.name);
+            o.extend_from_slice(b",\"level\":");
+            json_str(o, &c.level);
+            o.extend_from_slice(b",\"passed\":");
+            json_bool(o, c.passed);
+            o.extend_from_slice(b",\"detail\":");
+            json_opt_str(o, c.detail.as_deref());
+        }
+        Body::Approval(a) => {
+            o.extend_from_slice(b",\"approver\":");
+            json_str(o, &a.approver);
+            o.extend_from_slice(b",\"approved\":");
+            json_bool(o, a.approved);
+            o.extend_from_slice(b",\"comment\":");
+            json_opt_str(o, a.comment.as_deref());
+        }
+        Body::Deployment(d) => {
+            o.extend_from_slice(b",\"environment\":");
+            json_str(o, &d.environment);
+            o.extend_from_slice(b",\"percent\":");
+            json_u64(o, u64::from(d.percent));
+            o.extend_from_slice(b",\"version\":");
+            json_str(o, &d.version);
+        }
+        Body::Failure(f) => {
+            o.extend_from_slice(b",\"stage\":");
+            json_str(o, &f.stage);
+            o.extend_from_slice(b",\"error\":");
+            json_str(o, &f.error);
+            o.extend_from_slice(b",\"exit_code\":");
+            match f.exit_code {
+                Some(c) => json_i64(o, i64::from(c)),
+                None => o.extend_from_slice(b"null"),
+            }
+        }
+        Body::KillSwitch(k) => {
+            o.extend_from_slice(b",\"engaged\":");
+            json_bool(o, k.engaged);
+            o.extend_from_slice(b",\"scope\":");
+            json_str(o, &k.scope);
+            o.extend_from_slice(b",\"reason\":");
+            json_str(o, &k.reason);
+        }
+        Body::Redaction(r) => {
+            o.extend_from_slice(b",\"hash\":");
+            json_hex(o, &r.hash.0);
+            o.extend_from_slice(b",\"reason\":");
+            json_str(o, &r.reason);
+        }
+        Body::Checkpoint(c) => {
+            o.extend_from_slice(b",\"size\":");
+            json_u64(o, c.size);
+            o.extend_from_slice(b",\"root\":");
+            json_hex(o, &c.root.0);
+        }
+    }
+    o.extend_from_slice(b"},\"meta\":{");
+    for (i, (k, v)) in event.meta.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        json_str(o, k);
+        o.push(b':');
+        json_str(o, v);
+    }
+    o.extend_from_slice(b"},\"hash\":");
+    json_hex(o, &hash.0);
+    if let Some((leaf_index, tree_size, hashes)) = proof {
+        o.extend_from_slice(b",\"proof\":{\"leaf_index\":");
+        json_u64(o, leaf_index);
+        o.extend_from_slice(b",\"tree_size\":");
+        json_u64(o, tree_size);
+        o.extend_from_slice(b",\"hashes\":[");
+        for (i, h) in hashes.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            json_hex(o, &h.0);
+        }
+        o.extend_from_slice(b"]}");
+    }
+    if let Some(p) = export_prev {
+        o.extend_from_slice(b",\"export_prev\":");
+        match p {
+            Some(h) => json_hex(o, &h.0),
+            None => o.extend_from_slice(b"null"),
+        }
+    }
+    o.push(b'}');
+}
+
+fn json_u64(o: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    o.extend_from_slice(&buf[i..]);
+}
+
+fn json_i64(o: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        o.push(b'-');
+    }
+    json_u64(o, v.unsigned_abs());
+}
+
+fn json_bool(o: &mut Vec<u8>, v: bool) {
+    o.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Bytes as a quoted lowercase hex string.
+fn json_hex(o: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    o.reserve(bytes.len() * 2 + 2);
+    o.push(b'"');
+    for &b in bytes {
+        o.push(DIGITS[usize::from(b >> 4)]);
+        o.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    o.push(b'"');
+}
+
+/// A JSON string exactly as serde_json writes it: `"` and `\` escaped, the control
+/// characters below 0x20 as `\b \t \n \f \r` or `\u00xx`, everything else as is.
+fn json_str(o: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    o.push(b'"');
+    let mut from = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        o.extend_from_slice(&b[from..i]);
+        from = i + 1;
+        match c {
+            b'"' => o.extend_from_slice(b"\\\""),
+            b'\\' => o.extend_from_slice(b"\\\\"),
+            0x08 => o.extend_from_slice(b"\\b"),
+            0x09 => o.extend_from_slice(b"\\t"),
+            0x0a => o.extend_from_slice(b"\\n"),
+            0x0c => o.extend_from_slice(b"\\f"),
+            0x0d => o.extend_from_slice(b"\\r"),
+            _ => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                o.extend_from_slice(b"\\u00");
+                o.push(DIGITS[usize::from(c >> 4)]);
+                o.push(DIGITS[usize::from(c & 0x0f)]);
+            }
+        }
+    }
+    o.extend_from_slice(&b[from..]);
+    o.push(b'"');
+}
+
+fn json_opt_str(o: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(o, s),
+        None => o.extend_from_slice(b"null"),
+    }
+}
+
+fn json_content(o: &mut Vec<u8>, c: Option<&Content>) {
+    let Some(c) = c else {
+        o.extend_from_slice(b"null");
+        return;
+    };
+    o.extend_from_slice(b"{\"hash\":");
+    json_hex(o, &c.hash.0);
+    o.extend_from_slice(b",\"mode\":\"");
+    o.extend_from_slice(c.mode.as_str().as_bytes());
+    o.extend_from_slice(b"\",\"size\":");
+    json_u64(o, c.size);
+    o.push(b'}');
 }
 
 /// Parses one event line (without its newline) strictly, as [`verify_export`] does:

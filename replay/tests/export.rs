@@ -8,9 +8,9 @@ use ledger::checkpoint::{origin, SigningKey};
 use ledger::merkle::{self, Tree};
 use ledger::*;
 use replay::export::{
-    event_line, event_line_paths, parse_event_line, verify_export, verify_export_seekable,
-    verify_export_tuned, CsvWriter, ExportError, Filter, Header, JsonlWriter, Tuning, Verified,
-    VerifyError, MAX_LINE,
+    event_line, event_line_paths, event_line_reference, format_event_line, parse_event_line,
+    verify_export, verify_export_seekable, verify_export_tuned, CsvWriter, ExportError, Filter,
+    Header, JsonlWriter, Tuning, Verified, VerifyError, MAX_LINE,
 };
 
 const LEDGER_ID: [u8; 16] = [0xab; 16];
@@ -675,6 +675,75 @@ fn the_fast_path_accepts_and_rejects_what_the_general_parser_does() {
         taken > 50 && edits > 1000,
         "{taken} fast lines, {edits} edits"
     );
+}
+
+#[test]
+fn the_writers_formatter_writes_what_serde_json_writes() {
+    // Every control character, quotes, backslashes, DEL, non-ASCII, empty strings.
+    let nasty: String = (0u8..0x20)
+        .map(char::from)
+        .chain("\"\\/\u{7f}\u{80}\u{2028}é😀 ".chars())
+        .collect();
+    let mut evs = events();
+    let base = evs.clone();
+    for (e, _) in &base {
+        let mut e = e.clone();
+        e.actor.agent = nasty.clone();
+        e.actor.principal = Some(String::new());
+        e.actor.role = Some(nasty.clone());
+        e.change_id = format!("{nasty}x");
+        e.correlation_id = Some(nasty.clone());
+        e.time_us = -e.time_us;
+        e.meta.insert(nasty.clone(), nasty.clone());
+        e.meta.insert(String::new(), String::new());
+        match &mut e.body {
+            Body::Change(c) => {
+                c.message = Some(nasty.clone());
+                c.reverts = Some(nasty.clone());
+                for r in &mut c.resources {
+                    r.key.namespace = nasty.clone();
+                }
+            }
+            Body::Check(c) => {
+                c.name = nasty.clone();
+                c.detail = Some(nasty.clone());
+            }
+            Body::Failure(f) => {
+                f.error = nasty.clone();
+                f.exit_code = Some(i32::MIN);
+            }
+            _ => {}
+        }
+        let h = e.hash();
+        evs.push((e, h));
+    }
+    let hashes: Vec<Hash> = (0..20u8).map(|i| Hash([i; 32])).collect();
+    let mut n = 0;
+    for (e, h) in &evs {
+        let proofs: [Option<(u64, u64, &[Hash])>; 4] = [
+            None,
+            Some((e.seq, u64::MAX, &hashes)),
+            Some((0, 1, &[])),
+            Some((e.seq, 12, &hashes[..3])),
+        ];
+        for proof in proofs {
+            for export_prev in [None, Some(None), Some(Some(Hash([0xfe; 32])))] {
+                let want = event_line_reference(e, h, proof, export_prev);
+                let mut got = b"left alone".to_vec();
+                format_event_line(&mut got, e, h, proof, export_prev);
+                assert_eq!(
+                    String::from_utf8_lossy(&got[10..]),
+                    String::from_utf8_lossy(&want),
+                    "seq {}",
+                    e.seq
+                );
+                assert_eq!(&got[..10], b"left alone");
+                n += 1;
+            }
+        }
+        assert_eq!(event_line(e, h), event_line_reference(e, h, None, None));
+    }
+    assert!(n > 200);
 }
 
 #[test]
