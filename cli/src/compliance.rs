@@ -671,18 +671,23 @@ pub fn export(
                 }
                 writer
             } else {
-                // Pass 1: every leaf (for the proofs) and which events match.
-                let mut tree = Tree::new();
+                // Pass 1: every leaf (for the proofs) and which events match. The leaves
+                // are collected at their final size and the tree built over them once:
+                // growing it leaf by leaf peaked about 20 MiB higher at 10^6 events
+                // (vectors doubling while the old copy is still held).
+                let mut leaves: Vec<Hash> =
+                    Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 28));
                 let mut matches: Vec<u64> = Vec::new();
                 if size > 0 {
                     scan_export(ledger, 0, size - 1, &mut |r| {
-                        tree.push(merkle::leaf_hash(&r.hash));
+                        leaves.push(merkle::leaf_hash(&r.hash));
                         if filter.matches(&r.event) {
                             matches.push(r.event.seq);
                         }
                         Ok(())
                     })?;
                 }
+                let tree = Tree::from_leaves(leaves);
                 let mut writer =
                     JsonlWriter::new(&mut w, header, Some(tree)).map_err(export_error)?;
                 // Pass 2: the matching events, read by position.
