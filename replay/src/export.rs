@@ -2144,26 +2144,36 @@ impl<'s, 'r, 'c> Pipeline<'s, 'r, 'c> {
             let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(u64, Batch)>(tuning.threads);
             let (res_tx, res_rx) = std::sync::mpsc::channel();
             let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+            let mut started = 0u64;
             for _ in 0..tuning.threads {
                 let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
-                scope.spawn(move || {
-                    let mut enc = Vec::new();
-                    loop {
-                        let job = match job_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok((i, batch)) = job else { return };
-                        let kinds = examine_batch(&batch, cx, &mut enc);
-                        if res_tx.send((i, batch, kinds)).is_err() {
-                            return;
+                let spawned = std::thread::Builder::new()
+                    .name("verify-export".into())
+                    .spawn_scoped(scope, move || {
+                        let mut enc = Vec::new();
+                        loop {
+                            let job = match job_rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok((i, batch)) = job else { return };
+                            let kinds = examine_batch(&batch, cx, &mut enc);
+                            if res_tx.send((i, batch, kinds)).is_err() {
+                                return;
+                            }
                         }
-                    }
-                });
+                    });
+                // Without threads to spare, the work is done with fewer (or none).
+                if spawned.is_err() {
+                    break;
+                }
+                started += 1;
             }
-            p.jobs = Some(job_tx);
-            p.results = Some(res_rx);
-            p.in_flight = 2 * tuning.threads as u64 + 2;
+            if started > 0 {
+                p.jobs = Some(job_tx);
+                p.results = Some(res_rx);
+                p.in_flight = 2 * started + 2;
+            }
         }
         p
     }
