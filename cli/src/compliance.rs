@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -468,6 +468,107 @@ impl Drop for TempOut {
     }
 }
 
+/// Writes the export file on a thread of its own, in large pieces, and makes what it
+/// wrote durable as it goes (every [`FileSink::SYNC_EVERY`] bytes), so that the
+/// `fsync` before the rename has little left to do and the disk works while the journal
+/// is read and the lines are made.
+struct FileSink {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<File>>>,
+}
+
+impl FileSink {
+    const PIECE: usize = 2 << 20;
+    const SYNC_EVERY: u64 = 64 << 20;
+
+    fn new(mut file: File) -> std::io::Result<FileSink> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("export-writer".into())
+            .spawn(move || -> std::io::Result<File> {
+                let (mut written, mut synced) = (0u64, 0u64);
+                for mut piece in rx {
+                    file.write_all(&piece)?;
+                    written += piece.len() as u64;
+                    if written - synced >= Self::SYNC_EVERY {
+                        file.sync_data()?;
+                        synced = written;
+                    }
+                    piece.clear();
+                    let _ = spare_tx.send(piece);
+                }
+                Ok(file)
+            })?;
+        Ok(FileSink {
+            buf: Vec::with_capacity(Self::PIECE),
+            tx: Some(tx),
+            spare,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(Self::PIECE));
+        let piece = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().map(|tx| tx.send(piece).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The writer thread stopped on an error: report it.
+        match self.finish_thread() {
+            Err(e) => Err(e),
+            Ok(_) => Err(std::io::Error::other("the export writer stopped")),
+        }
+    }
+
+    fn finish_thread(&mut self) -> std::io::Result<File> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the export writer panicked")),
+            None => Err(std::io::Error::other("the export writer already stopped")),
+        }
+    }
+
+    /// Writes what is left and returns the file (not yet synced as a whole).
+    fn finish(mut self) -> std::io::Result<File> {
+        self.send()?;
+        self.finish_thread()
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        // Pieces keep their capacity: send before a write would grow one.
+        if self.buf.len() + data.len() > self.buf.capacity() {
+            self.send()?;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.finish_thread();
+        }
+    }
+}
+
 fn export_error(e: ExportError) -> CliError {
     match e {
         ExportError::Inconsistent(m) => CliError::new(
@@ -532,7 +633,8 @@ pub fn export(
         change_id,
     };
     let (tmp, file) = TempOut::create(out)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut w =
+        FileSink::new(file).map_err(|e| err(format!("cannot write {}: {e}", tmp.tmp.display())))?;
     let summary = match format {
         ExportFormat::Csv => {
             let head = ledger.head().map_or(0, |h| h.seq);
@@ -569,18 +671,23 @@ pub fn export(
                 }
                 writer
             } else {
-                // Pass 1: every leaf (for the proofs) and which events match.
-                let mut tree = Tree::new();
+                // Pass 1: every leaf (for the proofs) and which events match. The leaves
+                // are collected at their final size and the tree built over them once:
+                // growing it leaf by leaf peaked about 20 MiB higher at 10^6 events
+                // (vectors doubling while the old copy is still held).
+                let mut leaves: Vec<Hash> =
+                    Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 28));
                 let mut matches: Vec<u64> = Vec::new();
                 if size > 0 {
                     scan_export(ledger, 0, size - 1, &mut |r| {
-                        tree.push(merkle::leaf_hash(&r.hash));
+                        leaves.push(merkle::leaf_hash(&r.hash));
                         if filter.matches(&r.event) {
                             matches.push(r.event.seq);
                         }
                         Ok(())
                     })?;
                 }
+                let tree = Tree::from_leaves(leaves);
                 let mut writer =
                     JsonlWriter::new(&mut w, header, Some(tree)).map_err(export_error)?;
                 // Pass 2: the matching events, read by position.
@@ -600,9 +707,12 @@ pub fn export(
             })
         }
     };
-    let file = w
-        .into_inner()
-        .map_err(|e| err(format!("cannot write {}: {}", out.display(), e.error())))?;
+    let file = w.finish().map_err(|e| {
+        err(format!(
+            "cannot write {}: {e}; nothing was written",
+            out.display()
+        ))
+    })?;
     tmp.commit(file)?;
     if json {
         json_line(&summary)?;

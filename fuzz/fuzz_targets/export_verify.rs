@@ -3,15 +3,16 @@
 //! the file: without a key, with the key the seed corpus was signed with, and through
 //! the streaming `verify_export` with a small line limit.
 //!
-//! Checked: no panic, and an accepted file agrees with itself (the verdict does not
-//! depend on reading the trailer first).
+//! Checked: no panic, an accepted file agrees with itself (the verdict does not depend
+//! on reading the trailer first), and the fast path for event lines in the writer's
+//! layout takes a line only when the general parser reads the same fields from it.
 #![no_main]
 
 use std::io::Cursor;
 
 use ledger::checkpoint::VerifierKey;
 use libfuzzer_sys::fuzz_target;
-use replay::export::{verify_export, verify_export_seekable, MAX_LINE};
+use replay::export::{event_line_paths, verify_export, verify_export_seekable, Filter, MAX_LINE};
 
 fn key() -> &'static VerifierKey {
     static KEY: std::sync::OnceLock<VerifierKey> = std::sync::OnceLock::new();
@@ -33,4 +34,12 @@ fuzz_target!(|data: &[u8]| {
     );
     let _ = verify_export_seekable(&mut Cursor::new(data), Some(key()), MAX_LINE);
     let _ = verify_export(&mut &data[..], Some(key()), 256);
+    // The verifier's fast path for the writer's layout takes a line only when the
+    // general parser reads the same fields from it.
+    for line in data.split(|&b| b == b'\n') {
+        let (fast, general) = event_line_paths(line, &Filter::default());
+        if let Some(f) = fast {
+            assert_eq!(Ok(f), general, "the fast path and the general parser disagree");
+        }
+    }
 });

@@ -28,6 +28,8 @@ use ledger::{
     Actor, Approval, Body, Change, Check, Checkpoint, Content, Deployment, Event, Failure, Genesis,
     Hash, KillSwitch, Mode, Name, Op, Redaction, ResourceChange, ResourceKey,
 };
+
+mod fastline;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,8 @@ pub const FORMAT_VERSION: u64 = 1;
 pub const STATEMENT_TITLE: &str = "agent-ledger export v1";
 /// Longest line (without its newline) a reader accepts and a writer produces.
 pub const MAX_LINE: usize = 64 << 20;
+/// Event lines are hashed into the statement digest and written in pieces of this size.
+const PENDING_BYTES: usize = 1 << 20;
 /// Longest note text accepted in a trailer.
 const MAX_NOTE: usize = 64 << 10;
 
@@ -944,6 +948,9 @@ pub struct JsonlWriter<W: Write> {
     header_digest: Hash,
     lines: blake3::Hasher,
     buf: Vec<u8>,
+    /// Event lines not yet hashed and written (hashed in large pieces, which BLAKE3
+    /// spreads over SIMD lanes, and written in large writes).
+    pending: Vec<u8>,
     proofs: Option<Tree>,
     frontier: Frontier,
     events: u64,
@@ -988,6 +995,7 @@ impl<W: Write> JsonlWriter<W> {
             lines: blake3::Hasher::new(),
             bytes: buf.len() as u64,
             buf,
+            pending: Vec::with_capacity(PENDING_BYTES + (64 << 10)),
             proofs,
             frontier: Frontier::new(),
             events: 0,
@@ -1032,45 +1040,39 @@ impl<W: Write> JsonlWriter<W> {
             })?),
             None => None,
         };
-        let line = EventOut {
-            line_type: "event",
-            seq,
-            prev: event.prev,
-            time_us: event.time_us,
-            actor: ActorOut {
-                agent: &event.actor.agent,
-                principal: event.actor.principal.as_deref(),
-                role: event.actor.role.as_deref(),
-            },
-            change_id: &event.change_id,
-            correlation_id: event.correlation_id.as_deref(),
-            body: BodyOut::of(&event.body),
-            meta: &event.meta,
-            hash: *hash,
-            proof: proof_hashes.as_deref().map(|h| ProofOut {
-                leaf_index: seq,
-                tree_size: self.header.tree_size,
-                hashes: h,
-            }),
-            export_prev: filtered.then(|| self.last.map(|(_, h)| h)),
-        };
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &line).map_err(io::Error::from)?;
-        if self.buf.len() > MAX_LINE {
-            return Err(ExportError::LineTooLong {
-                seq,
-                bytes: self.buf.len(),
-            });
+        let export_prev = filtered.then(|| self.last.map(|(_, h)| h));
+        let start = self.pending.len();
+        format_event_line(
+            &mut self.pending,
+            event,
+            hash,
+            proof_hashes
+                .as_deref()
+                .map(|h| (seq, self.header.tree_size, h)),
+            export_prev,
+        );
+        let len = self.pending.len() - start;
+        if len > MAX_LINE {
+            self.pending.truncate(start);
+            return Err(ExportError::LineTooLong { seq, bytes: len });
         }
-        self.buf.push(b'\n');
-        self.lines.update(&self.buf);
-        self.out.write_all(&self.buf)?;
-        self.bytes += self.buf.len() as u64;
+        self.pending.push(b'\n');
+        self.bytes += len as u64 + 1;
+        if self.pending.len() >= PENDING_BYTES {
+            self.flush_pending()?;
+        }
         if !filtered {
             self.frontier.push(merkle::leaf_hash(hash));
         }
         self.events += 1;
         self.last = Some((seq, *hash));
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), ExportError> {
+        self.lines.update(&self.pending);
+        self.out.write_all(&self.pending)?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -1112,6 +1114,7 @@ impl<W: Write> JsonlWriter<W> {
                 )));
             }
         }
+        self.flush_pending()?;
         let body = CheckpointBody {
             origin: self.header.origin.clone(),
             size: self.header.tree_size,
@@ -1158,6 +1161,21 @@ impl<W: Write> JsonlWriter<W> {
 /// The event line of an unfiltered export for one event (without its newline): every
 /// field of the event and its `hash`, as `docs/EXPORT.md` section 4 shows.
 pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
+    let mut out = Vec::new();
+    format_event_line(&mut out, event, hash, None, None);
+    out
+}
+
+/// An event line as serde_json writes the documented shapes (`proof`: seq, tree size,
+/// hashes); the writer's own formatter must produce exactly these bytes, which the tests
+/// check.
+#[doc(hidden)]
+pub fn event_line_reference(
+    event: &Event,
+    hash: &Hash,
+    proof: Option<(u64, u64, &[Hash])>,
+    export_prev: Option<Option<Hash>>,
+) -> Vec<u8> {
     serde_json::to_vec(&EventOut {
         line_type: "event",
         seq: event.seq,
@@ -1173,10 +1191,265 @@ pub fn event_line(event: &Event, hash: &Hash) -> Vec<u8> {
         body: BodyOut::of(&event.body),
         meta: &event.meta,
         hash: *hash,
-        proof: None,
-        export_prev: None,
+        proof: proof.map(|(leaf_index, tree_size, hashes)| ProofOut {
+            leaf_index,
+            tree_size,
+            hashes,
+        }),
+        export_prev,
     })
     .expect("serialising to memory cannot fail")
+}
+
+/// [`event_line`] with a filtered export's `proof` (leaf index, tree size, hashes) and
+/// `export_prev`, appended to `out`.
+#[doc(hidden)]
+pub fn format_event_line(
+    out: &mut Vec<u8>,
+    event: &Event,
+    hash: &Hash,
+    proof: Option<(u64, u64, &[Hash])>,
+    export_prev: Option<Option<Hash>>,
+) {
+    let o = out;
+    o.extend_from_slice(b"{\"type\":\"event\",\"seq\":");
+    json_u64(o, event.seq);
+    o.extend_from_slice(b",\"prev\":");
+    json_hex(o, &event.prev.0);
+    o.extend_from_slice(b",\"time_us\":");
+    json_i64(o, event.time_us);
+    o.extend_from_slice(b",\"actor\":{\"agent\":");
+    json_str(o, &event.actor.agent);
+    o.extend_from_slice(b",\"principal\":");
+    json_opt_str(o, event.actor.principal.as_deref());
+    o.extend_from_slice(b",\"role\":");
+    json_opt_str(o, event.actor.role.as_deref());
+    o.extend_from_slice(b"},\"change_id\":");
+    json_str(o, &event.change_id);
+    o.extend_from_slice(b",\"correlation_id\":");
+    json_opt_str(o, event.correlation_id.as_deref());
+    o.extend_from_slice(b",\"body\":{\"kind\":\"");
+    o.extend_from_slice(event.body.kind().as_bytes());
+    o.push(b'"');
+    match &event.body {
+        Body::Genesis(g) => {
+            o.extend_from_slice(b",\"ledger_id\":");
+            json_hex(o, &g.ledger_id);
+            o.extend_from_slice(b",\"format_version\":");
+            json_u64(o, u64::from(g.format_version));
+        }
+        Body::Change(c) => {
+            o.extend_from_slice(b",\"message\":");
+            json_opt_str(o, c.message.as_deref());
+            o.extend_from_slice(b",\"reverts\":");
+            json_opt_str(o, c.reverts.as_deref());
+            o.extend_from_slice(b",\"resources\":[");
+            for (i, rc) in c.resources.iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                o.extend_from_slice(b"{\"key\":{\"namespace\":");
+                json_str(o, &rc.key.namespace);
+                o.extend_from_slice(b",\"name\":");
+                match std::str::from_utf8(rc.key.name.as_bytes()) {
+                    Ok(text) => json_str(o, text),
+                    Err(_) => {
+                        o.extend_from_slice(b"{\"hex\":");
+                        json_hex(o, rc.key.name.as_bytes());
+                        o.push(b'}');
+                    }
+                }
+                o.extend_from_slice(b"},\"op\":\"");
+                o.extend_from_slice(rc.op.as_str().as_bytes());
+                o.extend_from_slice(b"\",\"old\":");
+                json_content(o, rc.old.as_ref());
+                o.extend_from_slice(b",\"new\":");
+                json_content(o, rc.new.as_ref());
+                o.push(b'}');
+            }
+            o.push(b']');
+        }
+        Body::Check(c) => {
+            o.extend_from_slice(b",\"name\":");
+            json_str(o, &c.name);
+            o.extend_from_slice(b",\"level\":");
+            json_str(o, &c.level);
+            o.extend_from_slice(b",\"passed\":");
+            json_bool(o, c.passed);
+            o.extend_from_slice(b",\"detail\":");
+            json_opt_str(o, c.detail.as_deref());
+        }
+        Body::Approval(a) => {
+            o.extend_from_slice(b",\"approver\":");
+            json_str(o, &a.approver);
+            o.extend_from_slice(b",\"approved\":");
+            json_bool(o, a.approved);
+            o.extend_from_slice(b",\"comment\":");
+            json_opt_str(o, a.comment.as_deref());
+        }
+        Body::Deployment(d) => {
+            o.extend_from_slice(b",\"environment\":");
+            json_str(o, &d.environment);
+            o.extend_from_slice(b",\"percent\":");
+            json_u64(o, u64::from(d.percent));
+            o.extend_from_slice(b",\"version\":");
+            json_str(o, &d.version);
+        }
+        Body::Failure(f) => {
+            o.extend_from_slice(b",\"stage\":");
+            json_str(o, &f.stage);
+            o.extend_from_slice(b",\"error\":");
+            json_str(o, &f.error);
+            o.extend_from_slice(b",\"exit_code\":");
+            match f.exit_code {
+                Some(c) => json_i64(o, i64::from(c)),
+                None => o.extend_from_slice(b"null"),
+            }
+        }
+        Body::KillSwitch(k) => {
+            o.extend_from_slice(b",\"engaged\":");
+            json_bool(o, k.engaged);
+            o.extend_from_slice(b",\"scope\":");
+            json_str(o, &k.scope);
+            o.extend_from_slice(b",\"reason\":");
+            json_str(o, &k.reason);
+        }
+        Body::Redaction(r) => {
+            o.extend_from_slice(b",\"hash\":");
+            json_hex(o, &r.hash.0);
+            o.extend_from_slice(b",\"reason\":");
+            json_str(o, &r.reason);
+        }
+        Body::Checkpoint(c) => {
+            o.extend_from_slice(b",\"size\":");
+            json_u64(o, c.size);
+            o.extend_from_slice(b",\"root\":");
+            json_hex(o, &c.root.0);
+        }
+    }
+    o.extend_from_slice(b"},\"meta\":{");
+    for (i, (k, v)) in event.meta.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        json_str(o, k);
+        o.push(b':');
+        json_str(o, v);
+    }
+    o.extend_from_slice(b"},\"hash\":");
+    json_hex(o, &hash.0);
+    if let Some((leaf_index, tree_size, hashes)) = proof {
+        o.extend_from_slice(b",\"proof\":{\"leaf_index\":");
+        json_u64(o, leaf_index);
+        o.extend_from_slice(b",\"tree_size\":");
+        json_u64(o, tree_size);
+        o.extend_from_slice(b",\"hashes\":[");
+        for (i, h) in hashes.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            json_hex(o, &h.0);
+        }
+        o.extend_from_slice(b"]}");
+    }
+    if let Some(p) = export_prev {
+        o.extend_from_slice(b",\"export_prev\":");
+        match p {
+            Some(h) => json_hex(o, &h.0),
+            None => o.extend_from_slice(b"null"),
+        }
+    }
+    o.push(b'}');
+}
+
+fn json_u64(o: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    o.extend_from_slice(&buf[i..]);
+}
+
+fn json_i64(o: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        o.push(b'-');
+    }
+    json_u64(o, v.unsigned_abs());
+}
+
+fn json_bool(o: &mut Vec<u8>, v: bool) {
+    o.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Bytes as a quoted lowercase hex string.
+fn json_hex(o: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    o.reserve(bytes.len() * 2 + 2);
+    o.push(b'"');
+    for &b in bytes {
+        o.push(DIGITS[usize::from(b >> 4)]);
+        o.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    o.push(b'"');
+}
+
+/// A JSON string exactly as serde_json writes it: `"` and `\` escaped, the control
+/// characters below 0x20 as `\b \t \n \f \r` or `\u00xx`, everything else as is.
+fn json_str(o: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    o.push(b'"');
+    let mut from = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
+        }
+        o.extend_from_slice(&b[from..i]);
+        from = i + 1;
+        match c {
+            b'"' => o.extend_from_slice(b"\\\""),
+            b'\\' => o.extend_from_slice(b"\\\\"),
+            0x08 => o.extend_from_slice(b"\\b"),
+            0x09 => o.extend_from_slice(b"\\t"),
+            0x0a => o.extend_from_slice(b"\\n"),
+            0x0c => o.extend_from_slice(b"\\f"),
+            0x0d => o.extend_from_slice(b"\\r"),
+            _ => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                o.extend_from_slice(b"\\u00");
+                o.push(DIGITS[usize::from(c >> 4)]);
+                o.push(DIGITS[usize::from(c & 0x0f)]);
+            }
+        }
+    }
+    o.extend_from_slice(&b[from..]);
+    o.push(b'"');
+}
+
+fn json_opt_str(o: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(o, s),
+        None => o.extend_from_slice(b"null"),
+    }
+}
+
+fn json_content(o: &mut Vec<u8>, c: Option<&Content>) {
+    let Some(c) = c else {
+        o.extend_from_slice(b"null");
+        return;
+    };
+    o.extend_from_slice(b"{\"hash\":");
+    json_hex(o, &c.hash.0);
+    o.extend_from_slice(b",\"mode\":\"");
+    o.extend_from_slice(c.mode.as_str().as_bytes());
+    o.extend_from_slice(b"\",\"size\":");
+    json_u64(o, c.size);
+    o.push(b'}');
 }
 
 /// Parses one event line (without its newline) strictly, as [`verify_export`] does:
@@ -1403,7 +1676,7 @@ pub fn verify_export(
     key: Option<&VerifierKey>,
     max_line: usize,
 ) -> Result<Verified, VerifyError> {
-    verify_inner(input, key, max_line, None)
+    verify_inner(input, key, max_line, None, Tuning::default())
 }
 
 /// [`verify_export`] for a seekable input (a file): reads the trailer first, so that an
@@ -1417,7 +1690,7 @@ pub fn verify_export_seekable<R: BufRead + Seek>(
 ) -> Result<Verified, VerifyError> {
     let hint = last_line(input, max_line)?;
     input.seek(SeekFrom::Start(0))?;
-    verify_inner(input, key, max_line, hint)
+    verify_inner(input, key, max_line, hint, Tuning::default())
 }
 
 /// The last line of a file that ends with a newline (without it), if it is at most
@@ -1468,6 +1741,500 @@ fn last_line<R: Read + Seek>(r: &mut R, max: usize) -> io::Result<Option<Vec<u8>
     Ok(Some(line))
 }
 
+/// How [`verify_export`] spreads its work: lines are read in batches of about
+/// `batch_bytes`, parsed and hashed by `threads` worker threads (none: on the calling
+/// thread). The verdict never depends on these; tests vary them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    pub batch_bytes: usize,
+    pub threads: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            batch_bytes: 1 << 20,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        }
+    }
+}
+
+/// [`verify_export_seekable`] (with `seekable`) or [`verify_export`] with the work spread
+/// as `tuning` says; for tests that check the verdict does not depend on it.
+#[doc(hidden)]
+pub fn verify_export_tuned<R: BufRead + Seek>(
+    input: &mut R,
+    key: Option<&VerifierKey>,
+    max_line: usize,
+    seekable: bool,
+    tuning: Tuning,
+) -> Result<Verified, VerifyError> {
+    let hint = if seekable {
+        let h = last_line(input, max_line)?;
+        input.seek(SeekFrom::Start(0))?;
+        h
+    } else {
+        None
+    };
+    verify_inner(input, key, max_line, hint, tuning)
+}
+
+/// What the per-line checks need to know about the export.
+struct LineCtx {
+    /// A hasher set up for event hashes (cloned per line: the context key is derived
+    /// once).
+    event_hasher: blake3::Hasher,
+    filter: Filter,
+    filtered: bool,
+    size: u64,
+    root: Hash,
+}
+
+/// A line after the header, as far as it can be judged on its own.
+enum LineKind {
+    Event(LineEvent),
+    Trailer,
+    Reject(String),
+}
+
+/// An event line that parsed: its fields that later checks need, and what could be
+/// checked without the lines before it.
+struct LineEvent {
+    seq: u64,
+    prev: Hash,
+    /// The hash re-derived from the fields.
+    hash: Hash,
+    /// The line's `hash` field.
+    stated: Hash,
+    /// Merkle leaf of `hash` (unfiltered exports).
+    leaf: Hash,
+    genesis: Option<[u8; 16]>,
+    /// Whether the event matches the header's filter.
+    matches: bool,
+    proof: Option<ProofCheck>,
+    export_prev: Option<Option<Hash>>,
+}
+
+struct ProofCheck {
+    leaf_index: u64,
+    tree_size: u64,
+    /// `leaf_index` and `tree_size` are the event's seq and the header's tree size, and
+    /// the proof leads from the event's leaf to the header's root.
+    verifies: bool,
+}
+
+impl Filter {
+    fn matches_parts(&self, time_us: i64, agent: &[u8], change_id: &[u8]) -> bool {
+        self.since_us.is_none_or(|t| time_us >= t)
+            && self.until_us.is_none_or(|t| time_us < t)
+            && self.agent.as_deref().is_none_or(|a| agent == a.as_bytes())
+            && self
+                .change_id
+                .as_deref()
+                .is_none_or(|c| change_id == c.as_bytes())
+    }
+}
+
+/// The fields of one event line that the checks use, however it was parsed.
+#[derive(Debug, PartialEq, Eq)]
+struct Fields {
+    seq: u64,
+    prev: Hash,
+    /// Re-derived from the line's fields.
+    hash: Hash,
+    stated: Hash,
+    genesis: Option<[u8; 16]>,
+    matches: bool,
+    proof: Option<(u64, u64, Vec<Hash>)>,
+    export_prev: Option<Option<Hash>>,
+}
+
+/// The fast path: `None` unless the line is in the writer's exact layout.
+fn fast_fields(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> Option<Fields> {
+    let f = fastline::parse(line, enc)?;
+    let mut h = cx.event_hasher.clone();
+    h.update(enc);
+    let hash = Hash::from(h.finalize());
+    let matches = !cx.filtered
+        || cx.filter.matches_parts(
+            f.time_us,
+            &enc[f.agent.0..f.agent.1],
+            &enc[f.change_id.0..f.change_id.1],
+        );
+    Some(Fields {
+        seq: f.seq,
+        prev: f.prev,
+        hash,
+        stated: f.stated,
+        genesis: f.genesis,
+        matches,
+        proof: f.proof,
+        export_prev: f.export_prev,
+    })
+}
+
+/// A line that is not a valid event line.
+enum NotEvent {
+    Trailer,
+    Reject(String),
+}
+
+/// The general path (serde), which names what is wrong with a line; `Err` is the line's
+/// verdict when it is not a valid event line.
+fn general_fields(line: &[u8], cx: &LineCtx) -> Result<Fields, NotEvent> {
+    let lt: LineType = serde_json::from_slice(line)
+        .map_err(|e| NotEvent::Reject(format!("not a JSON object: {}", json_reason(&e))))?;
+    match lt.line_type.as_deref() {
+        Some("event") => {}
+        Some("trailer") => return Err(NotEvent::Trailer),
+        Some("header") => return Err(NotEvent::Reject("a second header".into())),
+        Some(t) => {
+            return Err(NotEvent::Reject(format!(
+                "unknown line type {:?}",
+                Shorten(t)
+            )))
+        }
+        None => return Err(NotEvent::Reject("the line has no \"type\"".into())),
+    }
+    let mut ev: EventIn = serde_json::from_slice(line)
+        .map_err(|e| NotEvent::Reject(format!("malformed event line: {}", json_reason(&e))))?;
+    let stated = ev.hash.0;
+    let proof = ev.proof.take().map(|p| {
+        (
+            p.leaf_index,
+            p.tree_size,
+            p.hashes.iter().map(|h| h.0).collect(),
+        )
+    });
+    let export_prev = ev.export_prev.take().map(|p| p.map(|h| h.0));
+    let event = ev.event();
+    let bytes = ledger::encode_canonical(&event)
+        .map_err(|e| NotEvent::Reject(format!("event seq {} cannot be encoded: {e}", event.seq)))?;
+    let genesis = match &event.body {
+        Body::Genesis(g) => Some(g.ledger_id),
+        _ => None,
+    };
+    Ok(Fields {
+        seq: event.seq,
+        prev: event.prev,
+        hash: Hash::of_event_bytes(&bytes),
+        stated,
+        genesis,
+        matches: !cx.filtered || cx.filter.matches(&event),
+        proof,
+        export_prev,
+    })
+}
+
+/// Parses one event line (without its newline) by the fast path, if it takes it, and
+/// by the general path, for tests that check both agree: each side is the `Debug` text
+/// of the fields the verifier uses (the general side's `Err` is its verdict), with
+/// `filter` deciding the `matches` field.
+#[doc(hidden)]
+pub fn event_line_paths(line: &[u8], filter: &Filter) -> (Option<String>, Result<String, String>) {
+    let cx = LineCtx {
+        event_hasher: blake3::Hasher::new_derive_key(ledger::EVENT_HASH_CONTEXT),
+        filter: filter.clone(),
+        filtered: !filter.is_empty(),
+        size: 0,
+        root: Hash::ZERO,
+    };
+    let fast = fast_fields(line, &cx, &mut Vec::new()).map(|f| format!("{f:?}"));
+    let general = match general_fields(line, &cx) {
+        Ok(f) => Ok(format!("{f:?}")),
+        Err(NotEvent::Reject(r)) => Err(r),
+        Err(NotEvent::Trailer) => Err("a trailer".into()),
+    };
+    (fast, general)
+}
+
+/// Judges one line after the header on its own: the fast path for the writer's exact
+/// layout, else the general parser (which names what is wrong).
+fn examine(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> LineKind {
+    let f = match fast_fields(line, cx, enc) {
+        Some(f) => f,
+        None => match general_fields(line, cx) {
+            Ok(f) => f,
+            Err(NotEvent::Trailer) => return LineKind::Trailer,
+            Err(NotEvent::Reject(r)) => return LineKind::Reject(r),
+        },
+    };
+    let Fields {
+        seq,
+        prev,
+        hash,
+        stated,
+        genesis,
+        matches,
+        proof,
+        export_prev,
+    } = f;
+    let proof = proof.map(|(leaf_index, tree_size, hashes)| ProofCheck {
+        leaf_index,
+        tree_size,
+        verifies: cx.filtered
+            && leaf_index == seq
+            && tree_size == cx.size
+            && merkle::verify_inclusion(&merkle::leaf_hash(&hash), seq, cx.size, &hashes, &cx.root),
+    });
+    LineKind::Event(LineEvent {
+        seq,
+        prev,
+        hash,
+        stated,
+        leaf: if cx.filtered {
+            Hash::ZERO
+        } else {
+            merkle::leaf_hash(&hash)
+        },
+        genesis,
+        matches,
+        proof,
+        export_prev,
+    })
+}
+
+/// How the input went on after a batch's last line.
+enum End {
+    Eof,
+    /// Bytes with no newline after them, then the end of the file.
+    Unterminated,
+    /// A line longer than the limit (not read whole).
+    TooLong,
+    Io(io::Error),
+}
+
+/// Consecutive whole lines of the file.
+struct Batch {
+    data: Vec<u8>,
+    /// Each line's bytes in `data` (without the newline, which follows each).
+    lines: Vec<(usize, usize)>,
+    /// Set on the last batch: how the input ended after its lines.
+    end: Option<End>,
+}
+
+/// Cuts the input into batches of whole lines.
+struct Batcher<'r> {
+    input: &'r mut dyn BufRead,
+    carry: Vec<u8>,
+    max_line: usize,
+    target: usize,
+    done: bool,
+}
+
+impl Batcher<'_> {
+    fn next_batch(&mut self) -> Batch {
+        let mut data = std::mem::take(&mut self.carry);
+        data.reserve(
+            self.target
+                .min(self.max_line.saturating_add(1))
+                .saturating_sub(data.len()),
+        );
+        let mut lines = Vec::new();
+        let mut line_start = 0;
+        let mut scan_from = 0;
+        let end = loop {
+            while let Some(k) = memchr::memchr(b'\n', &data[scan_from..]) {
+                let line_end = scan_from + k;
+                if line_end - line_start > self.max_line {
+                    break;
+                }
+                lines.push((line_start, line_end));
+                line_start = line_end + 1;
+                scan_from = line_start;
+            }
+            // A line (complete or not) over the limit ends the input here.
+            let partial = data.len() - line_start;
+            if partial > self.max_line {
+                break Some(End::TooLong);
+            }
+            scan_from = data.len();
+            if !lines.is_empty() && data.len() >= self.target {
+                self.carry = data[line_start..].to_vec();
+                data.truncate(line_start);
+                break None;
+            }
+            match self.input.fill_buf() {
+                Ok([]) => {
+                    break Some(if line_start == data.len() {
+                        End::Eof
+                    } else {
+                        End::Unterminated
+                    })
+                }
+                Ok(avail) => {
+                    // Never take more than a line over the limit in one go.
+                    let take = avail
+                        .len()
+                        .min(self.max_line.saturating_add(1).max(1 << 16));
+                    data.extend_from_slice(&avail[..take]);
+                    self.input.consume(take);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(End::Io(e)),
+            }
+        };
+        if end.is_some() {
+            self.done = true;
+        }
+        Batch { data, lines, end }
+    }
+}
+
+/// Batches in file order with each line examined, by worker threads or in place.
+struct Pipeline<'s, 'r, 'c> {
+    batcher: Batcher<'r>,
+    cx: &'c LineCtx,
+    enc: Vec<u8>,
+    jobs: Option<std::sync::mpsc::SyncSender<(u64, Batch)>>,
+    results: Option<std::sync::mpsc::Receiver<(u64, Batch, Vec<LineKind>)>>,
+    ready: BTreeMap<u64, (Batch, Vec<LineKind>)>,
+    sent: u64,
+    next: u64,
+    in_flight: u64,
+    _scope: std::marker::PhantomData<&'s ()>,
+}
+
+/// Examines a batch's lines up to the first that is not an event (the verifier stops
+/// there).
+fn examine_batch(batch: &Batch, cx: &LineCtx, enc: &mut Vec<u8>) -> Vec<LineKind> {
+    let mut out = Vec::with_capacity(batch.lines.len());
+    for &(a, b) in &batch.lines {
+        let k = examine(&batch.data[a..b], cx, enc);
+        let stop = !matches!(k, LineKind::Event(_));
+        out.push(k);
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+impl<'s, 'r, 'c> Pipeline<'s, 'r, 'c> {
+    fn start<'e>(
+        scope: &'s std::thread::Scope<'s, 'e>,
+        input: &'r mut dyn BufRead,
+        max_line: usize,
+        tuning: Tuning,
+        cx: &'c LineCtx,
+    ) -> Pipeline<'s, 'r, 'c>
+    where
+        'c: 's,
+    {
+        let mut p = Pipeline {
+            batcher: Batcher {
+                input,
+                carry: Vec::new(),
+                max_line,
+                target: tuning.batch_bytes.max(1),
+                done: false,
+            },
+            cx,
+            enc: Vec::new(),
+            jobs: None,
+            results: None,
+            ready: BTreeMap::new(),
+            sent: 0,
+            next: 0,
+            in_flight: 0,
+            _scope: std::marker::PhantomData,
+        };
+        if tuning.threads > 0 {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(u64, Batch)>(tuning.threads);
+            let (res_tx, res_rx) = std::sync::mpsc::channel();
+            let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+            let mut started = 0u64;
+            for _ in 0..tuning.threads {
+                let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("verify-export".into())
+                    .spawn_scoped(scope, move || {
+                        let mut enc = Vec::new();
+                        loop {
+                            let job = match job_rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok((i, batch)) = job else { return };
+                            let kinds = examine_batch(&batch, cx, &mut enc);
+                            if res_tx.send((i, batch, kinds)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                // Without threads to spare, the work is done with fewer (or none).
+                if spawned.is_err() {
+                    break;
+                }
+                started += 1;
+            }
+            if started > 0 {
+                p.jobs = Some(job_tx);
+                p.results = Some(res_rx);
+                p.in_flight = 2 * started + 2;
+            }
+        }
+        p
+    }
+
+    /// Reads batches ahead for the workers.
+    fn fill(&mut self) {
+        if let Some(jobs) = &self.jobs {
+            while !self.batcher.done && self.sent - self.next < self.in_flight {
+                let b = self.batcher.next_batch();
+                if jobs.send((self.sent, b)).is_err() {
+                    return;
+                }
+                self.sent += 1;
+            }
+        }
+    }
+
+    /// The next batch and its lines' verdicts; `None` after the last batch.
+    fn next(&mut self) -> Option<(Batch, Vec<LineKind>)> {
+        if self.jobs.is_none() {
+            if self.batcher.done {
+                return None;
+            }
+            let b = self.batcher.next_batch();
+            let k = examine_batch(&b, self.cx, &mut self.enc);
+            return Some((b, k));
+        }
+        self.fill();
+        if self.next == self.sent {
+            return None;
+        }
+        loop {
+            if let Some(x) = self.ready.remove(&self.next) {
+                self.next += 1;
+                self.fill();
+                return Some(x);
+            }
+            let (i, b, k) = self.results.as_ref()?.recv().ok()?;
+            self.ready.insert(i, (b, k));
+        }
+    }
+
+    /// The next batch, examined or not (only its shape is needed).
+    fn next_raw(&mut self) -> Option<Batch> {
+        if self.jobs.is_none() {
+            if self.batcher.done {
+                return None;
+            }
+            return Some(self.batcher.next_batch());
+        }
+        self.next().map(|(b, _)| b)
+    }
+}
+
+impl Drop for Pipeline<'_, '_, '_> {
+    fn drop(&mut self) {
+        // Workers stop when the job queue closes; results still queued are dropped.
+        self.jobs = None;
+    }
+}
+
 /// The header digest a trailer line's statement states, when the statement can be
 /// read (and, with a key, opens).
 fn stated_header_digest(trailer: &[u8], key: Option<&VerifierKey>) -> Option<Hash> {
@@ -1488,6 +2255,7 @@ fn verify_inner(
     key: Option<&VerifierKey>,
     max_line: usize,
     trailer_hint: Option<Vec<u8>>,
+    tuning: Tuning,
 ) -> Result<Verified, VerifyError> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut n: u64 = 1;
@@ -1578,163 +2346,301 @@ fn verify_inner(
     let filtered = !header.filter.is_empty();
     let size = header.tree_size;
 
-    // Event lines, then the trailer.
-    let mut lines_digest = blake3::Hasher::new();
-    let mut frontier = Frontier::new();
-    let mut events: u64 = 0;
-    let mut first_seq = None;
-    let mut last: Option<(u64, Hash)> = None;
-    let trailer: Trailer = loop {
-        n += 1;
-        if !next(input, &mut buf, n)? {
+    // Event lines, then the trailer. Lines are read in batches; worker threads parse
+    // and hash them (each line on its own), and this thread takes their results in
+    // order for everything that depends on the lines before.
+    let cx = LineCtx {
+        event_hasher: blake3::Hasher::new_derive_key(ledger::EVENT_HASH_CONTEXT),
+        filter: header.filter.clone(),
+        filtered,
+        size,
+        root: header.tree_root,
+    };
+    std::thread::scope(|scope| {
+        let mut pipe = Pipeline::start(scope, input, max_line, tuning, &cx);
+        let mut lines_digest = blake3::Hasher::new();
+        let mut frontier = Frontier::new();
+        let mut events: u64 = 0;
+        let mut first_seq = None;
+        let mut last: Option<(u64, Hash)> = None;
+        let (trailer, t, after) = 'lines: loop {
+            let Some((mut batch, kinds)) = pipe.next() else {
+                // Unreachable: the last batch carries how the input ended.
+                return reject(n + 1, "the file ends without a trailer: it was cut off");
+            };
+            let mut digest_from = None;
+            for (k, kind) in kinds.into_iter().enumerate() {
+                n += 1;
+                let (a, b) = batch.lines[k];
+                let e =
+                    match kind {
+                        LineKind::Event(e) => e,
+                        LineKind::Reject(reason) => return reject(n, reason),
+                        LineKind::Trailer => {
+                            if let Some(from) = digest_from {
+                                lines_digest.update(&batch.data[from..a]);
+                            }
+                            let trailer: Trailer = serde_json::from_slice(&batch.data[a..b])
+                                .map_err(|e| VerifyError::Rejected {
+                                    line: n,
+                                    reason: format!("malformed trailer: {}", json_reason(&e)),
+                                })?;
+                            let after = if k + 1 < batch.lines.len() {
+                                After::Data
+                            } else {
+                                After::End(batch.end.take())
+                            };
+                            break 'lines (trailer, n, after);
+                        }
+                    };
+                check_event_line(n, &e, &cx, origin_id, &header.origin, last, events)?;
+                if !filtered {
+                    frontier.push(e.leaf);
+                }
+                digest_from.get_or_insert(a);
+                first_seq.get_or_insert(e.seq);
+                last = Some((e.seq, e.hash));
+                events += 1;
+            }
+            if let Some(from) = digest_from {
+                let to = batch.lines.last().map_or(from, |l| l.1 + 1);
+                lines_digest.update(&batch.data[from..to]);
+            }
+            // Every line of the batch was an event: how did the input go on?
+            match batch.end.take() {
+                None => {}
+                Some(End::Eof) => {
+                    return reject(
+                        n + 1,
+                        format!("the file ends after line {n} without a trailer: it was cut off"),
+                    )
+                }
+                Some(End::Unterminated) => {
+                    return reject(
+                        n + 1,
+                        "the line does not end with a newline: the file was cut off",
+                    )
+                }
+                Some(End::TooLong) => {
+                    return reject(
+                        n + 1,
+                        format!(
+                        "the line is longer than {max_line} bytes (the limit); refusing to read it"
+                    ),
+                    )
+                }
+                Some(End::Io(e)) => return Err(VerifyError::Io(e)),
+            }
+        };
+        let rest = Rest {
+            after,
+            pipe: &mut pipe,
+        };
+        finish_trailer(
+            trailer,
+            t,
+            key,
+            header,
+            header_digest,
+            Tally {
+                frontier,
+                events,
+                first_seq,
+                last,
+                lines: Hash::from(lines_digest.finalize()),
+            },
+            rest,
+        )
+    })
+}
+
+/// How the verification so far went, for the trailer's checks.
+struct Tally {
+    frontier: Frontier,
+    events: u64,
+    first_seq: Option<u64>,
+    last: Option<(u64, Hash)>,
+    /// BLAKE3 of the event lines.
+    lines: Hash,
+}
+
+/// What follows the trailer line.
+enum After {
+    /// Another line in the same batch.
+    Data,
+    /// The trailer was the batch's last line; how the input ended there (`None`: more
+    /// batches follow).
+    End(Option<End>),
+}
+
+struct Rest<'p, 's, 'r, 'c> {
+    after: After,
+    pipe: &'p mut Pipeline<'s, 'r, 'c>,
+}
+
+impl Rest<'_, '_, '_, '_> {
+    /// Whether anything at all follows the trailer's newline.
+    fn data_after(self) -> Result<bool, VerifyError> {
+        let mut end = match self.after {
+            After::Data => return Ok(true),
+            After::End(e) => e,
+        };
+        loop {
+            match end {
+                Some(End::Eof) => return Ok(false),
+                Some(End::Unterminated | End::TooLong) => return Ok(true),
+                Some(End::Io(e)) => return Err(VerifyError::Io(e)),
+                None => {}
+            }
+            let Some(mut batch) = self.pipe.next_raw() else {
+                return Ok(false);
+            };
+            if !batch.lines.is_empty() {
+                return Ok(true);
+            }
+            end = batch.end.take();
+        }
+    }
+}
+
+/// The checks of one event line that depend on the lines before it (in file order).
+fn check_event_line(
+    n: u64,
+    e: &LineEvent,
+    cx: &LineCtx,
+    origin_id: Option<[u8; 16]>,
+    origin: &str,
+    last: Option<(u64, Hash)>,
+    events: u64,
+) -> Result<(), VerifyError> {
+    let seq = e.seq;
+    let size = cx.size;
+    if e.hash != e.stated {
+        return reject(
+            n,
+            format!(
+                "the fields of event seq {seq} hash to {}, but its \"hash\" says {}: a field was edited",
+                e.hash, e.stated
+            ),
+        );
+    }
+    if seq >= size {
+        return reject(
+            n,
+            format!("event seq {seq} is outside the export's tree of {size} events (header)"),
+        );
+    }
+    if let Some(id) = e.genesis {
+        if Some(id) != origin_id {
             return reject(
                 n,
                 format!(
-                    "the file ends after line {} without a trailer: it was cut off",
-                    n - 1
+                    "the genesis event names ledger {}, the header's origin is {origin}",
+                    hex::encode(id),
                 ),
             );
         }
-        let lt: LineType = serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
-            line: n,
-            reason: format!("not a JSON object: {}", json_reason(&e)),
-        })?;
-        match lt.line_type.as_deref() {
-            Some("event") => {}
-            Some("trailer") => {
-                break serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
-                    line: n,
-                    reason: format!("malformed trailer: {}", json_reason(&e)),
-                })?;
+    }
+    if cx.filtered {
+        if let Some((s, _)) = last {
+            if seq <= s {
+                return reject(
+                    n,
+                    format!("seq {seq} does not follow seq {s}: seqs must increase (a line was duplicated or moved)"),
+                );
             }
-            Some("header") => return reject(n, "a second header"),
-            Some(t) => return reject(n, format!("unknown line type {:?}", Shorten(t))),
-            None => return reject(n, "the line has no \"type\""),
         }
-        let mut line: EventIn =
-            serde_json::from_slice(&buf).map_err(|e| VerifyError::Rejected {
-                line: n,
-                reason: format!("malformed event line: {}", json_reason(&e)),
-            })?;
-        let stated = line.hash.0;
-        let line_proof = line.proof.take();
-        let line_export_prev = line.export_prev.take();
-        let event = line.event();
-        let seq = event.seq;
-        let hash = event.hash();
-        if hash != stated {
+        let Some(want_prev) = e.export_prev else {
+            return reject(n, "a filtered export's event line needs \"export_prev\"");
+        };
+        let have_prev = last.map(|(_, h)| h);
+        if want_prev != have_prev {
             return reject(
                 n,
-                format!("the fields of event seq {seq} hash to {hash}, but its \"hash\" says {stated}: a field was edited"),
+                format!(
+                    "\"export_prev\" is {} but the previous event line is {}: a line was deleted, inserted or moved",
+                    want_prev.map_or("null".to_string(), |h| h.to_hex()),
+                    have_prev.map_or("none".to_string(), |h| format!("event hash {h}"))
+                ),
             );
         }
-        if seq >= size {
+        let Some(p) = &e.proof else {
             return reject(
                 n,
-                format!("event seq {seq} is outside the export's tree of {size} events (header)"),
+                "a filtered export's event line needs an inclusion \"proof\"",
+            );
+        };
+        if p.leaf_index != seq || p.tree_size != size {
+            return reject(
+                n,
+                format!(
+                    "the proof is for leaf {} of a tree of {}, expected leaf {seq} of the header's tree of {size}",
+                    p.leaf_index, p.tree_size
+                ),
             );
         }
-        if let Body::Genesis(g) = &event.body {
-            if Some(g.ledger_id) != origin_id {
-                return reject(
-                    n,
-                    format!(
-                        "the genesis event names ledger {}, the header's origin is {}",
-                        hex::encode(g.ledger_id),
-                        header.origin
-                    ),
-                );
-            }
+        if !p.verifies {
+            return reject(
+                n,
+                format!(
+                    "the inclusion proof of event seq {seq} does not lead to the header's tree root {}",
+                    cx.root
+                ),
+            );
         }
-        if filtered {
-            if let Some((s, _)) = last {
-                if seq <= s {
-                    return reject(
-                        n,
-                        format!("seq {seq} does not follow seq {s}: seqs must increase (a line was duplicated or moved)"),
-                    );
-                }
-            }
-            let Some(want_prev) = line_export_prev else {
-                return reject(n, "a filtered export's event line needs \"export_prev\"");
-            };
-            let have_prev = last.map(|(_, h)| h);
-            if want_prev.map(|h| h.0) != have_prev {
-                return reject(
-                    n,
-                    format!(
-                        "\"export_prev\" is {} but the previous event line is {}: a line was deleted, inserted or moved",
-                        want_prev.map_or("null".to_string(), |h| h.0.to_hex()),
-                        have_prev.map_or("none".to_string(), |h| format!("event hash {h}"))
-                    ),
-                );
-            }
-            let Some(p) = line_proof else {
-                return reject(
-                    n,
-                    "a filtered export's event line needs an inclusion \"proof\"",
-                );
-            };
-            if p.leaf_index != seq || p.tree_size != size {
-                return reject(
-                    n,
-                    format!(
-                        "the proof is for leaf {} of a tree of {}, expected leaf {seq} of the header's tree of {size}",
-                        p.leaf_index, p.tree_size
-                    ),
-                );
-            }
-            let hashes: Vec<Hash> = p.hashes.iter().map(|h| h.0).collect();
-            if !merkle::verify_inclusion(
-                &merkle::leaf_hash(&hash),
-                seq,
-                size,
-                &hashes,
-                &header.tree_root,
-            ) {
-                return reject(
-                    n,
-                    format!("the inclusion proof of event seq {seq} does not lead to the header's tree root {}", header.tree_root),
-                );
-            }
-            if !header.filter.matches(&event) {
-                return reject(
-                    n,
-                    format!("event seq {seq} does not match the export's filter (header)"),
-                );
-            }
-        } else {
-            if line_proof.is_some() || line_export_prev.is_some() {
-                return reject(
-                    n,
-                    "an unfiltered export's event line carries \"proof\" or \"export_prev\"",
-                );
-            }
-            if seq != events {
-                return reject(
-                    n,
-                    format!("expected seq {events} (an unfiltered export holds every event from seq 0, in order), found seq {seq}"),
-                );
-            }
-            let want = last.map_or(Hash::ZERO, |(_, h)| h);
-            if event.prev != want {
-                return reject(
-                    n,
-                    format!(
-                        "\"prev\" of seq {seq} is {}, but the event before it hashes to {want}",
-                        event.prev
-                    ),
-                );
-            }
-            frontier.push(merkle::leaf_hash(&hash));
+        if !e.matches {
+            return reject(
+                n,
+                format!("event seq {seq} does not match the export's filter (header)"),
+            );
         }
-        lines_digest.update(&buf);
-        lines_digest.update(b"\n");
-        first_seq.get_or_insert(seq);
-        last = Some((seq, hash));
-        events += 1;
-    };
-    let t = n;
+    } else {
+        if e.proof.is_some() || e.export_prev.is_some() {
+            return reject(
+                n,
+                "an unfiltered export's event line carries \"proof\" or \"export_prev\"",
+            );
+        }
+        if seq != events {
+            return reject(
+                n,
+                format!("expected seq {events} (an unfiltered export holds every event from seq 0, in order), found seq {seq}"),
+            );
+        }
+        let want = last.map_or(Hash::ZERO, |(_, h)| h);
+        if e.prev != want {
+            return reject(
+                n,
+                format!(
+                    "\"prev\" of seq {seq} is {}, but the event before it hashes to {want}",
+                    e.prev
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Steps 5 to 7 of the verification: the trailer line `t` against the header and what
+/// the event lines gave.
+fn finish_trailer(
+    trailer: Trailer,
+    t: u64,
+    key: Option<&VerifierKey>,
+    header: Header,
+    header_digest: Hash,
+    tally: Tally,
+    rest: Rest,
+) -> Result<Verified, VerifyError> {
+    let Tally {
+        frontier,
+        events,
+        first_seq,
+        last,
+        lines,
+    } = tally;
+    let filtered = !header.filter.is_empty();
+    let size = header.tree_size;
 
     // The trailer.
     if trailer.checkpoint.len() > MAX_NOTE || trailer.statement.len() > MAX_NOTE {
@@ -1809,7 +2715,7 @@ fn verify_inner(
             format!("the trailer says {} event lines, the file has {events}: lines were deleted or added", st.events),
         );
     }
-    let digest = Hash::from(lines_digest.finalize());
+    let digest = lines;
     if st.lines != digest {
         return reject(
             t,
@@ -1851,7 +2757,7 @@ fn verify_inner(
             );
         }
     }
-    if !matches!(read_line(input, &mut buf, max_line)?, LineRead::Eof) {
+    if rest.data_after()? {
         return reject(t + 1, "data after the trailer");
     }
     Ok(Verified {

@@ -8,8 +8,9 @@ use ledger::checkpoint::{origin, SigningKey};
 use ledger::merkle::{self, Tree};
 use ledger::*;
 use replay::export::{
-    event_line, parse_event_line, verify_export, verify_export_seekable, CsvWriter, ExportError,
-    Filter, Header, JsonlWriter, Verified, VerifyError, MAX_LINE,
+    event_line, event_line_paths, event_line_reference, format_event_line, parse_event_line,
+    verify_export, verify_export_seekable, verify_export_tuned, CsvWriter, ExportError, Filter,
+    Header, JsonlWriter, Tuning, Verified, VerifyError, MAX_LINE,
 };
 
 const LEDGER_ID: [u8; 16] = [0xab; 16];
@@ -236,6 +237,28 @@ fn verify(bytes: &[u8], key: Option<&SigningKey>) -> Result<Verified, VerifyErro
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(_)) => {}
         _ => panic!("seekable {seekable:?} and streamed {streamed:?} disagree"),
+    }
+    // The verdict, line and reason do not depend on how the work is spread: one line
+    // per batch on worker threads, tiny batches, everything on this thread.
+    for (batch_bytes, threads) in [(1, 2), (300, 3), (1 << 20, 0)] {
+        let tuning = Tuning {
+            batch_bytes,
+            threads,
+        };
+        for (is_seekable, base) in [(true, &seekable), (false, &streamed)] {
+            let tuned = verify_export_tuned(
+                &mut Cursor::new(bytes),
+                vk.as_ref(),
+                MAX_LINE,
+                is_seekable,
+                tuning,
+            );
+            assert_eq!(
+                format!("{tuned:?}"),
+                format!("{base:?}"),
+                "{tuning:?}, seekable {is_seekable}"
+            );
+        }
     }
     seekable
 }
@@ -528,6 +551,199 @@ fn every_edited_field_of_every_line_is_rejected_at_that_line() {
             assert!(n > 3, "{name}: line {line} had only {n} edits");
         }
     }
+}
+
+/// Checks that the verifier's fast path for the writer's own layout takes a line only
+/// when the general parser accepts it with the same fields; returns whether it took it.
+fn fast_path_agrees(line: &[u8], filter: &Filter, what: &str) -> bool {
+    let (fast, general) = event_line_paths(line, filter);
+    if let Some(f) = &fast {
+        assert_eq!(
+            Ok(f),
+            general.as_ref(),
+            "{what}: the fast path took a line the general path reads otherwise: {}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    fast.is_some()
+}
+
+#[test]
+fn the_fast_path_accepts_and_rejects_what_the_general_parser_does() {
+    let filters = [
+        Filter::default(),
+        by_agent("agent-1"),
+        Filter {
+            since_us: Some(T0 + 2_000_000),
+            until_us: Some(T0 + 6_000_000),
+            change_id: Some("c2".into()),
+            ..Default::default()
+        },
+    ];
+    let mut taken = 0;
+    let mut edits = 0;
+    for (name, bytes, _) in variants() {
+        let ls = lines(&bytes);
+        for line in &ls[1..ls.len() - 1] {
+            let text = String::from_utf8(line.clone()).unwrap();
+            for f in &filters {
+                // Every line the writer wrote goes the fast way, except names that are
+                // not UTF-8 ({"hex": ...}), which the general parser reads.
+                let fast = fast_path_agrees(line, f, name);
+                assert_eq!(fast, !text.contains("{\"hex\""), "{name}: {text}");
+                taken += usize::from(fast);
+            }
+            // Every edit of one value, field removed or added.
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            each_edit(&v, &mut |edited, what| {
+                let m = serde_json::to_vec(&edited).unwrap();
+                for f in &filters {
+                    fast_path_agrees(&m, f, &format!("{name}: {what}"));
+                }
+                edits += 1;
+            });
+            // Textual edits the value edits cannot make: spacing, escapes, numbers,
+            // duplicate and reordered keys, truncation, trailing bytes.
+            let mut texts: Vec<Vec<u8>> = vec![
+                text.replace(",\"", ", \"").into_bytes(),
+                text.replace(":", ": ").into_bytes(),
+                format!(" {text}").into_bytes(),
+                format!("{text} ").into_bytes(),
+                format!("{text}x").into_bytes(),
+                format!("{text}{text}").into_bytes(),
+                text.replace("\"seq\":", "\"seq\":0").into_bytes(),
+                text.replace("\"seq\":", "\"seq\":-").into_bytes(),
+                text.replace("\"time_us\":", "\"time_us\":-0").into_bytes(),
+                text.replace("\"time_us\":", "\"time_us\":-").into_bytes(),
+                text.replacen(",", ".5,", 3).into_bytes(),
+                text.replace("e\"", "\\u0065\"").into_bytes(),
+                text.replace("a", "\\u0061").into_bytes(),
+                text.replace("a", "\\ud800").into_bytes(),
+                text.replace("a", "\\ud83d\\ude00").into_bytes(),
+                text.replace("a", "\\/").into_bytes(),
+                text.replace("a", "\\x").into_bytes(),
+                text.replace("a", "\t").into_bytes(),
+                text.replace("a", "\u{7f}").into_bytes(),
+                text.replace("\"meta\":{", "\"meta\":{\"a\":\"b\",")
+                    .into_bytes(),
+                text.replace("\"meta\":{", "\"meta\":{\"zz\":\"b\",")
+                    .into_bytes(),
+                text.replace("\"meta\":{}", "\"meta\":{\"b\":\"1\",\"a\":\"2\"}")
+                    .into_bytes(),
+                text.replace("\"meta\":{}", "\"meta\":{\"a\":\"1\",\"a\":\"2\"}")
+                    .into_bytes(),
+                text.replace("\"type\":\"event\",\"seq\":", "\"seq\":")
+                    .replacen("{", "{\"type\":\"event\",", 1)
+                    .into_bytes(),
+                text.replace("\"hash\":\"", "\"hash\":\"A").into_bytes(),
+                text.replace("\"percent\":", "\"percent\":25").into_bytes(),
+                text.replace("\"exit_code\":", "\"exit_code\":-2147483649,\"x\":")
+                    .into_bytes(),
+                text.replace("\"exit_code\":", "\"exit_code\":-2147483648,\"x\":")
+                    .into_bytes(),
+                text.replace("\"seq\":", "\"seq\":18446744073709551615")
+                    .into_bytes(),
+                text.replace("\"seq\":", "\"seq\":18446744073709551616")
+                    .into_bytes(),
+                text.replace("true", "tru").into_bytes(),
+                text.replace("null", "nul").into_bytes(),
+                text.replace("\"kind\":\"check\"", "\"kind\":\"checkpoint\"")
+                    .into_bytes(),
+                text.replace("\"kind\":\"checkpoint\"", "\"kind\":\"check\"")
+                    .into_bytes(),
+                text.replace("\"proof\":{", "\"proof\":null,\"x\":{")
+                    .into_bytes(),
+                text.replace("\"name\":\"", "\"name\":{\"hex\":\"")
+                    .into_bytes(),
+            ];
+            for cut in [1, 2, text.len() / 2, text.len() - 1] {
+                texts.push(text.as_bytes()[..cut].to_vec());
+            }
+            let mut bad_utf8 = text.clone().into_bytes();
+            let mid = bad_utf8.len() / 2;
+            bad_utf8[mid] = 0xff;
+            texts.push(bad_utf8);
+            for t in texts {
+                for f in &filters {
+                    fast_path_agrees(&t, f, &format!("{name}: textual edit"));
+                }
+                edits += 1;
+            }
+        }
+    }
+    assert!(
+        taken > 50 && edits > 1000,
+        "{taken} fast lines, {edits} edits"
+    );
+}
+
+#[test]
+fn the_writers_formatter_writes_what_serde_json_writes() {
+    // Every control character, quotes, backslashes, DEL, non-ASCII, empty strings.
+    let nasty: String = (0u8..0x20)
+        .map(char::from)
+        .chain("\"\\/\u{7f}\u{80}\u{2028}é😀 ".chars())
+        .collect();
+    let mut evs = events();
+    let base = evs.clone();
+    for (e, _) in &base {
+        let mut e = e.clone();
+        e.actor.agent = nasty.clone();
+        e.actor.principal = Some(String::new());
+        e.actor.role = Some(nasty.clone());
+        e.change_id = format!("{nasty}x");
+        e.correlation_id = Some(nasty.clone());
+        e.time_us = -e.time_us;
+        e.meta.insert(nasty.clone(), nasty.clone());
+        e.meta.insert(String::new(), String::new());
+        match &mut e.body {
+            Body::Change(c) => {
+                c.message = Some(nasty.clone());
+                c.reverts = Some(nasty.clone());
+                for r in &mut c.resources {
+                    r.key.namespace = nasty.clone();
+                }
+            }
+            Body::Check(c) => {
+                c.name = nasty.clone();
+                c.detail = Some(nasty.clone());
+            }
+            Body::Failure(f) => {
+                f.error = nasty.clone();
+                f.exit_code = Some(i32::MIN);
+            }
+            _ => {}
+        }
+        let h = e.hash();
+        evs.push((e, h));
+    }
+    let hashes: Vec<Hash> = (0..20u8).map(|i| Hash([i; 32])).collect();
+    let mut n = 0;
+    for (e, h) in &evs {
+        let proofs: [Option<(u64, u64, &[Hash])>; 4] = [
+            None,
+            Some((e.seq, u64::MAX, &hashes)),
+            Some((0, 1, &[])),
+            Some((e.seq, 12, &hashes[..3])),
+        ];
+        for proof in proofs {
+            for export_prev in [None, Some(None), Some(Some(Hash([0xfe; 32])))] {
+                let want = event_line_reference(e, h, proof, export_prev);
+                let mut got = b"left alone".to_vec();
+                format_event_line(&mut got, e, h, proof, export_prev);
+                assert_eq!(
+                    String::from_utf8_lossy(&got[10..]),
+                    String::from_utf8_lossy(&want),
+                    "seq {}",
+                    e.seq
+                );
+                assert_eq!(&got[..10], b"left alone");
+                n += 1;
+            }
+        }
+        assert_eq!(event_line(e, h), event_line_reference(e, h, None, None));
+    }
+    assert!(n > 200);
 }
 
 #[test]
