@@ -67,6 +67,14 @@ pub fn open_then<T>(cli: &Cli, locked: impl FnOnce(&Workspace, &Path) -> T) -> C
     }
     if let Some(why) = &report.reindexed {
         eprintln!("ledger: rebuilt the indexes from the journal ({why})");
+        // Rebuilding the indexes dropped the kept projection snapshots; without them the
+        // state at a past point would fold from seq 0. They are a speed-up only, so a
+        // failure here is reported and the command goes on.
+        if report.damaged.is_none() {
+            if let Err(e) = crate::state::rebuild_snapshots(&ledger) {
+                eprintln!("ledger: warning: projection snapshots not rebuilt: {e}");
+            }
+        }
     }
     if let Some(d) = &report.damaged {
         eprintln!("ledger: warning: {d}; appends are refused until this is resolved (see `ledger verify`)");

@@ -1078,9 +1078,20 @@ fn reindex_and_automatic_rebuild_give_identical_log_output() {
     assert_eq!(env.run(["log", "--json"]).success().stdout, log_before);
     env.verify_ok();
 
-    // Without `reindex`: the next command rebuilds by itself.
+    // Without `reindex`: the next command rebuilds by itself, projection snapshots too
+    // (the kept one at seq 0 and the head one), so the state at a point does not fold
+    // from seq 0 until the next `reindex`.
     fs::remove_dir_all(env.ledger_dir().join("index")).unwrap();
     assert_eq!(env.run(["log", "--json"]).success().stdout, log_before);
+    let snapshots: Vec<String> = fs::read_dir(env.ledger_dir().join("index/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        snapshots.iter().any(|n| n.starts_with("tree."))
+            && snapshots.iter().any(|n| n.starts_with("tree-head.")),
+        "{snapshots:?}"
+    );
     let show_after: Vec<String> = env
         .log_ids(&[])
         .iter()
