@@ -139,24 +139,16 @@ struct Frame<'a> {
 /// Parses and checks the frame at the start of `buf`. Returns the record (with `pos`
 /// left for the caller to fill) and the frame length.
 pub fn decode_frame(buf: &[u8]) -> std::result::Result<Record, FrameError> {
-    let f = check_frame(buf)?;
-    let event = Event::decode(f.payload).map_err(|e| FrameError::Decode(e.to_string()))?;
-    Ok(Record {
-        event,
-        hash: f.hash,
-        pos: Position {
-            segment: 0,
-            offset: 0,
-        },
-        frame_len: f.len as u64,
-        batch_first: f.batch_first,
-        batch_last: f.batch_last,
-    })
+    decode_frame_ref(buf).map(|r| r.to_record())
 }
 
-/// [`decode_frame`] without copying the event's strings: the same checks, in the same order.
+/// [`decode_frame`] without copying the event's strings.
 pub fn decode_frame_ref(buf: &[u8]) -> std::result::Result<RecordRef<'_>, FrameError> {
-    let f = check_frame(buf)?;
+    record_ref(check_frame(buf, true)?)
+}
+
+/// Decodes the event of a checked frame (`pos` left for the caller to fill).
+fn record_ref(f: Frame<'_>) -> std::result::Result<RecordRef<'_>, FrameError> {
     let event = EventRef::decode(f.payload).map_err(|e| FrameError::Decode(e.to_string()))?;
     Ok(RecordRef {
         event,
@@ -171,7 +163,10 @@ pub fn decode_frame_ref(buf: &[u8]) -> std::result::Result<RecordRef<'_>, FrameE
     })
 }
 
-fn check_frame(buf: &[u8]) -> std::result::Result<Frame<'_>, FrameError> {
+/// Parses the frame at the start of `buf`; with `hashed`, also checks the stored hash
+/// against the payload (without, the stored hash is taken as is: only for frames
+/// already checked).
+fn check_frame(buf: &[u8], hashed: bool) -> std::result::Result<Frame<'_>, FrameError> {
     if buf.len() < FRAME_HEADER {
         return Err(FrameError::Short);
     }
@@ -190,13 +185,12 @@ fn check_frame(buf: &[u8]) -> std::result::Result<Frame<'_>, FrameError> {
     }
     let payload = &buf[FRAME_HEADER..FRAME_HEADER + len as usize];
     let stored = Hash(buf[end - FRAME_TRAILER..end].try_into().unwrap());
-    let hash = Hash::of_event_bytes(payload);
-    if hash != stored {
+    if hashed && Hash::of_event_bytes(payload) != stored {
         return Err(FrameError::HashMismatch);
     }
     Ok(Frame {
         payload,
-        hash,
+        hash: stored,
         batch_first,
         batch_last,
         len: end,
@@ -346,7 +340,7 @@ fn check_segment(bytes: &[u8]) -> Checked {
     };
     let mut off = 0usize;
     while off < bytes.len() {
-        let Ok(f) = check_frame(&bytes[off..]) else {
+        let Ok(f) = check_frame(&bytes[off..], true) else {
             out.broken = true;
             return out;
         };
@@ -396,25 +390,15 @@ fn read_checked(
 ) -> Result<bool> {
     let mut off = 0usize;
     while off < bytes.len() {
-        let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
-        let end = off + FRAME_HEADER + len + FRAME_TRAILER;
-        let Ok(event) = EventRef::decode(&bytes[off + FRAME_HEADER..off + FRAME_HEADER + len])
-        else {
+        let Ok(mut rec) = check_frame(&bytes[off..], false).and_then(record_ref) else {
             return Ok(false);
         };
-        let rec = RecordRef {
-            event,
-            hash: Hash(bytes[end - FRAME_TRAILER..end].try_into().unwrap()),
-            pos: Position {
-                segment,
-                offset: off as u64,
-            },
-            frame_len: (end - off) as u64,
-            batch_first: u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap()),
-            batch_last: u64::from_le_bytes(bytes[off + 16..off + 24].try_into().unwrap()),
+        rec.pos = Position {
+            segment,
+            offset: off as u64,
         };
         f(&rec)?;
-        off = end;
+        off += rec.frame_len as usize;
     }
     Ok(true)
 }

@@ -354,6 +354,13 @@ fn segments_sealed_while_the_index_writer_lags_do_not_force_a_rebuild() {
     assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
 }
 
+/// The journal in `dir` alone (no index, no lock).
+fn journal_in(dir: &std::path::Path) -> Journal {
+    open_journal(Box::new(FsStorage::new(dir).unwrap()))
+        .unwrap()
+        .0
+}
+
 /// A ledger of 3,001 events over many small segments.
 fn many_segments() -> (tempfile::TempDir, Ledger) {
     let (d, l) = init();
@@ -371,8 +378,7 @@ fn many_segments() -> (tempfile::TempDir, Ledger) {
 fn the_parallel_segment_walk_sees_every_record_once_in_order() {
     let (d, l) = many_segments();
     drop(l);
-    let storage = FsStorage::new(&d.path().join(LEDGER_DIR).join("journal")).unwrap();
-    let (j, _) = open_journal(Box::new(storage)).unwrap();
+    let j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
     let mut sequential = Vec::new();
     j.scan_all(&mut |r| {
         sequential.push((r.event.seq, r.hash));
@@ -409,8 +415,7 @@ fn seen(r: &RecordRef) -> (u64, Hash, Position, u64, u64, u64, Event) {
 fn the_pipelined_walk_hands_out_every_record_once_in_order() {
     let (d, l) = many_segments();
     drop(l);
-    let storage = FsStorage::new(&d.path().join(LEDGER_DIR).join("journal")).unwrap();
-    let (j, _) = open_journal(Box::new(storage)).unwrap();
+    let j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
     let mut sequential = Vec::new();
     j.scan_all_refs(&mut |r| {
         sequential.push(seen(r));
@@ -460,7 +465,7 @@ fn the_pipelined_walk_refuses_a_well_hashed_record_that_does_not_decode() {
         prev = hash;
     }
     std::fs::write(d.path().join("00000000000000000000.seg"), &bytes).unwrap();
-    let (j, _) = open_journal(Box::new(FsStorage::new(d.path()).unwrap())).unwrap();
+    let j = journal_in(d.path());
     let mut seqs = Vec::new();
     let ok = j
         .scan_all_pipelined(2, &mut |r| {
@@ -493,8 +498,7 @@ fn damage_in_a_middle_segment_is_named_by_verify_like_the_sequential_walk() {
     let first_len = 4 + 4 + 16 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize + 32;
     bytes[first_len + 40] ^= 0x20;
     std::fs::write(victim, &bytes).unwrap();
-    let storage = FsStorage::new(&jdir).unwrap();
-    let (j, _) = open_journal(Box::new(storage)).unwrap();
+    let j = journal_in(&jdir);
     assert!(j
         .scan_all_parallel(2, &|| (), &|_, _| Ok(()))
         .unwrap()
