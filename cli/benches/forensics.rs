@@ -1096,6 +1096,11 @@ impl<'a> History<'a> {
             out.contains("Nothing to record"),
             "the workspace does not match the ledger's head: {out}"
         );
+        // The library appends above fed the flat indexes only; the first command that
+        // needs sled (a filter by agent) builds it from the journal. Do it here, so the
+        // export timings below do not include it.
+        let (secs, _) = run(ledger_cmd(&self.ws).args(["log", "--agent", "bench", "-n", "1"]));
+        log(format!("history: sled index brought level in {secs:.1} s"));
         if self.cfg.git {
             run(git(&self.gws).args(["update-index", "-q", "--refresh"]));
             let (_, st) = run(git(&self.gws).args(["status", "--porcelain"]));

@@ -209,7 +209,7 @@ fn new_change_id() -> String {
 /// A generated change ID not yet in the ledger.
 pub(crate) fn fresh_change_id(ledger: &Ledger) -> CliResult<String> {
     let mut id = new_change_id();
-    while ledger.index()?.change_exists(&id)?.is_some() {
+    while ledger.change_exists(&id)?.is_some() {
         id = new_change_id();
     }
     Ok(id)
@@ -219,7 +219,7 @@ fn check_change_id(ledger: &Ledger, who: &Who) -> CliResult<String> {
     match &who.change {
         Some(id) => {
             ledger::validate_id("change ID", id)?;
-            if let Some(seq) = ledger.index()?.change_exists(id)? {
+            if let Some(seq) = ledger.change_exists(id)? {
                 return Err(CliError::new(
                     EXIT_ERROR,
                     format!("change ID {id:?} already exists (seq {seq}); nothing was recorded"),
@@ -230,7 +230,7 @@ fn check_change_id(ledger: &Ledger, who: &Who) -> CliResult<String> {
         }
         None => {
             let mut id = new_change_id();
-            while ledger.index()?.change_exists(&id)?.is_some() {
+            while ledger.change_exists(&id)?.is_some() {
                 id = new_change_id();
             }
             Ok(id)
@@ -619,7 +619,7 @@ fn log(
     if since.is_some() || until.is_some() {
         sets.push(
             ledger
-                .index()?
+                .flat_index()?
                 .time_seqs(since, until)?
                 .into_iter()
                 .collect(),
@@ -823,7 +823,7 @@ fn cat(cli: &Cli, hash: &str) -> CliResult {
         CliError::usage(format!("{hash:?} is not a content hash (64 hex digits)"))
     })?;
     let ctx = context::open(cli)?;
-    if let Some(seq) = ctx.ledger.index()?.redaction(&h)? {
+    if let Some(seq) = ctx.ledger.flat_index()?.redaction(&h)? {
         let r = ctx.ledger.event(seq)?;
         let reason = match &r.event.body {
             Body::Redaction(rd) => rd.reason.clone(),

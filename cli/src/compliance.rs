@@ -824,7 +824,7 @@ pub fn redact(cli: &Cli, hash: &str, reason: &str, agent: &str, json: bool) -> C
     let ctx = context::open(cli)?;
     let ledger = &ctx.ledger;
     let store = ledger.store();
-    if let Some(seq) = ledger.index()?.redaction(&h)? {
+    if let Some(seq) = ledger.flat_index()?.redaction(&h)? {
         let r = ledger.event(seq)?;
         let why = match &r.event.body {
             Body::Redaction(rd) => rd.reason.clone(),

@@ -20,7 +20,7 @@ struct Store<'a>(&'a Ledger);
 
 impl Store<'_> {
     fn redacted(&self, hash: &Hash) -> Option<ContentError> {
-        let seq = self.0.index().ok()?.redaction(hash).ok()??;
+        let seq = self.0.flat_index().ok()?.redaction(hash).ok()??;
         let r = self.0.event(seq).ok()?;
         let reason = match &r.event.body {
             Body::Redaction(rd) => rd.reason.clone(),
@@ -80,7 +80,7 @@ pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
         return Ok(seq);
     }
     if let Ok(id) = ledger.resolve_change(s) {
-        let seqs = ledger.index()?.change_seqs(&id)?;
+        let seqs = ledger.change_seqs(&id)?;
         return Ok(*seqs.last().expect("a resolved change has events"));
     }
     let t = parse_time(s, now_us()).map_err(|e| {
@@ -88,7 +88,9 @@ pub fn resolve_point(ledger: &Ledger, s: &str) -> CliResult<u64> {
             "{s:?} is not a seq, a known change ID or a time ({e})"
         ))
     })?;
-    let seqs = ledger.index()?.time_seqs(None, Some(t.saturating_add(1)))?;
+    let seqs = ledger
+        .flat_index()?
+        .time_seqs(None, Some(t.saturating_add(1)))?;
     match seqs.last() {
         Some(seq) => Ok(*seq),
         None => {
@@ -133,7 +135,7 @@ pub fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
         for r in ledger.change(&cur)? {
             records.insert(r.event.seq, r);
         }
-        todo.extend(ledger.index()?.reverters(&cur)?);
+        todo.extend(ledger.reverters(&cur)?);
     }
     let mut changes = replay::Changes::new();
     for r in records.values() {
@@ -293,7 +295,7 @@ pub fn revert(
         }
         None => crate::commands::fresh_change_id(ledger)?,
     };
-    if ledger.index()?.change_exists(&new_id)?.is_some() {
+    if ledger.change_exists(&new_id)?.is_some() {
         return Err(CliError::new(
             EXIT_ERROR,
             format!("change ID {new_id:?} already exists; nothing was written"),
@@ -448,7 +450,7 @@ pub fn replay_cmd(
         (Some(p), _) => resolve_point(ledger, p)?,
         (None, Some(c)) => {
             let id = ledger.resolve_change(c)?;
-            let first = ledger.index()?.change_seqs(&id)?[0];
+            let first = ledger.change_seqs(&id)?[0];
             first
                 .checked_sub(1)
                 .ok_or_else(|| CliError::usage("there is no state before the genesis event"))?
@@ -578,7 +580,7 @@ pub fn timeline(
     if since.is_some() || until.is_some() {
         sets.push(
             ledger
-                .index()?
+                .flat_index()?
                 .time_seqs(since, until)?
                 .into_iter()
                 .collect(),

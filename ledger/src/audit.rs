@@ -101,7 +101,7 @@ impl Ledger {
         self.with_journal(|j| {
             let n = j.next_seq();
             let stored = self
-                .index()?
+                .flat_index()?
                 .merkle_state()
                 .filter(|st| match st.frontier.size() {
                     0 => st.last == Hash::ZERO,
@@ -111,7 +111,7 @@ impl Ledger {
             let mut st = stored.clone().unwrap_or_default();
             if st.frontier.size() > 0 && st.frontier.size() < n {
                 // Continuing needs the position of the next event; without it, rebuild.
-                if self.index()?.position(st.frontier.size())?.is_none() {
+                if self.flat_index()?.position(st.frontier.size())?.is_none() {
                     st = MerkleState::default();
                 }
             }
@@ -126,11 +126,11 @@ impl Ledger {
                     j.scan_all(&mut push)?;
                 } else {
                     let pos = self
-                        .index()?
+                        .flat_index()?
                         .position(from)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {from}")))?;
                     let before = self
-                        .index()?
+                        .flat_index()?
                         .position(from - 1)?
                         .ok_or_else(|| Error::Index(format!("no position for seq {}", from - 1)))?;
                     // Its batch fields say what the next record's must be.
@@ -145,14 +145,14 @@ impl Ledger {
                 )));
             }
             if stored.as_ref() != Some(&st) {
-                self.index()?.set_merkle_state(&st)?;
+                self.flat_index()?.set_merkle_state(&st)?;
             }
             Ok(st)
         })
     }
 
     fn hash_at(&self, j: &Journal, seq: u64) -> Result<Option<Hash>> {
-        match self.index()?.position(seq)? {
+        match self.flat_index()?.position(seq)? {
             Some(pos) => {
                 let r = j.read_at(pos)?;
                 Ok((r.event.seq == seq).then_some(r.hash))
@@ -178,7 +178,7 @@ impl Ledger {
         let size = body.size;
         let mut change_id = format!("checkpoint-{size}");
         let mut k = 1;
-        while self.index()?.change_exists(&change_id)?.is_some() {
+        while self.change_exists(&change_id)?.is_some() {
             k += 1;
             change_id = format!("checkpoint-{size}-{k}");
         }

@@ -1,33 +1,45 @@
-//! Derived indexes in sled. Everything here is rebuilt from the journal when missing,
-//! stale or unreadable; nothing here is needed to prove anything.
+//! Derived indexes. Everything here is rebuilt from the journal when missing, stale or
+//! unreadable; nothing here is needed to prove anything.
 //!
-//! Positions and times live in a flat file, `index/positions`: entry `seq` is 16 bytes
-//! at offset `16 * seq` (segment u32 LE, offset u32 LE, time_us i64 LE). It is written
-//! in the appending thread, never synced (it is checked against the index state and the
-//! journal on open, and rebuilt when it disagrees).
+//! Flat files in `index/`, opened in constant time (what most commands need):
+//! - `state`: the index state ([`IndexState`]: how far the flat indexes go, the journal
+//!   tail last seen, segment stamps), the Merkle frontier over the indexed events (see
+//!   [`crate::audit`]), the lengths of the change files, and the `epoch` (a random
+//!   number drawn each time the flat indexes are rebuilt from nothing). Canonical
+//!   bincode followed by its BLAKE3 hash, rewritten in place (not synced) after each
+//!   batch the index writer applies; a state that fails its hash means a rebuild.
+//! - `positions`: entry `seq` is 16 bytes at offset `16 * seq` (segment u32 LE, offset
+//!   u32 LE, time_us i64 LE). Written in the appending thread, never synced (checked
+//!   against the index state and the journal on open, rebuilt when it disagrees).
+//! - `changes`, `changes.sorted`: change ID -> seqs and change ID -> the seqs of the
+//!   changes that revert it ([`crate::changelog`]).
 //!
-//! sled trees (keys big-endian so they sort; `0x00` separates a string from a seq):
-//! `change` id|0|first -> seqs; `resource` ns:name|0|first -> seqs; `agent` id|0|first
-//! -> seqs; `corr` id|0|first -> seqs, where one entry holds the seqs (u64 BE each) of
-//! one appended batch that share the key and `first` is the least of them;
-//! `redacted` hash -> seq; `reverts` reverted id|0|seq -> reverting change id;
-//! `meta` bookkeeping (including the Merkle frontier, see [`crate::audit`]).
+//! sled, in `index/sled/`, holds the rest and is opened only when a command needs it
+//! ([`crate::Ledger::index`]): its start-up reads a page table that grows with the
+//! ledger. Trees (keys big-endian so they sort; `0x00` separates a string from a seq):
+//! `change` id|0|first -> seqs (for ID prefixes); `resource` ns:name|0|first -> seqs;
+//! `agent` id|0|first -> seqs; `corr` id|0|first -> seqs, where one entry holds the
+//! seqs (u64 BE each) of one appended batch that share the key and `first` is the
+//! least of them; `meta` holds `sled-v1`, the epoch of the flat
+//! indexes sled was built with and the seq below which it holds every event. A
+//! different epoch means sled is cleared and rebuilt; a lower seq means it catches up
+//! from the journal when it is next opened (appends made while it was closed).
 //!
 //! Projection snapshots are files, not sled values: `snapshots/<name>.<seq, 20 digits>`
 //! in the index directory, each the snapshot bytes followed by their BLAKE3 hash. Large
 //! values in sled are written as blob files that sled reads back on every start while
-//! they sit in its log's tail; a 100,000-file tree snapshot is ~13 MB. Snapshots (and
-//! the trees `stat` and `snap` where earlier versions kept the scanner's cache and the
-//! snapshots) are never read by sled now; those two trees are dropped on open.
+//! they sit in its log's tail; a 100,000-file tree snapshot is ~13 MB.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::audit::MerkleState;
+use crate::changelog::{self, ChangeLog, REVERTS};
 use crate::error::{Error, Result};
 use crate::event::Body;
 use crate::hash::Hash;
@@ -37,29 +49,76 @@ use crate::storage::SegmentStamp;
 /// Cheap to clone: every part is shared.
 #[derive(Clone)]
 pub struct Index {
-    db: sled::Db,
+    dir: PathBuf,
     positions: Arc<Positions>,
+    changes: Arc<ChangeLog>,
+    flat: Arc<Mutex<Flat>>,
+    state_file: Arc<File>,
+    sled: Arc<OnceLock<Sled>>,
+    /// sled while [`Index::open_sled`] catches it up, before queries may use it.
+    pending_sled: Arc<Mutex<Option<Sled>>>,
+    /// Projection snapshot files.
+    snap_dir: PathBuf,
+}
+
+/// Index bookkeeping, kept in the `state` file.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IndexState {
+    /// Hash of seq 0: which journal this index belongs to.
+    pub genesis: Option<Hash>,
+    /// Every seq below this is indexed (positions, changes, Merkle frontier).
+    pub indexed: u64,
+    pub tail: Option<TailHint>,
+    /// Stamps of segments as last seen, to notice edits behind the ledger's back.
+    pub stamps: Vec<(u64, SegmentStamp)>,
+}
+
+/// What the `state` file holds.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Flat {
+    state: IndexState,
+    /// `None` when unknown (a gap): [`crate::Ledger::merkle_state`] rebuilds it.
+    merkle: Option<MerkleState>,
+    epoch: u64,
+    /// Records in `changes` and in `changes.sorted`.
+    changes: u64,
+    sorted: u64,
+    /// Redacted content hash -> seq of the redaction event (few: kept here whole).
+    redacted: BTreeMap<Hash, u64>,
+    /// Bytes of the `state` file as last written (not stored).
+    #[serde(skip)]
+    written: u64,
+}
+
+/// Version tag at the start of the `state` file.
+const STATE_VERSION: u32 = 1;
+const STATE_FILE: &str = "state";
+const SLED_DIR: &str = "sled";
+/// sled `meta` key of `(epoch, indexed)`.
+const SLED_STATE_KEY: &str = "sled-v1";
+const POSITIONS_FILE: &str = "positions";
+const POSITION_BYTES: u64 = 16;
+/// How long to wait for sled to let go of an index database this process closed.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The sled trees.
+#[derive(Clone)]
+struct Sled {
+    db: sled::Db,
     meta: sled::Tree,
     change: sled::Tree,
     resource: sled::Tree,
     agent: sled::Tree,
     corr: sled::Tree,
-    redacted: sled::Tree,
-    reverts: sled::Tree,
-    /// Projection snapshot files.
-    snap_dir: PathBuf,
 }
 
-/// Index bookkeeping, stored under `meta/state`.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct IndexState {
-    /// Hash of seq 0: which journal this index belongs to.
-    pub genesis: Option<Hash>,
-    /// Every seq below this is indexed.
-    pub indexed: u64,
-    pub tail: Option<TailHint>,
-    /// Stamps of segments as last seen, to notice edits behind the ledger's back.
-    pub stamps: Vec<(u64, SegmentStamp)>,
+/// sled databases of ledgers dropped after [`crate::Ledger::exiting`], by directory:
+/// left for the process exit to reclaim (freeing sled's page table entry by entry takes
+/// tens of ms at 10^6 events), or taken again by the next open in this process.
+static KEPT: Mutex<BTreeMap<PathBuf, Sled>> = Mutex::new(BTreeMap::new());
+
+fn kept_key(dir: &Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
 pub(crate) fn key_seq(prefix: &[u8], seq: u64) -> Vec<u8> {
@@ -90,15 +149,41 @@ fn snapshot_file(name: &str, seq: u64) -> Result<String> {
     Ok(format!("{name}.{seq:020}"))
 }
 
-/// `meta` key of the [`MerkleState`] over the indexed events. Absent means unknown (an
-/// index written before it existed, or a gap): [`crate::Ledger::merkle_state`] rebuilds it.
-const MERKLE_KEY: &str = "merkle";
+fn new_epoch() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = blake3::hash(format!("{t}:{}", std::process::id()).as_bytes()).as_bytes()[..8]
+            .try_into()
+            .unwrap();
+    }
+    u64::from_le_bytes(b) | 1
+}
 
-/// `meta` key of the [`IndexState`]. (Indexes of an older layout keep theirs under
-/// `state`; with this key absent they are rebuilt.)
-const STATE_KEY: &str = "state-v2";
-const POSITIONS_FILE: &str = "positions";
-const POSITION_BYTES: u64 = 16;
+fn encode_flat(f: &Flat) -> Result<Vec<u8>> {
+    let payload = crate::event::encode_canonical(&(STATE_VERSION, f))
+        .map_err(|e| Error::Index(e.to_string()))?;
+    let mut v = Vec::with_capacity(payload.len() + 36);
+    v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    v.extend_from_slice(&payload);
+    v.extend_from_slice(blake3::hash(&payload).as_bytes());
+    Ok(v)
+}
+
+/// The state in `b` (anything after its hash is ignored: the file is rewritten in
+/// place and cut only when it shrinks).
+fn decode_flat(b: &[u8]) -> Option<Flat> {
+    let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let payload = b.get(4..4 + len)?;
+    if blake3::hash(payload).as_bytes() != b.get(4 + len..4 + len + 32)? {
+        return None;
+    }
+    let (v, mut f): (u32, Flat) = crate::event::decode_canonical(payload).ok()?;
+    f.written = b.len() as u64;
+    (v == STATE_VERSION).then_some(f)
+}
 
 /// The flat `seq -> (segment, offset, time)` file.
 struct Positions {
@@ -269,105 +354,95 @@ fn entry_seqs(k: &[u8], v: &[u8], out: &mut Vec<u64>) {
     );
 }
 
-impl Index {
-    pub fn open(dir: &Path) -> Result<Index> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .open()?;
-        // Where earlier versions kept the stat cache and the snapshots (large values).
-        for old in ["stat", "snap"] {
-            db.drop_tree(old)?;
+impl Sled {
+    fn open(dir: &Path) -> Result<Sled> {
+        if let Some(s) = KEPT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&kept_key(dir))
+        {
+            return Ok(s);
         }
+        // sled releases its file lock some time after the last handle is dropped (sled
+        // issues #1234 and #1289), so a ledger reopened in the same process can find the
+        // database locked by its own previous instance. The ledger's lock is held, so
+        // nothing else uses it: wait.
+        let start = Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(64 << 20)
+                .open()
+            {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && start.elapsed() < SLED_LOCK_WAIT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => break r?,
+            }
+        };
         let t = |n: &str| db.open_tree(n);
-        let index = Index {
-            positions: Arc::new(Positions::open(dir)?),
+        Ok(Sled {
             meta: t("meta")?,
             change: t("change")?,
             resource: t("resource")?,
             agent: t("agent")?,
             corr: t("corr")?,
-            redacted: t("redacted")?,
-            reverts: t("reverts")?,
-            snap_dir: dir.join("snapshots"),
             db,
-        };
-        if index.meta.is_empty() {
-            // A new index covers no events yet: its tree is the empty tree.
-            index.set_merkle_state(&MerkleState::default())?;
-        }
-        Ok(index)
+        })
     }
 
-    pub fn state(&self) -> Result<IndexState> {
-        match self.meta.get(STATE_KEY)? {
-            None => Ok(IndexState::default()),
-            Some(v) => bincode::serde::decode_from_slice(&v, crate::event::CANONICAL)
-                .map(|(s, _)| s)
-                .map_err(|e| Error::Index(format!("unreadable index state: {e}"))),
-        }
+    /// `(epoch, indexed)`; `(0, 0)` when absent or unreadable.
+    fn state(&self) -> (u64, u64) {
+        self.meta
+            .get(SLED_STATE_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| crate::event::decode_canonical(&v).ok())
+            .unwrap_or((0, 0))
     }
 
-    pub fn set_state(&self, s: &IndexState) -> Result<()> {
-        let v = bincode::serde::encode_to_vec(s, crate::event::CANONICAL)
+    fn set_state(&self, epoch: u64, indexed: u64) -> Result<()> {
+        let v = crate::event::encode_canonical(&(epoch, indexed))
             .map_err(|e| Error::Index(e.to_string()))?;
-        self.meta.insert(STATE_KEY, v)?;
+        self.meta.insert(SLED_STATE_KEY, v)?;
         Ok(())
     }
 
-    /// Empties every journal-derived tree and the position file, and removes the
-    /// snapshots.
-    pub fn clear(&self) -> Result<()> {
-        // Trees of the older layout, if present.
-        for old in ["pos", "time"] {
-            self.db.drop_tree(old)?;
-        }
-        self.positions.truncate(0)?;
+    fn clear(&self, epoch: u64) -> Result<()> {
         for t in [
             &self.meta,
             &self.change,
             &self.resource,
             &self.agent,
             &self.corr,
-            &self.redacted,
-            &self.reverts,
         ] {
             t.clear()?;
         }
-        match fs::remove_dir_all(&self.snap_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing", &self.snap_dir, e)),
+        self.set_state(epoch, 0)
+    }
+
+    /// Adds records (in seq order, starting at or below `indexed`).
+    fn add(&self, records: &[Record], epoch: u64) -> Result<()> {
+        let (_, indexed) = self.state();
+        let records = match records.iter().position(|r| r.event.seq >= indexed) {
+            Some(i) => &records[i..],
+            None => return Ok(()),
+        };
+        if records[0].event.seq > indexed {
+            // A gap (an earlier add failed): rebuilt when next opened.
+            self.set_state(0, 0)?;
+            return Err(Error::Index(format!(
+                "the sled index ends at seq {indexed} but seq {} is being added",
+                records[0].event.seq
+            )));
         }
-        // Every caller re-adds the journal from seq 0 next.
-        self.set_merkle_state(&MerkleState::default())
-    }
-
-    /// Records the positions and times of records (in seq order, continuing the
-    /// position file or overwriting its end). Cheap: one write, no sync.
-    pub fn add_positions(&self, records: &[Record]) -> Result<()> {
-        self.positions.push(records)
-    }
-
-    /// Number of seqs in the position file.
-    pub fn positions_len(&self) -> u64 {
-        self.positions.len()
-    }
-
-    /// Drops position entries from seq `n` on.
-    pub fn truncate_positions(&self, n: u64) -> Result<()> {
-        self.positions.truncate(n)
-    }
-
-    /// Adds records (in seq order) to the sled indexes (not the position file: see
-    /// [`Index::add_positions`]).
-    pub fn add(&self, records: &[Record]) -> Result<()> {
         let mut change = Grouped::default();
         let mut resource = Grouped::default();
         let mut agent = Grouped::default();
         let mut corr = Grouped::default();
-        let mut redacted = sled::Batch::default();
-        let mut reverts = sled::Batch::default();
         for r in records {
             let ev = &r.event;
             change.add(ev.change_id.as_bytes(), ev.seq);
@@ -378,64 +453,23 @@ impl Index {
             for rc in ev.resources() {
                 resource.add(&rc.key.index_bytes(), ev.seq);
             }
-            if let Body::Change(c) = &ev.body {
-                if let Some(target) = &c.reverts {
-                    reverts.insert(key_seq(target.as_bytes(), ev.seq), ev.change_id.as_bytes());
-                }
-            }
-            if let Body::Redaction(rd) = &ev.body {
-                redacted.insert(rd.hash.as_bytes(), &ev.seq.to_be_bytes());
-            }
         }
         change.apply(&self.change)?;
         resource.apply(&self.resource)?;
         agent.apply(&self.agent)?;
         corr.apply(&self.corr)?;
-        self.redacted.apply_batch(redacted)?;
-        self.reverts.apply_batch(reverts)?;
-        self.advance_merkle(records)
+        self.set_state(epoch, records[records.len() - 1].event.seq + 1)
     }
 
-    /// Pushes the records' leaves onto the stored Merkle frontier. Records it already
-    /// holds (re-added after an interrupted catch-up) are skipped; a gap makes the state
-    /// unknown, to be rebuilt from the journal when next needed.
-    fn advance_merkle(&self, records: &[Record]) -> Result<()> {
-        let Some(mut st) = self.merkle_state() else {
-            return Ok(());
-        };
-        let before = st.frontier.size();
-        for r in records {
-            let size = st.frontier.size();
-            if r.event.seq < size {
-                continue;
+    /// Writes out everything sled holds in memory (as dropping its last handle does:
+    /// until a flush finds nothing left to write).
+    fn flush(&self) -> Result<()> {
+        for _ in 0..16 {
+            if self.db.flush()? == 0 {
+                break;
             }
-            if r.event.seq > size {
-                self.meta.remove(MERKLE_KEY)?;
-                return Ok(());
-            }
-            st.frontier.push(crate::merkle::leaf_hash(&r.hash));
-            st.last = r.hash;
-        }
-        if st.frontier.size() != before {
-            self.set_merkle_state(&st)?;
         }
         Ok(())
-    }
-
-    /// The stored Merkle state, `None` when absent or unreadable (it is derived data).
-    pub fn merkle_state(&self) -> Option<MerkleState> {
-        let v = self.meta.get(MERKLE_KEY).ok()??;
-        crate::event::decode_canonical(&v).ok()
-    }
-
-    pub fn set_merkle_state(&self, st: &MerkleState) -> Result<()> {
-        let v = crate::event::encode_canonical(st).map_err(|e| Error::Index(e.to_string()))?;
-        self.meta.insert(MERKLE_KEY, v)?;
-        Ok(())
-    }
-
-    pub fn position(&self, seq: u64) -> Result<Option<Position>> {
-        Ok(self.positions.get(seq)?.map(|(p, _)| p))
     }
 
     /// Seqs of every entry under keys starting with `prefix`, ascending, no repeats.
@@ -455,27 +489,293 @@ impl Index {
         p.push(0);
         Self::prefix_seqs(tree, &p)
     }
+}
 
-    pub fn change_seqs(&self, change_id: &str) -> Result<Vec<u64>> {
-        Self::seqs(&self.change, change_id.as_bytes())
+/// Where a ledger of an older layout kept its sled database: directly in `index/`.
+const OLD_SLED_FILES: [&str; 3] = ["db", "conf", "blobs"];
+
+impl Index {
+    /// Opens the flat indexes and reads their state (sled stays closed: see
+    /// [`Index::open_sled`]). A state that is missing, unreadable or disagrees with the
+    /// change files comes back empty (nothing indexed), which makes the caller rebuild.
+    pub fn open(dir: &Path) -> Result<(Index, IndexState)> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let path = dir.join(STATE_FILE);
+        let state_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &state_file, &mut bytes)
+            .map_err(|e| Error::io("reading", &path, e))?;
+        let mut flat = decode_flat(&bytes);
+        if flat.is_none() {
+            // An older layout kept its sled database in this directory: derived data.
+            for old in OLD_SLED_FILES {
+                let p = dir.join(old);
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with("snap.") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let (changes, sorted) = flat.as_ref().map_or((0, 0), |f| (f.changes, f.sorted));
+        let (log, ok) = ChangeLog::open(dir, changes, sorted)?;
+        if !ok {
+            log.clear()?;
+            flat = None;
+        }
+        // Nothing indexed yet: the empty tree; a new epoch for a sled built before.
+        let flat = flat.unwrap_or_else(|| Flat {
+            merkle: Some(MerkleState::default()),
+            epoch: new_epoch(),
+            ..Flat::default()
+        });
+        let state = flat.state.clone();
+        let index = Index {
+            dir: dir.to_path_buf(),
+            positions: Arc::new(Positions::open(dir)?),
+            changes: Arc::new(log),
+            flat: Arc::new(Mutex::new(flat)),
+            state_file: Arc::new(state_file),
+            sled: Arc::new(OnceLock::new()),
+            pending_sled: Arc::new(Mutex::new(None)),
+            snap_dir: dir.join("snapshots"),
+        };
+        Ok((index, state))
     }
 
-    pub fn change_exists(&self, change_id: &str) -> Result<Option<u64>> {
-        let mut p = change_id.as_bytes().to_vec();
-        p.push(0);
-        Ok(self
-            .change
-            .scan_prefix(&p)
-            .keys()
-            .next()
-            .transpose()?
-            .map(|k| seq_suffix(&k)))
+    pub fn state(&self) -> Result<IndexState> {
+        Ok(self.flat.lock().unwrap().state.clone())
+    }
+
+    pub fn set_state(&self, s: &IndexState) -> Result<()> {
+        let mut f = self.flat.lock().unwrap();
+        f.state = s.clone();
+        self.write_flat(&mut f)
+    }
+
+    /// Writes the state file from `f` (with the change files' current lengths).
+    fn write_flat(&self, f: &mut Flat) -> Result<()> {
+        (f.changes, f.sorted) = self.changes.lens();
+        let bytes = encode_flat(f)?;
+        let path = self.dir.join(STATE_FILE);
+        self.state_file
+            .write_all_at(&bytes, 0)
+            .and_then(|()| {
+                // Cut only when shorter (the length in front says where the state ends).
+                if (bytes.len() as u64) < f.written {
+                    self.state_file.set_len(bytes.len() as u64)?;
+                }
+                f.written = bytes.len() as u64;
+                Ok(())
+            })
+            .map_err(|e| Error::io("writing", &path, e))
+    }
+
+    /// Empties every journal-derived index (sled too, when open) and removes the
+    /// snapshots; the flat indexes get a new epoch, so a sled database built before is
+    /// rebuilt when next opened.
+    pub fn clear(&self) -> Result<()> {
+        self.positions.truncate(0)?;
+        self.changes.clear()?;
+        match fs::remove_dir_all(&self.snap_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing", &self.snap_dir, e)),
+        }
+        let mut f = self.flat.lock().unwrap();
+        *f = Flat {
+            // A new index covers no events yet: its tree is the empty tree.
+            merkle: Some(MerkleState::default()),
+            epoch: new_epoch(),
+            ..Flat::default()
+        };
+        if let Some(s) = self.sled.get() {
+            s.clear(f.epoch)?;
+        }
+        // Every caller re-adds the journal from seq 0 next.
+        self.write_flat(&mut f)
+    }
+
+    /// Records the positions and times of records (in seq order, continuing the
+    /// position file or overwriting its end). Cheap: one write, no sync.
+    pub fn add_positions(&self, records: &[Record]) -> Result<()> {
+        self.positions.push(records)
+    }
+
+    /// Number of seqs in the position file.
+    pub fn positions_len(&self) -> u64 {
+        self.positions.len()
+    }
+
+    /// Drops position entries from seq `n` on.
+    pub fn truncate_positions(&self, n: u64) -> Result<()> {
+        self.positions.truncate(n)
+    }
+
+    /// Adds records (in seq order) to the change files, the Merkle frontier and, when
+    /// it is open, sled (not the position file: see [`Index::add_positions`]). The state
+    /// file is written by the caller's [`Index::set_state`].
+    pub fn add(&self, records: &[Record]) -> Result<()> {
+        self.changes.add(records)?;
+        let epoch = {
+            let mut f = self.flat.lock().unwrap();
+            advance_merkle(&mut f.merkle, records);
+            for r in records {
+                if let Body::Redaction(rd) = &r.event.body {
+                    f.redacted.insert(rd.hash, r.event.seq);
+                }
+            }
+            f.epoch
+        };
+        if let Some(s) = self.sled.get() {
+            s.add(records, epoch)?;
+        }
+        Ok(())
+    }
+
+    /// Whether sled is open (commands that never need it never open it).
+    pub fn sled_is_open(&self) -> bool {
+        self.sled.get().is_some()
+    }
+
+    /// Opens sled (not yet for queries): returns the seq it must be caught up from
+    /// (0 after clearing it, when it was built for other flat indexes or for a longer
+    /// journal than `journal_next`). A database sled cannot read is thrown away and
+    /// made anew (derived data). Follow with [`Index::sled_catch_up`] for the events
+    /// from that seq, then [`Index::sled_ready`].
+    pub fn open_sled(&self, journal_next: u64) -> Result<u64> {
+        if self.sled.get().is_some() {
+            return Ok(journal_next);
+        }
+        let dir = self.dir.join(SLED_DIR);
+        let sled = match Sled::open(&dir) {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("could not acquire lock") => return Err(e),
+            Err(_) => {
+                let _ = fs::remove_dir_all(&dir);
+                Sled::open(&dir)?
+            }
+        };
+        let epoch = self.flat.lock().unwrap().epoch;
+        let (sled_epoch, indexed) = sled.state();
+        let from = if sled_epoch != epoch || indexed > journal_next {
+            sled.clear(epoch)?;
+            0
+        } else {
+            indexed
+        };
+        self.pending_sled.lock().unwrap().replace(sled);
+        Ok(from)
+    }
+
+    /// Adds records to the sled database being opened.
+    pub fn sled_catch_up(&self, records: &[Record]) -> Result<()> {
+        let epoch = self.flat.lock().unwrap().epoch;
+        match self.pending_sled.lock().unwrap().as_ref() {
+            Some(s) => s.add(records, epoch),
+            None => Err(Error::Index("sled is not being opened".into())),
+        }
+    }
+
+    /// Makes the sled database being opened the one queries use and appends feed.
+    pub fn sled_ready(&self) -> Result<()> {
+        let s = self
+            .pending_sled
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Error::Index("sled is not being opened".into()))?;
+        let _ = self.sled.set(s);
+        Ok(())
+    }
+
+    fn sled(&self) -> Result<&Sled> {
+        self.sled
+            .get()
+            .ok_or_else(|| Error::Index("the sled index is not open".into()))
+    }
+
+    /// The stored Merkle state, `None` when absent or unknown (it is derived data).
+    pub fn merkle_state(&self) -> Option<MerkleState> {
+        self.flat.lock().unwrap().merkle.clone()
+    }
+
+    pub fn set_merkle_state(&self, st: &MerkleState) -> Result<()> {
+        let mut f = self.flat.lock().unwrap();
+        f.merkle = Some(st.clone());
+        self.write_flat(&mut f)
+    }
+
+    pub fn position(&self, seq: u64) -> Result<Option<Position>> {
+        Ok(self.positions.get(seq)?.map(|(p, _)| p))
+    }
+
+    /// Seqs that may carry `change_id`, ascending (from the flat change index: check
+    /// each event's ID before believing it).
+    pub fn change_candidates(&self, change_id: &str) -> Result<Vec<u64>> {
+        let mut v: Vec<u64> = self
+            .changes
+            .lookup(changelog::change_key(change_id))?
+            .into_iter()
+            .filter(|v| v & REVERTS == 0)
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Seqs of events that may revert `change_id`, ascending (check each event).
+    pub fn revert_candidates(&self, change_id: &str) -> Result<Vec<u64>> {
+        let mut v: Vec<u64> = self
+            .changes
+            .lookup(changelog::change_key(change_id))?
+            .into_iter()
+            .filter(|v| v & REVERTS != 0)
+            .map(|v| v & !REVERTS)
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// The last record of the change log: `(seq, key of the change ID it names, reverts)`.
+    pub(crate) fn last_change_record(&self) -> Option<(u64, u64, bool)> {
+        self.changes
+            .last()
+            .map(|(k, v)| (v & !REVERTS, k, v & REVERTS != 0))
+    }
+
+    /// For `verify`: the order-free digest of the change index's records (see
+    /// [`Index::change_digest_of`]) and whether its two files agree with each other.
+    pub(crate) fn change_digests(&self) -> Result<(u64, bool)> {
+        self.changes.digests()
+    }
+
+    /// What one event adds to the change index's digest.
+    pub(crate) fn change_digest_of(change_id: &str, reverts: Option<&str>, seq: u64) -> u64 {
+        let mut d = changelog::mix(changelog::change_key(change_id), seq);
+        if let Some(t) = reverts {
+            d = d.wrapping_add(changelog::mix(changelog::change_key(t), seq | REVERTS));
+        }
+        d
+    }
+
+    /// The redactions the flat state holds: content hash -> seq of the redaction.
+    pub(crate) fn redactions(&self) -> BTreeMap<Hash, u64> {
+        self.flat.lock().unwrap().redacted.clone()
     }
 
     /// Change IDs starting with `prefix` (at most `limit`), for short IDs on the CLI.
     pub fn changes_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
-        for k in self.change.scan_prefix(prefix.as_bytes()).keys() {
+        for k in self.sled()?.change.scan_prefix(prefix.as_bytes()).keys() {
             let k = k?;
             let id = String::from_utf8_lossy(&k[..k.len() - 9]).into_owned();
             if out.last() != Some(&id) {
@@ -489,20 +789,20 @@ impl Index {
     }
 
     pub fn resource_seqs(&self, key: &[u8]) -> Result<Vec<u64>> {
-        Self::seqs(&self.resource, key)
+        Sled::seqs(&self.sled()?.resource, key)
     }
 
     /// Seqs of events on resources whose index key starts with `prefix` (a directory).
     pub fn resource_prefix_seqs(&self, prefix: &[u8]) -> Result<Vec<u64>> {
-        Self::prefix_seqs(&self.resource, prefix)
+        Sled::prefix_seqs(&self.sled()?.resource, prefix)
     }
 
     pub fn agent_seqs(&self, agent: &str) -> Result<Vec<u64>> {
-        Self::seqs(&self.agent, agent.as_bytes())
+        Sled::seqs(&self.sled()?.agent, agent.as_bytes())
     }
 
     pub fn correlation_seqs(&self, corr: &str) -> Result<Vec<u64>> {
-        Self::seqs(&self.corr, corr.as_bytes())
+        Sled::seqs(&self.sled()?.corr, corr.as_bytes())
     }
 
     /// Seqs of events whose recorded time lies in `[since, until)`, ascending by seq.
@@ -523,22 +823,7 @@ impl Index {
 
     /// Seq of the redaction event for `hash`, if it was redacted.
     pub fn redaction(&self, hash: &Hash) -> Result<Option<u64>> {
-        Ok(self
-            .redacted
-            .get(hash.as_bytes())?
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())))
-    }
-
-    /// Every change that reverted `change_id`, in seq order (whether or not those
-    /// reverts are still in force: `replay::Changes` decides that).
-    pub fn reverters(&self, change_id: &str) -> Result<Vec<String>> {
-        let mut p = change_id.as_bytes().to_vec();
-        p.push(0);
-        self.reverts
-            .scan_prefix(&p)
-            .values()
-            .map(|v| Ok(String::from_utf8_lossy(&v?).into_owned()))
-            .collect()
+        Ok(self.flat.lock().unwrap().redacted.get(hash).copied())
     }
 
     /// Saves a projection snapshot: `name` (letters, digits, `-`, `_`) at `seq`.
@@ -632,20 +917,49 @@ impl Index {
         Ok(())
     }
 
-    /// Writes out everything sled holds in memory (as dropping its last handle does:
-    /// until a flush finds nothing left to write).
+    /// Writes out what sled holds in memory, if it is open.
     pub fn flush(&self) -> Result<()> {
-        for _ in 0..16 {
-            if self.db.flush()? == 0 {
-                break;
-            }
+        match self.sled.get() {
+            Some(s) => s.flush(),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// For a process about to exit: flushes sled, if open, and keeps its handle in this
+    /// process instead of freeing its page table entry by entry (see `KEPT`).
+    pub(crate) fn keep_for_exit(&self) {
+        if let Some(s) = self.sled.get() {
+            let _ = s.flush();
+            KEPT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(kept_key(&self.dir.join(SLED_DIR)), s.clone());
+        }
     }
 
     /// Calls `f(seq, position)` for every position entry in seq order until it
     /// returns false.
     pub fn for_each_position(&self, f: &mut dyn FnMut(u64, Position) -> bool) -> Result<()> {
         self.positions.for_each(0, &mut |s, p, _| f(s, p))
+    }
+}
+
+/// Pushes the records' leaves onto the Merkle frontier. Records it already holds
+/// (re-added after an interrupted catch-up) are skipped; a gap makes the state unknown,
+/// to be rebuilt from the journal when next needed.
+fn advance_merkle(merkle: &mut Option<MerkleState>, records: &[Record]) {
+    let Some(st) = merkle else {
+        return;
+    };
+    for r in records {
+        let size = st.frontier.size();
+        if r.event.seq < size {
+            continue;
+        }
+        if r.event.seq > size {
+            *merkle = None;
+            return;
+        }
+        st.frontier.push(crate::merkle::leaf_hash(&r.hash));
+        st.last = r.hash;
     }
 }

@@ -128,14 +128,10 @@ impl Drop for Ledger {
             let _ = t.join();
         }
         if self.exiting.load(std::sync::atomic::Ordering::Relaxed) {
-            // Flush as sled's own drop would, then keep a handle in `KEPT` so that its
-            // page table (one entry per page of the database, large for large indexes)
-            // is not freed piece by piece: the process is about to exit. A failed flush
-            // only means the index catches up from the journal on the next open.
-            let _ = self.index.flush();
-            KEPT.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(kept_key(&self.dir.join("index")), self.index.clone());
+            // Flush as sled's own drop would, then keep its handle for the process exit
+            // to reclaim. A failed flush only means sled catches up from the journal
+            // when it is next opened.
+            self.index.keep_for_exit();
         }
     }
 }
@@ -280,50 +276,6 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
     Ok(f)
 }
 
-/// Indexes of ledgers dropped after [`Ledger::exiting`], by index directory: left for
-/// the process exit to reclaim, or taken again by the next open of the same ledger.
-static KEPT: Mutex<BTreeMap<PathBuf, Index>> = Mutex::new(BTreeMap::new());
-
-fn kept_key(index_dir: &Path) -> PathBuf {
-    index_dir
-        .canonicalize()
-        .unwrap_or_else(|_| index_dir.to_path_buf())
-}
-
-/// How long to wait for sled to let go of an index database this process closed.
-const INDEX_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-fn is_sled_lock_error(e: &Error) -> bool {
-    matches!(e, Error::Index(m) if m.contains("could not acquire lock"))
-}
-
-/// Opens the index database and reads its state. sled releases its file lock some time
-/// after the last handle is dropped (sled issues #1234 and #1289), so a ledger reopened
-/// in the same process can find the index locked by its own previous instance. The
-/// ledger's lock is held here, so nothing else uses the index: wait for it. Treating
-/// it as unreadable would throw the index away, and with it the record of the last
-/// acknowledged seq that recovery relies on.
-fn open_index(dir: &Path) -> Result<(Index, IndexState)> {
-    // A ledger dropped in this process as `exiting` kept its index open (and sled's
-    // lock on it): use that.
-    let kept = KEPT
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&kept_key(dir));
-    if let Some(index) = kept {
-        return index.state().map(|s| (index, s));
-    }
-    let start = Instant::now();
-    loop {
-        match Index::open(dir).and_then(|i| i.state().map(|s| (i, s))) {
-            Err(e) if is_sled_lock_error(&e) && start.elapsed() < INDEX_LOCK_WAIT => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            r => return r,
-        }
-    }
-}
-
 impl Ledger {
     /// Creates `workspace/.ledger` and writes the genesis event. Refuses if one exists.
     pub fn init(workspace: &Path, actor: Actor) -> Result<Ledger> {
@@ -411,18 +363,15 @@ impl Ledger {
         let then = locked();
         let mut report = OpenReport::default();
         let index_dir = dir.join("index");
-        let index = match open_index(&index_dir) {
+        let (index, state) = match Index::open(&index_dir) {
             Ok(x) => x,
-            Err(e) if is_sled_lock_error(&e) => return Err(e),
             Err(e) => {
                 // Derived data only: throw it away and rebuild.
                 report.reindexed = Some(format!("index unreadable ({e})"));
                 let _ = fs::remove_dir_all(&index_dir);
-                let i = Index::open(&index_dir)?;
-                (i, IndexState::default())
+                Index::open(&index_dir)?
             }
         };
-        let (index, state) = index;
         let storage = FsStorage::new(&dir.join("journal"))
             .map_err(|e| Error::io("opening", dir.join("journal"), e))?;
         let store = ContentStore::open(&dir.join("objects"))?;
@@ -496,6 +445,22 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::sync_index`] for a caller holding the writer (so nothing new is queued).
+    fn sync_index_locked(&self, w: &mut MutexGuard<'_, Writer>) -> Result<()> {
+        let (lock, cv) = &*self.progress;
+        let mut p = lock.lock().unwrap();
+        loop {
+            if p.error.is_some() {
+                drop(p);
+                return self.recover_index_locked(w);
+            }
+            if p.done >= p.sent {
+                return Ok(());
+            }
+            p = cv.wait(p).unwrap();
+        }
+    }
+
     /// Marks the index writer as failed, as a sled error would (tests of the recovery).
     #[doc(hidden)]
     pub fn fail_index_writer(&self, why: &str) {
@@ -511,8 +476,12 @@ impl Ledger {
         let Ok(mut w) = self.writer.try_lock() else {
             return Err(Error::Index("the writer is busy".into()));
         };
+        self.recover_index_locked(&mut w)
+    }
+
+    fn recover_index_locked(&self, w: &mut MutexGuard<'_, Writer>) -> Result<()> {
         let state = self.index.state()?;
-        self.catch_up_locked(&mut w, state, &mut OpenReport::default())?;
+        self.catch_up_locked(w, state, &mut OpenReport::default())?;
         let next = w.journal.next_seq();
         let mut p = self.progress.0.lock().unwrap();
         *p = IndexProgress {
@@ -523,14 +492,72 @@ impl Ledger {
         Ok(())
     }
 
-    /// Whether a change ID exists, counting appends still on their way into sled.
-    fn change_first_seq(&self, id: &str) -> Result<Option<u64>> {
-        // Pending first, then sled: the writer adds to sled before forgetting the pending
-        // entry, so an ID is always in one or the other.
+    /// Whether a change ID exists (its first seq), counting appends still on their way
+    /// to the index writer.
+    fn change_first_seq(&self, j: &Journal, id: &str) -> Result<Option<u64>> {
+        // Pending first, then the change index: the writer adds to it before forgetting
+        // the pending entry, so an ID is always in one or the other.
         if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
             return Ok(Some(*s));
         }
-        self.index.change_exists(id)
+        Ok(self.checked_seqs(j, id, false)?.first().copied())
+    }
+
+    /// The seqs of `id`'s events (`reverting`: of the events reverting `id`), from the
+    /// flat change index, each checked against its event (two IDs may share a key).
+    fn checked_seqs(&self, j: &Journal, id: &str, reverting: bool) -> Result<Vec<u64>> {
+        let candidates = if reverting {
+            self.index.revert_candidates(id)?
+        } else {
+            self.index.change_candidates(id)?
+        };
+        let mut out = Vec::with_capacity(candidates.len());
+        for seq in candidates {
+            let pos = self
+                .index
+                .position(seq)?
+                .ok_or_else(|| Error::Index(format!("no position for seq {seq}")))?;
+            let r = j.read_at(pos)?;
+            let hit = if reverting {
+                matches!(&r.event.body, Body::Change(c) if c.reverts.as_deref() == Some(id))
+            } else {
+                r.event.change_id == id
+            };
+            if hit && r.event.seq == seq {
+                out.push(seq);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first seq of change `id`, if it exists (flat index: sled stays closed).
+    pub fn change_exists(&self, id: &str) -> Result<Option<u64>> {
+        self.sync_index()?;
+        let w = self.writer.lock().unwrap();
+        self.change_first_seq(&w.journal, id)
+    }
+
+    /// The seqs of change `id`'s events, ascending (empty for an unknown ID).
+    pub fn change_seqs(&self, id: &str) -> Result<Vec<u64>> {
+        self.sync_index()?;
+        let w = self.writer.lock().unwrap();
+        self.checked_seqs(&w.journal, id, false)
+    }
+
+    /// Every change that reverted `change_id`, in seq order (whether or not those
+    /// reverts are still in force: `replay::Changes` decides that).
+    pub fn reverters(&self, change_id: &str) -> Result<Vec<String>> {
+        self.sync_index()?;
+        let w = self.writer.lock().unwrap();
+        let mut out: Vec<String> = Vec::new();
+        for seq in self.checked_seqs(&w.journal, change_id, true)? {
+            let pos = self.index.position(seq)?.expect("checked above");
+            let id = w.journal.read_at(pos)?.event.change_id;
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// Brings indexes level with the journal and checks sealed segments were not edited.
@@ -566,6 +593,29 @@ impl Ledger {
                     _ => false,
                 },
             };
+        // The change index's last record must name the change of the event it points at.
+        let changes_ok = match self.index.last_change_record() {
+            None => state.indexed == 0,
+            Some((seq, key, reverts)) => {
+                seq < state.indexed
+                    && match self.index.position(seq) {
+                        Ok(Some(pos)) => w.journal.read_at(pos).is_ok_and(|r| {
+                            r.event.seq == seq
+                                && match (&r.event.body, reverts) {
+                                    (Body::Change(c), true) => c
+                                        .reverts
+                                        .as_deref()
+                                        .is_some_and(|t| crate::changelog::change_key(t) == key),
+                                    (_, true) => false,
+                                    (_, false) => {
+                                        crate::changelog::change_key(&r.event.change_id) == key
+                                    }
+                                }
+                        }),
+                        _ => false,
+                    }
+            }
+        };
         let genesis_ok = match (state.genesis, head) {
             (Some(g), Some(_)) => {
                 self.index.position(0)?.is_some()
@@ -593,6 +643,8 @@ impl Ledger {
                 "the position file ({positions} events) disagrees with the index ({} events)",
                 state.indexed
             ))
+        } else if !changes_ok {
+            Some("the change index disagrees with the journal".to_string())
         } else if !genesis_ok {
             Some("index belongs to another journal or is empty".to_string())
         } else if state.indexed == 0 && next > 0 {
@@ -614,21 +666,7 @@ impl Ledger {
             self.index.clear()?;
             self.index_from(w, 0, None, state.tail)?;
         } else if state.indexed < next {
-            let prev = match state.indexed.checked_sub(1) {
-                Some(s) => {
-                    let pos = self
-                        .index
-                        .position(s)?
-                        .ok_or_else(|| Error::Index(format!("no position for seq {s}")))?;
-                    let r = w.journal.read_at(pos)?;
-                    let next = Position {
-                        segment: pos.segment,
-                        offset: pos.offset + r.frame_len,
-                    };
-                    Some((r, next))
-                }
-                None => None,
-            };
+            let prev = self.prev_record(w, state.indexed)?;
             self.index_from(w, state.indexed, prev, state.tail)?;
         }
         Ok(())
@@ -720,7 +758,73 @@ impl Ledger {
     /// The indexes, once they hold every appended event.
     pub fn index(&self) -> Result<&Index> {
         self.sync_index()?;
+        if !self.index.sled_is_open() {
+            let mut w = self.writer.lock().unwrap();
+            self.open_sled_locked(&mut w)?;
+        }
         Ok(&self.index)
+    }
+
+    /// The flat indexes (positions, the change index, the state and the Merkle
+    /// frontier), once they hold every appended event, without opening sled.
+    pub fn flat_index(&self) -> Result<&Index> {
+        self.sync_index()?;
+        Ok(&self.index)
+    }
+
+    /// Opens sled and catches it up with the journal (from where it stopped, or from
+    /// seq 0 when it was built for other flat indexes). With the writer held nothing
+    /// new is queued; the index writer feeds sled from then on.
+    fn open_sled_locked(&self, w: &mut MutexGuard<'_, Writer>) -> Result<()> {
+        if self.index.sled_is_open() {
+            return Ok(());
+        }
+        self.sync_index_locked(w)?;
+        let next = self.index.state()?.indexed;
+        let from = self.index.open_sled(next)?;
+        if from < next {
+            let mut batch = Vec::with_capacity(4096);
+            let mut f = |r: &Record| -> Result<()> {
+                if r.event.seq < next {
+                    batch.push(r.clone());
+                    if batch.len() >= 4096 {
+                        self.index.sled_catch_up(&batch)?;
+                        batch.clear();
+                    }
+                }
+                Ok(())
+            };
+            let res = match self.prev_record(w, from)? {
+                None => w.journal.scan_all(&mut f),
+                Some((r, pos)) => w.journal.scan_from(pos, Some(&r), &mut f),
+            };
+            self.index.sled_catch_up(&batch)?;
+            // Damage after what the flat indexes hold is reported by those who read it.
+            if let Err(e) = res {
+                if batch.last().map_or(from, |r| r.event.seq + 1) < next {
+                    return Err(e);
+                }
+            }
+        }
+        self.index.sled_ready()
+    }
+
+    /// The record before `seq` and the position after it (where `seq` starts), for
+    /// continuing a checked walk; `None` for seq 0.
+    fn prev_record(&self, w: &Writer, seq: u64) -> Result<Option<(Record, Position)>> {
+        let Some(s) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let pos = self
+            .index
+            .position(s)?
+            .ok_or_else(|| Error::Index(format!("no position for seq {s}")))?;
+        let r = w.journal.read_at(pos)?;
+        let next = Position {
+            segment: pos.segment,
+            offset: pos.offset + r.frame_len,
+        };
+        Ok(Some((r, next)))
     }
 
     pub fn head(&self) -> Option<Head> {
@@ -789,7 +893,7 @@ impl Ledger {
         for (t, evs, pre) in items {
             let check = match &pre {
                 Precondition::None => Ok(()),
-                Precondition::NewChange(id) => match self.change_first_seq(id) {
+                Precondition::NewChange(id) => match self.change_first_seq(&w.journal, id) {
                     Ok(Some(seq)) => Err(Error::DuplicateChange {
                         id: id.clone(),
                         seq,
@@ -801,7 +905,7 @@ impl Ledger {
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
                 },
-                Precondition::ExistingChange(id) => match self.change_first_seq(id) {
+                Precondition::ExistingChange(id) => match self.change_first_seq(&w.journal, id) {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => Err(Error::UnknownChange(id.clone())),
                     Err(e) => Err(e),
@@ -941,7 +1045,7 @@ impl Ledger {
 
     /// All events of a change, in seq order. Unknown IDs are an error.
     pub fn change(&self, change_id: &str) -> Result<Vec<Record>> {
-        let seqs = self.index()?.change_seqs(change_id)?;
+        let seqs = self.change_seqs(change_id)?;
         if seqs.is_empty() {
             return Err(Error::UnknownChange(change_id.to_string()));
         }
@@ -950,11 +1054,11 @@ impl Ledger {
 
     /// Resolves a full change ID or an unambiguous prefix of one.
     pub fn resolve_change(&self, id: &str) -> Result<String> {
-        let index = self.index()?;
-        if index.change_exists(id)?.is_some() {
+        if self.change_exists(id)?.is_some() {
             return Ok(id.to_string());
         }
-        let found = index.changes_with_prefix(id, 2)?;
+        // A prefix: the sorted change tree in sled.
+        let found = self.index()?.changes_with_prefix(id, 2)?;
         match found.len() {
             1 => Ok(found.into_iter().next().unwrap()),
             0 => Err(Error::UnknownChange(id.to_string())),
@@ -1063,6 +1167,8 @@ impl Ledger {
         if let Some(d) = &w.damaged {
             return Err(Error::Refused(d.clone()));
         }
+        // sled was cleared with the rest (if open) or is rebuilt now (the new epoch).
+        self.open_sled_locked(&mut w)?;
         self.index.flush()?;
         Ok(w.journal.next_seq())
     }

@@ -5,7 +5,8 @@
 //! - [`Journal`] over a [`Storage`] ([`FsStorage`], [`MemStorage`] for fault tests):
 //!   hash-chained, fsynced, torn-tail recovery.
 //! - [`ContentStore`]: content-addressed, verified blobs.
-//! - [`Index`]: sled indexes, all rebuildable from the journal.
+//! - [`Index`]: the derived indexes (flat files, and sled opened on demand), all
+//!   rebuildable from the journal.
 //! - [`Ledger`]: one `.ledger/` directory: lock, group-committed appends, reads, verify.
 //! - [`merkle`]: RFC 9162-shaped BLAKE3 Merkle tree, inclusion and consistency proofs.
 //! - [`checkpoint`]: C2SP signed checkpoints (Ed25519 signed notes).
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod changelog;
 pub mod checkpoint;
 mod error;
 mod event;

@@ -67,6 +67,8 @@ struct Walk {
     redacted: BTreeMap<Hash, u64>,
     /// The first record whose position the index has wrong.
     index_problem: Option<Problem>,
+    /// The sum of what each event adds to the change index's digest (when checked).
+    change_digest: u64,
     /// Hashes already in `hashes`, one per slot picked by the hash's first 12 bits:
     /// most events name contents named before, and one comparison here saves a map
     /// search. Only ever skips a hash that is in the map, so the map is the same.
@@ -98,6 +100,19 @@ impl Walk {
         if let BodyRef::Redaction(rd) = &r.event.body {
             self.redacted.insert(rd.hash, seq);
         }
+        if positions.is_some() {
+            let reverts = match &r.event.body {
+                BodyRef::Change(c) => c.reverts,
+                _ => None,
+            };
+            self.change_digest =
+                self.change_digest
+                    .wrapping_add(crate::index::Index::change_digest_of(
+                        r.event.change_id,
+                        reverts,
+                        seq,
+                    ));
+        }
         if let (Some(p), None) = (positions, &self.index_problem) {
             let have = p.get(seq as usize);
             if have != Some(&r.pos) {
@@ -123,6 +138,7 @@ impl Walk {
         }
         self.redacted.extend(next.redacted);
         self.index_problem = self.index_problem.or(next.index_problem);
+        self.change_digest = self.change_digest.wrapping_add(next.change_digest);
         self
     }
 }
@@ -146,7 +162,7 @@ impl Ledger {
         // The position file, compared entry by entry with where each record really is.
         let mut positions = Vec::new();
         if indexes {
-            self.index()?.for_each_position(&mut |_, p| {
+            self.flat_index()?.for_each_position(&mut |_, p| {
                 positions.push(p);
                 true
             })?;
@@ -204,7 +220,25 @@ impl Ledger {
             });
         }
         if indexes && rep.problems.is_empty() {
-            let st = self.index()?.state()?;
+            let (digest, consistent) = self.flat_index()?.change_digests()?;
+            if digest != walk.change_digest || !consistent {
+                rep.problems.push(Problem {
+                    kind: "index",
+                    seq: None,
+                    hash: None,
+                    detail: "the change index (index/changes) disagrees with the journal; run `ledger reindex`".to_string(),
+                });
+            } else if self.flat_index()?.redactions() != redacted {
+                rep.problems.push(Problem {
+                    kind: "index",
+                    seq: None,
+                    hash: None,
+                    detail: "the redactions in the index state disagree with the journal; run `ledger reindex`".to_string(),
+                });
+            }
+        }
+        if indexes && rep.problems.is_empty() {
+            let st = self.flat_index()?.state()?;
             if st.indexed != rep.events {
                 rep.problems.push(Problem {
                     kind: "index",

@@ -131,14 +131,79 @@ fn garbage_index_is_rebuilt_with_the_same_answers() {
     drop(l);
     let index = d.path().join(LEDGER_DIR).join("index");
     std::fs::remove_dir_all(&index).unwrap();
-    std::fs::create_dir(&index).unwrap();
-    std::fs::write(index.join("db"), b"not a sled database at all").unwrap();
-    std::fs::write(index.join("conf"), b"garbage").unwrap();
+    std::fs::create_dir_all(index.join("sled")).unwrap();
+    std::fs::write(index.join("sled").join("db"), b"not a sled database at all").unwrap();
+    std::fs::write(index.join("sled").join("conf"), b"garbage").unwrap();
+    std::fs::write(index.join("state"), b"not a state file").unwrap();
+    std::fs::write(index.join("changes"), [7u8; 100]).unwrap();
     let (l2, report) =
         Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
     assert!(report.reindexed.is_some(), "{report:?}");
+    assert_eq!(l2.change("c3").unwrap()[0].event.seq, 4);
     assert_eq!(l2.index().unwrap().agent_seqs("odd").unwrap(), before);
     assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
+}
+
+fn changes_file(d: &tempfile::TempDir) -> std::path::PathBuf {
+    d.path().join(LEDGER_DIR).join("index").join("changes")
+}
+
+#[test]
+fn the_change_index_only_names_candidates_and_verify_notices_a_wrong_one() {
+    let (d, l) = init();
+    forty_changes(&l);
+    drop(l);
+    // Record 11 is c10's (record 0 is the genesis event's); make it claim c20's key.
+    let bytes = std::fs::read(changes_file(&d)).unwrap();
+    assert_eq!(bytes.len(), 16 * 41, "one record per event");
+    let c20_key = bytes[16 * 21..16 * 21 + 8].to_vec();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(changes_file(&d))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &c20_key, 16 * 11).unwrap();
+    let (l2, report) =
+        Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
+    assert!(report.reindexed.is_none(), "{report:?}");
+    // The forged record points at c10's event: checked against it, it is passed over.
+    assert_eq!(l2.change_seqs("c20").unwrap(), vec![21]);
+    assert_eq!(l2.change("c20").unwrap()[0].event.change_id, "c20");
+    let rep = l2.verify(VerifyOptions::default()).unwrap();
+    assert!(!rep.ok(), "verify missed a wrong change index record");
+    assert!(
+        rep.problems[0].detail.contains("change index"),
+        "{:?}",
+        rep.problems
+    );
+    l2.reindex().unwrap();
+    assert_eq!(l2.change_seqs("c10").unwrap(), vec![11]);
+    assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
+}
+
+#[test]
+fn a_change_index_longer_or_shorter_than_its_state_is_cut_or_rebuilt() {
+    let (d, l) = init();
+    let before = forty_changes(&l);
+    drop(l);
+    // Longer: records beyond what the state covers are cut back on open.
+    let mut bytes = std::fs::read(changes_file(&d)).unwrap();
+    bytes.extend_from_slice(&[1u8; 16 * 3]);
+    std::fs::write(changes_file(&d), &bytes).unwrap();
+    let (l2, report) =
+        Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
+    assert!(report.reindexed.is_none(), "{report:?}");
+    assert_eq!(std::fs::metadata(changes_file(&d)).unwrap().len(), 16 * 41);
+    assert!(l2.verify(VerifyOptions::default()).unwrap().ok());
+    drop(l2);
+    // Shorter (a power cut lost its unsynced end): rebuilt from the journal.
+    std::fs::write(changes_file(&d), &bytes[..16 * 30]).unwrap();
+    let (l3, report) =
+        Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
+    assert!(report.reindexed.is_some(), "{report:?}");
+    for (seq, id) in &before[1..] {
+        assert_eq!(l3.change_seqs(id).unwrap(), vec![*seq], "{id}");
+    }
+    assert!(l3.verify(VerifyOptions::default()).unwrap().ok());
 }
 
 #[test]

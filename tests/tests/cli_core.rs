@@ -1109,3 +1109,65 @@ fn reindex_and_automatic_rebuild_give_identical_log_output() {
     assert_eq!(env.log_json(&[]).len(), 4);
     env.verify_ok();
 }
+
+#[test]
+fn sled_is_opened_only_by_commands_that_need_it_and_catches_up_then() {
+    let env = TestEnvironment::init();
+    let sled = env.ledger_dir().join("index").join("sled");
+    env.write("a.txt", "one\n");
+    env.write("b.txt", "two\n");
+    let first = env.record("agent-1", &["--message", "first"]);
+    env.write("a.txt", "one, edited\n");
+    let second = env.record("agent-2", &["--correlation", "req-7"]);
+    // Record, show, status, log, revert, export and verify use the flat indexes only.
+    assert_eq!(env.show_json(&first)["change_id"], first.as_str());
+    env.run(["status"]).success();
+    assert_eq!(env.log_ids(&[]), vec![second.clone(), first.clone()]);
+    let out = env.run(["revert", &second, "--agent", "fixer"]).success();
+    let revert = out.stdout.trim().to_string();
+    assert_eq!(env.read("a.txt"), b"one\n");
+    assert_eq!(env.show_json(&second)["reverted_by"], revert.as_str());
+    assert_eq!(env.show_json(&revert)["reverts"], second.as_str());
+    let again = env.run(["revert", &second, "--agent", "fixer"]).failure();
+    assert!(
+        again
+            .stderr
+            .contains(&format!("already reverted by change {revert}")),
+        "{again:?}"
+    );
+    let export = env.root().join("all.jsonl");
+    env.run(["export", "--out", export.to_str().unwrap()])
+        .success();
+    env.verify_ok();
+    assert!(
+        !sled.exists(),
+        "a command that needs no sled index opened it"
+    );
+
+    // A filter by agent needs sled: it is built from the journal, then kept current.
+    let ids = env.log_ids(&["--agent", "agent-2"]);
+    assert_eq!(ids, vec![second.clone()]);
+    assert!(sled.is_dir(), "`log --agent` did not open the sled index");
+    // Appends made while sled is closed are caught up when it is next opened.
+    env.write("b.txt", "two, edited\n");
+    let third = env.record("agent-2", &[]);
+    assert_eq!(
+        env.log_ids(&["--agent", "agent-2"]),
+        vec![third.clone(), second.clone()]
+    );
+    let blame = env.run(["blame", "b.txt", "--json"]).success().json_lines();
+    let changes: Vec<&str> = blame
+        .iter()
+        .map(|l| l["change_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, vec![first.as_str(), third.as_str()], "{blame:?}");
+    let blame_a = env.run(["blame", "a.txt", "--json"]).success().json_lines();
+    assert_eq!(blame_a.len(), 3, "created, edited, reverted: {blame_a:?}");
+    assert_eq!(blame_a[2]["change_id"], revert.as_str());
+    let tl = env
+        .run(["timeline", "--correlation", "req-7", "--json"])
+        .success()
+        .json_lines();
+    assert!(tl.iter().all(|l| l["change_id"] == second.as_str()) && !tl.is_empty());
+    env.verify_ok();
+}

@@ -374,7 +374,7 @@ fn check_after_kill(dir: &Path, acked: &mut HashMap<String, u64>, stats: &mut St
             "{ctx}: acknowledged change {id} (seq {seq}) is not where it was acknowledged"
         );
         assert_eq!(
-            ledger.index().unwrap().change_exists(id).unwrap(),
+            ledger.change_exists(id).unwrap(),
             Some(*seq),
             "{ctx}: the index lost acknowledged change {id}"
         );
