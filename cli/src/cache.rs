@@ -682,6 +682,44 @@ impl HeadFiles {
         self.seq
     }
 
+    /// Index of the first base entry whose path is not below `path`.
+    fn lower_bound(&self, path: &[u8]) -> usize {
+        self.spans
+            .partition_point(|&(s, l)| &self.buf[s..s + l] < path)
+    }
+
+    /// The recorded content at `path`, if a file is recorded there.
+    pub fn get(&self, path: &[u8]) -> Option<Content> {
+        if let Some(c) = self.overlay.get(path) {
+            return *c;
+        }
+        let i = self.lower_bound(path);
+        let (p, c) = (i < self.spans.len()).then(|| self.base_content(i))?;
+        (p == path).then_some(c)
+    }
+
+    /// The recorded files whose path starts with `prefix`, in path order.
+    pub fn with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Content)> {
+        let mut out: BTreeMap<Vec<u8>, Content> = BTreeMap::new();
+        for i in self.lower_bound(prefix)..self.spans.len() {
+            let (p, c) = self.base_content(i);
+            if !p.starts_with(prefix) {
+                break;
+            }
+            out.insert(p.to_vec(), c);
+        }
+        for (p, c) in self.overlay.range(prefix.to_vec()..) {
+            if !p.starts_with(prefix) {
+                break;
+            }
+            match c {
+                Some(c) => out.insert(p.clone(), *c),
+                None => out.remove(p),
+            };
+        }
+        out.into_iter().collect()
+    }
+
     /// Every recorded file, sorted by path.
     pub fn iter(&self) -> HeadIter<'_> {
         HeadIter {

@@ -337,24 +337,33 @@ fn record_changes(
     Ok(Some((scan.changes, records)))
 }
 
-/// Appends the events of a new change, then moves the head tree snapshot along.
+/// Appends the events of a new change, then moves the head tree snapshot along: from
+/// `tree` (the whole head tree), or, without it, loading the tree only when a snapshot
+/// is due.
 pub(crate) fn append_change(
     ledger: &Ledger,
     events: Vec<NewEvent>,
     change_id: &str,
-    mut tree: replay::Tree,
-    snap: Option<u64>,
+    tree: Option<(replay::Tree, Option<u64>)>,
 ) -> CliResult<Vec<Record>> {
     let records = ledger.append(events, Precondition::NewChange(change_id.to_string()))?;
     // The change is durable; snapshots are only a speed-up from here on.
-    let advanced = records.iter().all(|r| tree.apply(&r.event).is_ok());
-    if advanced && tree.seq() == ledger.head().map(|h| h.seq) {
-        if let Err(e) = state::save_snapshots(ledger, &tree, snap) {
-            eprintln!(
-                "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
-                e.message
-            );
+    let saved = match tree {
+        Some((mut tree, snap)) => {
+            let advanced = records.iter().all(|r| tree.apply(&r.event).is_ok());
+            if advanced && tree.seq() == ledger.head().map(|h| h.seq) {
+                state::save_snapshots(ledger, &tree, snap)
+            } else {
+                Ok(())
+            }
         }
+        None => state::keep_snapshots_current(ledger),
+    };
+    if let Err(e) = saved {
+        eprintln!(
+            "ledger: warning: could not save a snapshot ({}); it will be rebuilt",
+            e.message
+        );
     }
     Ok(records)
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::apply::{self, Root};
 use crate::args::Cli;
-use crate::cache::StatCache;
+use crate::cache::{HeadFiles, StatCache};
 use crate::context::{self, Ctx};
 use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR, EXIT_VERIFY};
 use crate::state;
@@ -122,6 +122,42 @@ fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> 
     out
 }
 
+/// What a revert of `target` looks at in the head tree (each file it touched, every
+/// ancestor path, everything beneath it), read from `head-files`; `None` when the change
+/// touched resources outside the file namespace (the planner then gets the whole tree).
+fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<replay::Tree>> {
+    let keys = target.event.resources();
+    if keys.iter().any(|rc| !rc.key.is_file()) {
+        return Ok(None);
+    }
+    let head = HeadFiles::load(ledger)?;
+    let mut entries = BTreeMap::new();
+    let mut put = |path: &[u8], content: Content| {
+        let key = ResourceKey::file(path);
+        let entry = replay::Entry {
+            content,
+            seq: 0,
+            change_id: String::new(),
+        };
+        entries.insert(key, entry);
+    };
+    for rc in keys {
+        let name = rc.key.name.as_bytes();
+        let ancestors = name.iter().enumerate().filter(|&(_, &b)| b == b'/');
+        for (i, _) in ancestors.chain([(name.len(), &b'/')]) {
+            if let Some(c) = head.get(&name[..i]) {
+                put(&name[..i], c);
+            }
+        }
+        let mut dir = name.to_vec();
+        dir.push(b'/');
+        for (p, c) in head.with_prefix(&dir) {
+            put(&p, c);
+        }
+    }
+    Ok(Some(replay::Tree::from_entries(entries, head.seq())))
+}
+
 /// The lifecycle of one change: its events and every revert of it, of those reverts,
 /// and so on, folded from indexes (no scan) into the change projection.
 pub fn lifecycle(ledger: &Ledger, id: &str) -> CliResult<replay::Changes> {
@@ -180,7 +216,15 @@ pub fn revert(
         return Err(CliError::new(EXIT_ERROR, format!("change {id} recorded no resource changes (its events: {kind}); there is nothing to revert")));
     };
     let changes = lifecycle(ledger, &id)?;
-    let (tree, snap) = state::head_tree(ledger)?;
+    // The part of the head the plan looks at, from `head-files` (its size does not grow
+    // with the ledger), or the whole head tree for a change outside the file namespace.
+    let (tree, whole) = match partial_head(ledger, target)? {
+        Some(t) => (t, None),
+        None => {
+            let (t, snap) = state::head_tree(ledger)?;
+            (t.clone(), Some((t, snap)))
+        }
+    };
     let (on_disk, odd) = disk_state(&ctx, target, &tree)?;
     // The planner sees anything that is neither a file nor absent as an unrecorded
     // edit; say what is really there.
@@ -321,7 +365,7 @@ pub fn revert(
         }),
         meta: BTreeMap::new(),
     };
-    match crate::commands::append_change(ledger, vec![ev], &new_id, tree, snap) {
+    match crate::commands::append_change(ledger, vec![ev], &new_id, whole) {
         Ok(_) => {}
         Err(e) => {
             return Err(CliError::new(e.code, format!("{}; the files were reverted on disk but the revert was not recorded: `ledger status` shows them", e.message)));

@@ -36,6 +36,13 @@ impl Tree {
         Tree::default()
     }
 
+    /// A tree holding only `entries`, as of `seq`: part of a tree, for code that looks
+    /// at known keys only (a revert plan looks at the change's keys, their ancestors
+    /// and what lies beneath them).
+    pub fn from_entries(entries: BTreeMap<ResourceKey, Entry>, seq: Option<u64>) -> Tree {
+        Tree { entries, seq }
+    }
+
     pub fn get(&self, key: &ResourceKey) -> Option<&Entry> {
         self.entries.get(key)
     }
