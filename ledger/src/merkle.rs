@@ -159,42 +159,46 @@ fn root_from_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Op
 /// are for nearby leaves: accepts exactly what [`verify_inclusion`] accepts with the
 /// same `size` and `root`.
 ///
-/// It keeps the path of the last proof it accepted: for each step of the RFC 9162
-/// algorithm, the node the step computed (named by its level, the number of halvings of
-/// `index` and `size - 1` so far, and its index at that level, which with the fixed size
-/// name one position of the tree) and the proof hash the next step uses. A new proof is
-/// hashed upwards from its leaf as usual; when a computed node equals the kept node at
-/// the same level and index, every step after it starts from the same state as in the
-/// accepted proof, so when the rest of the proof is byte for byte the rest of the
-/// accepted one the outcome is the same (accept) and the remaining hashes are skipped.
-/// Otherwise the computation simply goes on to its own verdict. Only accepted proofs
-/// are ever kept.
+/// Each step of the RFC 9162 algorithm combines the node computed so far with the next
+/// proof hash, its sibling. With the size fixed, where that happens is named by a level
+/// (the number of halvings of `index` and `size - 1` so far, promotions on the right
+/// edge included) and the node's index at that level. The verifier keeps, for every
+/// step of the last proof it accepted, that position, the node and the sibling. A new
+/// proof is hashed upwards from its leaf as usual, and before each step it is compared
+/// with the kept step at the same level:
+/// - the same position, node and sibling, or
+/// - the kept sibling's position, with the node equal to the kept sibling and the proof
+///   hash equal to the kept node (the two leaves' paths meet one level up),
 ///
-/// For consecutive leaves of a large tree this hashes about two nodes per proof instead
-/// of about `log2(size)`.
+/// then this step hashes exactly the two hashes, in the same order, that the kept step
+/// hashed, and every later step starts from the same state as in the accepted proof; so
+/// when the rest of the proof is byte for byte the rest of the accepted one, the outcome
+/// is the same (accept) and the remaining hashes are skipped. Otherwise the computation
+/// simply goes on to its own verdict. Only accepted proofs are ever kept.
+///
+/// Consecutive leaves of a large tree then cost about one node hash per proof, leaves
+/// `k` apart about `log2(k)`, instead of about `log2(size)` each.
 #[derive(Clone, Debug)]
 pub struct InclusionVerifier {
     size: u64,
     root: Hash,
-    /// The last accepted proof's states: the leaf (level 0), then the node after each
-    /// step, ending at the root; one more than the proof's hashes.
-    path: Vec<PathNode>,
-    /// The last accepted proof: `kept_proof[i]` is the hash step `i` combined with
-    /// `path[i]`.
-    kept_proof: Vec<Hash>,
-    /// The states of the proof being checked (reused buffer).
-    scratch: Vec<PathNode>,
+    /// The steps of the last accepted proof, bottom up (`kept[i].sibling` is its hash
+    /// `i`); empty before the first.
+    kept: Vec<Step>,
+    /// The steps of the proof being checked (reused buffer).
+    scratch: Vec<Step>,
     /// Node hashes computed so far (tests check the cache saves work).
     node_hashes: u64,
 }
 
-/// One state of the inclusion algorithm: the level (halvings so far), the index at that
-/// level, and the node hash computed for that position.
-#[derive(Clone, Copy, Debug)]
-struct PathNode {
+/// One step of the inclusion algorithm: where the node meets its sibling (level, and
+/// the node's index at that level), the node and the sibling (the proof hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
     level: u32,
     index: u64,
     node: Hash,
+    sibling: Hash,
 }
 
 impl InclusionVerifier {
@@ -203,8 +207,7 @@ impl InclusionVerifier {
         InclusionVerifier {
             size,
             root,
-            path: Vec::new(),
-            kept_proof: Vec::new(),
+            kept: Vec::new(),
             scratch: Vec::new(),
             node_hashes: 0,
         }
@@ -231,80 +234,81 @@ impl InclusionVerifier {
         let mut s_n = self.size - 1;
         let mut level = 0u32;
         let mut r = *leaf;
-        // Position in `path` of the first kept state at or above `level`.
+        // Position in `kept` of the first kept step at or above `level`.
         let mut at = 0usize;
-        // Becomes false once a computed node differs from the kept one at its position
-        // or the rest of the proof differs: from there on the kept path cannot match.
-        let mut hunting = !self.path.is_empty();
-        let mut step = 0usize;
-        loop {
-            self.scratch.push(PathNode {
+        // False once this proof's path has met the kept one and then differed from it:
+        // above that, its nodes differ from the kept ones (barring a BLAKE3 collision),
+        // so only the full computation is left.
+        let mut hunting = !self.kept.is_empty();
+        for (i, p) in proof.iter().enumerate() {
+            if s_n == 0 {
+                // Proof longer than the path.
+                return false;
+            }
+            // Where this step combines: a last node at an even index is promoted until
+            // it is a right child (RFC 9162 section 2.1.3.2, step 5.b.2).
+            let right = f_n & 1 == 1 || f_n == s_n;
+            if right && f_n & 1 == 0 {
+                while f_n & 1 == 0 && f_n != 0 {
+                    f_n >>= 1;
+                    s_n >>= 1;
+                    level += 1;
+                }
+            }
+            let step = Step {
                 level,
                 index: f_n,
                 node: r,
-            });
+                sibling: *p,
+            };
             if hunting {
-                while at < self.path.len() && self.path[at].level < level {
+                while at < self.kept.len() && self.kept[at].level < level {
                     at += 1;
                 }
-                match self.path.get(at) {
-                    Some(k) if k.level == level && k.index == f_n => {
-                        if k.node == r {
-                            // Same state as step `at` of the accepted proof: the rest
-                            // runs identically when the rest of the proof is the same.
-                            if proof[step..] == self.kept_proof[at..] {
-                                self.adopt(at, proof);
-                                return true;
-                            }
+                match self.kept.get(at) {
+                    Some(k) if k.level == level && (k.index == f_n || k.index == f_n ^ 1) => {
+                        // The same hashes in the same order as kept step `at`: either
+                        // the same node and sibling at the same position, or this node
+                        // is the kept sibling and its sibling the kept node.
+                        let same = if k.index == f_n {
+                            k.node == r && k.sibling == *p
+                        } else {
+                            k.sibling == r && k.node == *p
+                        };
+                        if same && proof[i + 1..].iter().eq(self.kept_proof(at + 1)) {
+                            self.scratch.push(step);
+                            self.kept.splice(..=at, self.scratch.drain(..));
+                            return true;
                         }
-                        // A different node (or different hashes above it) at this
-                        // position: above it the nodes differ too, barring a BLAKE3
-                        // collision, and the full computation decides.
                         hunting = false;
                     }
                     Some(_) => {}
                     None => hunting = false,
                 }
             }
-            let Some(p) = proof.get(step) else { break };
-            if s_n == 0 {
-                // Proof longer than the path.
-                return false;
-            }
+            self.scratch.push(step);
             self.node_hashes += 1;
-            if f_n & 1 == 1 || f_n == s_n {
-                r = node_hash(p, &r);
-                if f_n & 1 == 0 {
-                    while f_n & 1 == 0 && f_n != 0 {
-                        f_n >>= 1;
-                        s_n >>= 1;
-                        level += 1;
-                    }
-                }
+            r = if right {
+                node_hash(p, &r)
             } else {
-                r = node_hash(&r, p);
-            }
+                node_hash(&r, p)
+            };
             f_n >>= 1;
             s_n >>= 1;
             level += 1;
-            step += 1;
         }
+        // A proof that is too short leaves `s_n` above zero.
         if s_n == 0 && r == self.root {
-            std::mem::swap(&mut self.path, &mut self.scratch);
-            self.kept_proof.clear();
-            self.kept_proof.extend_from_slice(proof);
+            std::mem::swap(&mut self.kept, &mut self.scratch);
             true
         } else {
             false
         }
     }
 
-    /// Keeps the proof just accepted through kept state `at`: its own states up to that
-    /// one (the last in `scratch`), then the kept states above, which it shares.
-    fn adopt(&mut self, at: usize, proof: &[Hash]) {
-        self.path.splice(..=at, self.scratch.drain(..));
-        self.kept_proof.clear();
-        self.kept_proof.extend_from_slice(proof);
+    /// The kept proof's hashes from step `from` on.
+    fn kept_proof(&self, from: usize) -> impl Iterator<Item = &Hash> + '_ {
+        self.kept[from..].iter().map(|k| &k.sibling)
     }
 }
 
@@ -1131,29 +1135,31 @@ mod tests {
         }
     }
 
-    /// Rejections leave the kept path exactly as it was.
+    /// Rejections leave the kept steps exactly as they were; acceptances keep the
+    /// accepted proof's own steps.
     #[test]
     fn inclusion_verifier_never_keeps_a_rejected_proof() {
         let all = leaves(37);
         let t = Tree::from_leaves(all.clone());
         let r = t.root();
         let mut v = InclusionVerifier::new(37, r);
+        let fresh_steps = |leaf: &Hash, m: u64, p: &[Hash]| {
+            let mut f = InclusionVerifier::new(37, r);
+            assert!(f.verify(leaf, m, p));
+            f.kept
+        };
         for m in 0..37u64 {
-            let p = inclusion_proof(&all, m);
+            let p = t.proof(m, 37).unwrap();
             assert!(v.verify(&all[m as usize], m, &p));
-            let (path, kept) = (v.path.clone(), v.kept_proof.clone());
-            assert_eq!(path.len(), kept.len() + 1);
-            assert_eq!(path.last().map(|s| s.node), Some(r));
+            let kept = v.kept.clone();
+            assert_eq!(kept, fresh_steps(&all[m as usize], m, &p), "leaf {m}");
+            let hashes: Vec<Hash> = kept.iter().map(|k| k.sibling).collect();
+            assert_eq!(hashes, p);
             for (leaf, index, proof) in claims(&t, 37, m) {
-                if !v.verify(&leaf, index, &proof) {
-                    assert_eq!(
-                        (v.path.len(), &v.kept_proof),
-                        (path.len(), &kept),
-                        "({m}, {index})"
-                    );
-                    for (a, b) in v.path.iter().zip(&path) {
-                        assert_eq!((a.level, a.index, a.node), (b.level, b.index, b.node));
-                    }
+                if v.verify(&leaf, index, &proof) {
+                    assert_eq!(v.kept, fresh_steps(&leaf, index, &proof), "({m}, {index})");
+                } else {
+                    assert_eq!(v.kept, kept, "({m}, {index})");
                 }
             }
         }
@@ -1190,10 +1196,10 @@ mod tests {
                 }
             }
             // `quiet` saw only the right proofs, in order: the first in full, then up
-            // to where each meets the one before (trailing zeros of m, plus one).
+            // to just below where each meets the one before (trailing zeros of m).
             let log = u64::from(64 - n.leading_zeros());
             assert!(
-                quiet.node_hashes <= 2 * n + log,
+                quiet.node_hashes <= n + log,
                 "{} node hashes for {n} consecutive proofs ({full_hashes} in full)",
                 quiet.node_hashes
             );
@@ -1203,7 +1209,12 @@ mod tests {
             for m in (0..n).step_by(8) {
                 assert!(sparse.verify(&all[m as usize], m, &t.proof(m, n).unwrap()));
             }
-            assert!(sparse.node_hashes <= 5 * n.div_ceil(8) + log);
+            assert!(
+                sparse.node_hashes <= 4 * n.div_ceil(8) + log,
+                "{} node hashes for {} proofs 8 apart",
+                sparse.node_hashes,
+                n.div_ceil(8)
+            );
         }
     }
 
