@@ -21,6 +21,9 @@
 //! - [`Tree`] to answer many proofs about one large ledger: keeps every complete subtree
 //!   (about 2n hashes) and answers any root or proof for any size up to its own in
 //!   O(log² n) at worst.
+//!
+//! [`InclusionVerifier`] checks many inclusion proofs against one tree, skipping the
+//! hashes that a proof shares with the last one it accepted.
 
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +153,163 @@ fn root_from_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Op
     }
     // A proof that is too short leaves `s_n` above zero.
     (s_n == 0).then_some(r)
+}
+
+/// Checks many inclusion proofs against one tree (`size`, `root`), cheaply when they
+/// are for nearby leaves: accepts exactly what [`verify_inclusion`] accepts with the
+/// same `size` and `root`.
+///
+/// Each step of the RFC 9162 algorithm combines the node computed so far with the next
+/// proof hash, its sibling. With the size fixed, where that happens is named by a level
+/// (the number of halvings of `index` and `size - 1` so far, promotions on the right
+/// edge included) and the node's index at that level. The verifier keeps, for every
+/// step of the last proof it accepted, that position, the node and the sibling. A new
+/// proof is hashed upwards from its leaf as usual, and before each step it is compared
+/// with the kept step at the same level:
+/// - the same position, node and sibling, or
+/// - the kept sibling's position, with the node equal to the kept sibling and the proof
+///   hash equal to the kept node (the two leaves' paths meet one level up),
+///
+/// then this step hashes exactly the two hashes, in the same order, that the kept step
+/// hashed, and every later step starts from the same state as in the accepted proof; so
+/// when the rest of the proof is byte for byte the rest of the accepted one, the outcome
+/// is the same (accept) and the remaining hashes are skipped. Otherwise the computation
+/// simply goes on to its own verdict. Only accepted proofs are ever kept.
+///
+/// Consecutive leaves of a large tree then cost about one node hash per proof, leaves
+/// `k` apart about `log2(k)`, instead of about `log2(size)` each.
+#[derive(Clone, Debug)]
+pub struct InclusionVerifier {
+    size: u64,
+    root: Hash,
+    /// The steps of the last accepted proof, bottom up (`kept[i].sibling` is its hash
+    /// `i`); empty before the first.
+    kept: Vec<Step>,
+    /// The steps of the proof being checked (reused buffer).
+    scratch: Vec<Step>,
+    /// Node hashes computed so far (tests check the cache saves work).
+    node_hashes: u64,
+}
+
+/// One step of the inclusion algorithm: where the node meets its sibling (level, and
+/// the node's index at that level), the node and the sibling (the proof hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    level: u32,
+    index: u64,
+    node: Hash,
+    sibling: Hash,
+}
+
+impl InclusionVerifier {
+    /// A verifier for proofs against the tree of `size` leaves whose root is `root`.
+    pub fn new(size: u64, root: Hash) -> InclusionVerifier {
+        InclusionVerifier {
+            size,
+            root,
+            kept: Vec::new(),
+            scratch: Vec::new(),
+            node_hashes: 0,
+        }
+    }
+
+    /// The tree size proofs are checked against.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root proofs are checked against.
+    pub fn root(&self) -> &Hash {
+        &self.root
+    }
+
+    /// Whether `proof` shows that `leaf` (a leaf hash) is leaf `index` of the tree:
+    /// `verify_inclusion(leaf, index, self.size(), proof, self.root())`.
+    pub fn verify(&mut self, leaf: &Hash, index: u64, proof: &[Hash]) -> bool {
+        if index >= self.size {
+            return false;
+        }
+        self.scratch.clear();
+        let mut f_n = index;
+        let mut s_n = self.size - 1;
+        let mut level = 0u32;
+        let mut r = *leaf;
+        // Position in `kept` of the first kept step at or above `level`.
+        let mut at = 0usize;
+        // False once this proof's path has met the kept one and then differed from it:
+        // above that, its nodes differ from the kept ones (barring a BLAKE3 collision),
+        // so only the full computation is left.
+        let mut hunting = !self.kept.is_empty();
+        for (i, p) in proof.iter().enumerate() {
+            if s_n == 0 {
+                // Proof longer than the path.
+                return false;
+            }
+            // Where this step combines: a last node at an even index is promoted until
+            // it is a right child (RFC 9162 section 2.1.3.2, step 5.b.2).
+            let right = f_n & 1 == 1 || f_n == s_n;
+            if right && f_n & 1 == 0 {
+                while f_n & 1 == 0 && f_n != 0 {
+                    f_n >>= 1;
+                    s_n >>= 1;
+                    level += 1;
+                }
+            }
+            let step = Step {
+                level,
+                index: f_n,
+                node: r,
+                sibling: *p,
+            };
+            if hunting {
+                while at < self.kept.len() && self.kept[at].level < level {
+                    at += 1;
+                }
+                match self.kept.get(at) {
+                    Some(k) if k.level == level && (k.index == f_n || k.index == f_n ^ 1) => {
+                        // The same hashes in the same order as kept step `at`: either
+                        // the same node and sibling at the same position, or this node
+                        // is the kept sibling and its sibling the kept node.
+                        let same = if k.index == f_n {
+                            k.node == r && k.sibling == *p
+                        } else {
+                            k.sibling == r && k.node == *p
+                        };
+                        if same && proof[i + 1..].iter().eq(self.kept_proof(at + 1)) {
+                            self.scratch.push(step);
+                            self.kept.splice(..=at, self.scratch.drain(..));
+                            return true;
+                        }
+                        hunting = false;
+                    }
+                    Some(_) => {}
+                    None => hunting = false,
+                }
+            }
+            self.scratch.push(step);
+            self.node_hashes += 1;
+            r = if right {
+                node_hash(p, &r)
+            } else {
+                node_hash(&r, p)
+            };
+            f_n >>= 1;
+            s_n >>= 1;
+            level += 1;
+        }
+        // A proof that is too short leaves `s_n` above zero.
+        if s_n == 0 && r == self.root {
+            std::mem::swap(&mut self.kept, &mut self.scratch);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The kept proof's hashes from step `from` on.
+    fn kept_proof(&self, from: usize) -> impl Iterator<Item = &Hash> + '_ {
+        self.kept[from..].iter().map(|k| &k.sibling)
+    }
 }
 
 /// The consistency proof (RFC 9162 section 2.1.4.1 `PROOF(m, D[n])`) that the tree of the
@@ -861,6 +1021,241 @@ mod tests {
                     "prefixed ({m}, {n})"
                 );
             }
+        }
+    }
+
+    /// What the ways of claiming leaf `m` of `d` that `inclusion_verifier_*` tests try:
+    /// the right proof, then each hash flipped, the leaf flipped, every other index,
+    /// proofs cut or extended at either end, and the neighbours' proofs.
+    fn claims(t: &Tree, n: u64, m: u64) -> Vec<(Hash, u64, Vec<Hash>)> {
+        let proof = |i: u64| t.proof(i, n).expect("leaf of the tree");
+        let leaf = t.leaf(m).expect("leaf of the tree");
+        let p = proof(m);
+        let mut out = vec![(leaf, m, p.clone()), (flip(&leaf), m, p.clone())];
+        for i in 0..p.len() {
+            let mut q = p.clone();
+            q[i] = flip(&q[i]);
+            out.push((leaf, m, q));
+        }
+        for other in (0..n + 2).filter(|&o| o != m) {
+            out.push((leaf, other, p.clone()));
+        }
+        if !p.is_empty() {
+            out.push((leaf, m, p[..p.len() - 1].to_vec()));
+            out.push((leaf, m, p[1..].to_vec()));
+        }
+        let mut longer = p.clone();
+        longer.push(t.root_at(n).expect("size within the tree"));
+        out.push((leaf, m, longer));
+        let mut longer = p.clone();
+        longer.insert(0, leaf);
+        out.push((leaf, m, longer));
+        for nb in [m.wrapping_sub(1), m + 1] {
+            if nb < n {
+                out.push((leaf, m, proof(nb)));
+                out.push((t.leaf(nb).expect("leaf of the tree"), nb, p.clone()));
+            }
+        }
+        // The right proof again, after all the wrong ones.
+        out.push((leaf, m, p));
+        out
+    }
+
+    /// Checks one claim with `v` twice (a rejected proof that had been kept would pass
+    /// the second time) against `verify_inclusion`; returns the verdict.
+    fn agree(v: &mut InclusionVerifier, leaf: &Hash, index: u64, proof: &[Hash]) -> bool {
+        let want = verify_inclusion(leaf, index, v.size(), proof, &v.root().clone());
+        for round in 0..2 {
+            assert_eq!(
+                v.verify(leaf, index, proof),
+                want,
+                "leaf {index} of {} with {} hashes, round {round}",
+                v.size(),
+                proof.len()
+            );
+        }
+        want
+    }
+
+    #[test]
+    fn inclusion_verifier_agrees_with_verify_inclusion_for_every_leaf_and_tampering() {
+        let t = Tree::from_leaves(leaves(70));
+        for n in 1..=70usize {
+            let r = t.root_at(n as u64).unwrap();
+            // Leaves in order, in reverse, and every third, each with one verifier that
+            // sees every claim about every leaf in that order.
+            let orders: [Vec<u64>; 3] = [
+                (0..n as u64).collect(),
+                (0..n as u64).rev().collect(),
+                (0..n as u64).step_by(3).collect(),
+            ];
+            for order in orders {
+                let mut v = InclusionVerifier::new(n as u64, r);
+                for &m in &order {
+                    let mut accepted = 0;
+                    for (leaf, index, proof) in claims(&t, n as u64, m) {
+                        accepted += usize::from(agree(&mut v, &leaf, index, &proof));
+                    }
+                    assert_eq!(accepted, 2, "only the right proof, twice ({m}, {n})");
+                }
+            }
+            // Against another root of the same size nothing passes.
+            let mut v = InclusionVerifier::new(n as u64, Hash([0x5a; 32]));
+            for m in 0..n as u64 {
+                for (leaf, index, proof) in claims(&t, n as u64, m) {
+                    assert!(!agree(&mut v, &leaf, index, &proof));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inclusion_verifier_agrees_with_verify_inclusion_for_wrong_sizes() {
+        let all = leaves(72);
+        let t = Tree::from_leaves(all.clone());
+        let roots: Vec<Hash> = (0..=72).map(|s| t.root_at(s).unwrap()).collect();
+        let proofs: Vec<Vec<Vec<Hash>>> = (0..=72)
+            .map(|s| (0..s).map(|m| t.proof(m, s).unwrap()).collect())
+            .collect();
+        for n in 1..=70usize {
+            for s in (0..=71usize).filter(|&s| s != n) {
+                // The claimed size's real root, and the proofs' own root (which some
+                // sizes accept: `proofs_do_not_bind_the_size_alone`).
+                for (own_root, r) in [(true, roots[s]), (false, roots[n])] {
+                    let mut v = InclusionVerifier::new(s as u64, r);
+                    for m in 0..n {
+                        // Keep the cache warm with the claimed size's own proofs.
+                        if m < s && own_root {
+                            assert!(agree(&mut v, &all[m], m as u64, &proofs[s][m]));
+                        }
+                        agree(&mut v, &all[m], m as u64, &proofs[n][m]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rejections leave the kept steps exactly as they were; acceptances keep the
+    /// accepted proof's own steps.
+    #[test]
+    fn inclusion_verifier_never_keeps_a_rejected_proof() {
+        let all = leaves(37);
+        let t = Tree::from_leaves(all.clone());
+        let r = t.root();
+        let mut v = InclusionVerifier::new(37, r);
+        let fresh_steps = |leaf: &Hash, m: u64, p: &[Hash]| {
+            let mut f = InclusionVerifier::new(37, r);
+            assert!(f.verify(leaf, m, p));
+            f.kept
+        };
+        for m in 0..37u64 {
+            let p = t.proof(m, 37).unwrap();
+            assert!(v.verify(&all[m as usize], m, &p));
+            let kept = v.kept.clone();
+            assert_eq!(kept, fresh_steps(&all[m as usize], m, &p), "leaf {m}");
+            let hashes: Vec<Hash> = kept.iter().map(|k| k.sibling).collect();
+            assert_eq!(hashes, p);
+            for (leaf, index, proof) in claims(&t, 37, m) {
+                if v.verify(&leaf, index, &proof) {
+                    assert_eq!(v.kept, fresh_steps(&leaf, index, &proof), "({m}, {index})");
+                } else {
+                    assert_eq!(v.kept, kept, "({m}, {index})");
+                }
+            }
+        }
+    }
+
+    /// Large trees, every leaf in order: the right proof passes, and a flipped hash, a
+    /// wrong index or a neighbour's proof in between agree with `verify_inclusion`. For
+    /// consecutive leaves the verifier hashes about two nodes per proof.
+    #[test]
+    fn inclusion_verifier_on_large_trees() {
+        for n in [1023u64, 1024, 1025, 5000, 16_387] {
+            let all = leaves(n as usize);
+            let t = Tree::from_leaves(all.clone());
+            let r = t.root();
+            let mut v = InclusionVerifier::new(n, r);
+            let mut quiet = InclusionVerifier::new(n, r);
+            let mut full_hashes = 0u64;
+            for m in 0..n {
+                let leaf = all[m as usize];
+                let p = t.proof(m, n).unwrap();
+                full_hashes += p.len() as u64;
+                assert!(quiet.verify(&leaf, m, &p), "({m}, {n})");
+                assert!(agree(&mut v, &leaf, m, &p), "({m}, {n})");
+                if !p.is_empty() {
+                    let mut q = p.clone();
+                    let i = (m as usize) % q.len();
+                    q[i] = flip(&q[i]);
+                    assert!(!agree(&mut v, &leaf, m, &q), "flip {i} ({m}, {n})");
+                }
+                assert!(!agree(&mut v, &leaf, (m + 1) % n, &p), "index ({m}, {n})");
+                if m + 1 < n {
+                    let next = t.proof(m + 1, n).unwrap();
+                    assert!(!agree(&mut v, &leaf, m, &next), "neighbour ({m}, {n})");
+                }
+            }
+            // `quiet` saw only the right proofs, in order: the first in full, then up
+            // to just below where each meets the one before (trailing zeros of m).
+            let log = u64::from(64 - n.leading_zeros());
+            assert!(
+                quiet.node_hashes <= n + log,
+                "{} node hashes for {n} consecutive proofs ({full_hashes} in full)",
+                quiet.node_hashes
+            );
+            assert!(full_hashes > 9 * n, "{full_hashes} hashes in full for {n}");
+            // Every eighth leaf: a few more levels each.
+            let mut sparse = InclusionVerifier::new(n, r);
+            for m in (0..n).step_by(8) {
+                assert!(sparse.verify(&all[m as usize], m, &t.proof(m, n).unwrap()));
+            }
+            assert!(
+                sparse.node_hashes <= 4 * n.div_ceil(8) + log,
+                "{} node hashes for {} proofs 8 apart",
+                sparse.node_hashes,
+                n.div_ceil(8)
+            );
+        }
+    }
+
+    /// Long random mixes of right and wrong claims about nearby leaves (a fixed
+    /// xorshift sequence), against `verify_inclusion`.
+    #[test]
+    fn inclusion_verifier_agrees_on_random_mixes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for n in [2u64, 3, 7, 64, 65, 300] {
+            let all = leaves(n as usize);
+            let t = Tree::from_leaves(all.clone());
+            let mut v = InclusionVerifier::new(n, t.root());
+            let mut m = 0u64;
+            let mut accepted = 0;
+            for _ in 0..4000 {
+                m = (m + next(5)).saturating_sub(next(3)).min(n - 1);
+                let leaf = all[m as usize];
+                let mut p = t.proof(m, n).unwrap();
+                let (mut leaf_c, mut index_c) = (leaf, m);
+                match next(8) {
+                    0..=3 => {}
+                    4 if !p.is_empty() => {
+                        let i = next(p.len() as u64) as usize;
+                        p[i] = flip(&p[i]);
+                    }
+                    5 => index_c = next(n + 1),
+                    6 => {
+                        let o = next(n);
+                        leaf_c = all[o as usize];
+                    }
+                    _ => p = t.proof(next(n), n).unwrap(),
+                }
+                accepted += u64::from(agree(&mut v, &leaf_c, index_c, &p));
+            }
+            assert!(accepted >= 1000, "{accepted} right claims of 4000 for {n}");
         }
     }
 

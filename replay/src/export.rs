@@ -1950,8 +1950,15 @@ pub fn event_line_paths(line: &[u8], filter: &Filter) -> (Option<String>, Result
 }
 
 /// Judges one line after the header on its own: the fast path for the writer's exact
-/// layout, else the general parser (which names what is wrong).
-fn examine(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> LineKind {
+/// layout, else the general parser (which names what is wrong). `proofs` checks the
+/// inclusion proofs of a filtered export against the header's tree; it keeps the last
+/// path it accepted, so consecutive lines hash only where their paths differ.
+fn examine(
+    line: &[u8],
+    cx: &LineCtx,
+    enc: &mut Vec<u8>,
+    proofs: &mut merkle::InclusionVerifier,
+) -> LineKind {
     let f = match fast_fields(line, cx, enc) {
         Some(f) => f,
         None => match general_fields(line, cx) {
@@ -1976,7 +1983,7 @@ fn examine(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> LineKind {
         verifies: cx.filtered
             && leaf_index == seq
             && tree_size == cx.size
-            && merkle::verify_inclusion(&merkle::leaf_hash(&hash), seq, cx.size, &hashes, &cx.root),
+            && proofs.verify(&merkle::leaf_hash(&hash), seq, &hashes),
     });
     LineKind::Event(LineEvent {
         seq,
@@ -2097,11 +2104,13 @@ struct Pipeline<'s, 'r, 'c> {
 }
 
 /// Examines a batch's lines up to the first that is not an event (the verifier stops
-/// there).
+/// there). The batch's lines are consecutive events, so one proof verifier for the batch
+/// shares the upper paths of their proofs.
 fn examine_batch(batch: &Batch, cx: &LineCtx, enc: &mut Vec<u8>) -> Vec<LineKind> {
     let mut out = Vec::with_capacity(batch.lines.len());
+    let mut proofs = merkle::InclusionVerifier::new(cx.size, cx.root);
     for &(a, b) in &batch.lines {
-        let k = examine(&batch.data[a..b], cx, enc);
+        let k = examine(&batch.data[a..b], cx, enc, &mut proofs);
         let stop = !matches!(k, LineKind::Event(_));
         out.push(k);
         if stop {
