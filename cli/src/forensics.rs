@@ -218,14 +218,12 @@ pub fn revert(
     let changes = lifecycle(ledger, &id)?;
     // The part of the head the plan looks at, from `head-files` (its size does not grow
     // with the ledger), or the whole head tree for a change outside the file namespace.
-    let (tree, whole) = match partial_head(ledger, target)? {
+    let (partial, whole) = match partial_head(ledger, target)? {
         Some(t) => (t, None),
-        None => {
-            let (t, snap) = state::head_tree(ledger)?;
-            (t.clone(), Some((t, snap)))
-        }
+        None => (replay::Tree::new(), Some(state::head_tree(ledger)?)),
     };
-    let (on_disk, odd) = disk_state(&ctx, target, &tree)?;
+    let tree = whole.as_ref().map_or(&partial, |(t, _)| t);
+    let (on_disk, odd) = disk_state(&ctx, target, tree)?;
     // The planner sees anything that is neither a file nor absent as an unrecorded
     // edit; say what is really there.
     let reason = |c: &replay::Conflict| match (&c.reason, odd.get(&c.key)) {
@@ -243,7 +241,7 @@ pub fn revert(
     let plan = replay::plan_revert(
         &target.event,
         &changes,
-        &tree,
+        tree,
         &on_disk,
         |k| later_changes(ledger, k, target.event.seq),
         &store,

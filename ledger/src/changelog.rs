@@ -40,15 +40,30 @@ pub(crate) fn change_key(id: &str) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap())
 }
 
-/// The records one event adds.
-pub(crate) fn records_of(r: &Record, out: &mut Vec<(u64, u64)>) {
-    let seq = r.event.seq;
-    out.push((change_key(&r.event.change_id), seq));
-    if let Body::Change(c) = &r.event.body {
-        if let Some(target) = &c.reverts {
-            out.push((change_key(target), seq | REVERTS));
-        }
+/// The records one event adds: `(key of its change ID, seq)`, and for a change that
+/// reverts another `(key of that ID, seq | REVERTS)`. The one definition the log, its
+/// check on open and `verify`'s digest all use.
+pub(crate) fn event_records(
+    seq: u64,
+    change_id: &str,
+    reverts: Option<&str>,
+) -> [Option<(u64, u64)>; 2] {
+    [
+        Some((change_key(change_id), seq)),
+        reverts.map(|t| (change_key(t), seq | REVERTS)),
+    ]
+}
+
+fn reverts_of(r: &Record) -> Option<&str> {
+    match &r.event.body {
+        Body::Change(c) => c.reverts.as_deref(),
+        _ => None,
     }
+}
+
+/// Whether `rec` is one of the records of event `r`.
+pub(crate) fn names(r: &Record, rec: (u64, u64)) -> bool {
+    event_records(r.event.seq, &r.event.change_id, reverts_of(r)).contains(&Some(rec))
 }
 
 /// One record's share of [`ChangeLog::digests`]: a sum of mixed records does not
@@ -61,6 +76,16 @@ pub(crate) fn mix(key: u64, val: u64) -> u64 {
         z ^ (z >> 31)
     }
     splitmix(key ^ splitmix(val))
+}
+
+/// What one event adds to the digest of the log ([`ChangeLog::digests`]).
+pub(crate) fn digest_of(seq: u64, change_id: &str, reverts: Option<&str>) -> u64 {
+    digest(event_records(seq, change_id, reverts).into_iter().flatten())
+}
+
+/// The sum of [`mix`] over records.
+fn digest(recs: impl Iterator<Item = (u64, u64)>) -> u64 {
+    recs.fold(0u64, |acc, (k, v)| acc.wrapping_add(mix(k, v)))
 }
 
 fn encode(recs: &[(u64, u64)]) -> Vec<u8> {
@@ -99,6 +124,18 @@ struct Inner {
     next_seq: u64,
 }
 
+impl Inner {
+    fn empty() -> Inner {
+        Inner {
+            len: 0,
+            sorted: 0,
+            sorted_file: None,
+            tail: Vec::new(),
+            next_seq: 0,
+        }
+    }
+}
+
 pub(crate) struct ChangeLog {
     dir: PathBuf,
     log: File,
@@ -121,13 +158,7 @@ impl ChangeLog {
         let empty = |log| ChangeLog {
             dir: dir.to_path_buf(),
             log,
-            inner: Mutex::new(Inner {
-                len: 0,
-                sorted: 0,
-                sorted_file: None,
-                tail: Vec::new(),
-                next_seq: 0,
-            }),
+            inner: Mutex::new(Inner::empty()),
         };
         let have = log.metadata().map_err(|e| io("reading", &path, e))?.len();
         let sorted_path = dir.join(SORTED_FILE);
@@ -210,13 +241,7 @@ impl ChangeLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("removing", &sorted, e)),
         }
-        *i = Inner {
-            len: 0,
-            sorted: 0,
-            sorted_file: None,
-            tail: Vec::new(),
-            next_seq: 0,
-        };
+        *i = Inner::empty();
         Ok(())
     }
 
@@ -224,25 +249,29 @@ impl ChangeLog {
     /// so re-adding after an interrupted catch-up does not repeat them.
     pub(crate) fn add(&self, records: &[Record]) -> Result<()> {
         let mut i = self.inner.lock().unwrap();
-        let mut recs = Vec::with_capacity(records.len() + 1);
-        for r in records {
-            if r.event.seq >= i.next_seq {
-                records_of(r, &mut recs);
-            }
-        }
+        let recs: Vec<(u64, u64)> = records
+            .iter()
+            .filter(|r| r.event.seq >= i.next_seq)
+            .flat_map(|r| event_records(r.event.seq, &r.event.change_id, reverts_of(r)))
+            .flatten()
+            .collect();
+        self.push(&mut i, &recs)
+    }
+
+    /// Appends records (in seq order) to the log and the memory, merging when due.
+    fn push(&self, i: &mut Inner, recs: &[(u64, u64)]) -> Result<()> {
         let Some(last) = recs.last() else {
             return Ok(());
         };
-        let next_seq = (last.1 & !REVERTS) + 1;
         let path = self.dir.join(LOG_FILE);
         self.log
-            .write_all_at(&encode(&recs), i.len * RECORD as u64)
+            .write_all_at(&encode(recs), i.len * RECORD as u64)
             .map_err(|e| io("writing", &path, e))?;
         i.len += recs.len() as u64;
-        i.next_seq = next_seq;
-        i.tail.extend_from_slice(&recs);
+        i.next_seq = (last.1 & !REVERTS) + 1;
+        i.tail.extend_from_slice(recs);
         if i.tail.len() >= MERGE_AT {
-            self.merge(&mut i)?;
+            self.merge(i)?;
         }
         Ok(())
     }
@@ -279,10 +308,7 @@ impl ChangeLog {
     /// sorted file and the records kept in memory hold exactly the log's records.
     pub(crate) fn digests(&self) -> Result<(u64, bool)> {
         let i = self.inner.lock().unwrap();
-        let sum = |recs: &[(u64, u64)]| {
-            recs.iter()
-                .fold(0u64, |acc, (k, v)| acc.wrapping_add(mix(*k, *v)))
-        };
+        let sum = |recs: &[(u64, u64)]| digest(recs.iter().copied());
         let path = self.dir.join(LOG_FILE);
         let mut log = vec![0u8; (i.len as usize) * RECORD];
         self.log
@@ -352,21 +378,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, ok) = ChangeLog::open(dir.path(), 0, 0).unwrap();
         assert!(ok);
-        // Records straight into the log, as `add` writes them, several merges' worth.
+        // Several merges' worth, pushed in pieces as `add` pushes batches.
         let n = (MERGE_AT * 2 + 100) as u64;
         {
             let mut i = log.inner.lock().unwrap();
-            for seq in 0..n {
-                let rec = (seq % 1000, seq);
-                log.log
-                    .write_all_at(&encode(&[rec]), i.len * RECORD as u64)
-                    .unwrap();
-                i.len += 1;
-                i.next_seq = seq + 1;
-                i.tail.push(rec);
-                if i.tail.len() >= MERGE_AT {
-                    log.merge(&mut i).unwrap();
-                }
+            let recs: Vec<(u64, u64)> = (0..n).map(|seq| (seq % 1000, seq)).collect();
+            for piece in recs.chunks(512) {
+                log.push(&mut i, piece).unwrap();
             }
         }
         let check = |log: &ChangeLog| {

@@ -55,8 +55,6 @@ pub struct Index {
     flat: Arc<Mutex<Flat>>,
     state_file: Arc<File>,
     sled: Arc<OnceLock<Sled>>,
-    /// sled while [`Index::open_sled`] catches it up, before queries may use it.
-    pending_sled: Arc<Mutex<Option<Sled>>>,
     /// Projection snapshot files.
     snap_dir: PathBuf,
 }
@@ -103,7 +101,7 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The sled trees.
 #[derive(Clone)]
-struct Sled {
+pub(crate) struct Sled {
     db: sled::Db,
     meta: sled::Tree,
     change: sled::Tree,
@@ -546,7 +544,6 @@ impl Index {
             flat: Arc::new(Mutex::new(flat)),
             state_file: Arc::new(state_file),
             sled: Arc::new(OnceLock::new()),
-            pending_sled: Arc::new(Mutex::new(None)),
             snap_dir: dir.join("snapshots"),
         };
         Ok((index, state))
@@ -647,15 +644,12 @@ impl Index {
         self.sled.get().is_some()
     }
 
-    /// Opens sled (not yet for queries): returns the seq it must be caught up from
-    /// (0 after clearing it, when it was built for other flat indexes or for a longer
-    /// journal than `journal_next`). A database sled cannot read is thrown away and
-    /// made anew (derived data). Follow with [`Index::sled_catch_up`] for the events
-    /// from that seq, then [`Index::sled_ready`].
-    pub fn open_sled(&self, journal_next: u64) -> Result<u64> {
-        if self.sled.get().is_some() {
-            return Ok(journal_next);
-        }
+    /// Opens sled, not yet for queries: the database and the seq it must be caught up
+    /// from (0 after clearing it, when it was built for other flat indexes or for a
+    /// longer journal than `journal_next`). A database sled cannot read is thrown away
+    /// and made anew (derived data). Follow with [`Index::sled_catch_up`] for the
+    /// events from that seq, then [`Index::install_sled`].
+    pub(crate) fn open_sled(&self, journal_next: u64) -> Result<(Sled, u64)> {
         let dir = self.dir.join(SLED_DIR);
         let sled = match Sled::open(&dir) {
             Ok(s) => s,
@@ -667,35 +661,22 @@ impl Index {
         };
         let epoch = self.flat.lock().unwrap().epoch;
         let (sled_epoch, indexed) = sled.state();
-        let from = if sled_epoch != epoch || indexed > journal_next {
+        if sled_epoch != epoch || indexed > journal_next {
             sled.clear(epoch)?;
-            0
-        } else {
-            indexed
-        };
-        self.pending_sled.lock().unwrap().replace(sled);
-        Ok(from)
-    }
-
-    /// Adds records to the sled database being opened.
-    pub fn sled_catch_up(&self, records: &[Record]) -> Result<()> {
-        let epoch = self.flat.lock().unwrap().epoch;
-        match self.pending_sled.lock().unwrap().as_ref() {
-            Some(s) => s.add(records, epoch),
-            None => Err(Error::Index("sled is not being opened".into())),
+            return Ok((sled, 0));
         }
+        Ok((sled, indexed))
     }
 
-    /// Makes the sled database being opened the one queries use and appends feed.
-    pub fn sled_ready(&self) -> Result<()> {
-        let s = self
-            .pending_sled
-            .lock()
-            .unwrap()
-            .take()
-            .ok_or_else(|| Error::Index("sled is not being opened".into()))?;
-        let _ = self.sled.set(s);
-        Ok(())
+    /// Adds records to a sled database being opened.
+    pub(crate) fn sled_catch_up(&self, sled: &Sled, records: &[Record]) -> Result<()> {
+        let epoch = self.flat.lock().unwrap().epoch;
+        sled.add(records, epoch)
+    }
+
+    /// Makes a caught-up sled database the one queries use and appends feed.
+    pub(crate) fn install_sled(&self, sled: Sled) {
+        let _ = self.sled.set(sled);
     }
 
     fn sled(&self) -> Result<&Sled> {
@@ -745,26 +726,16 @@ impl Index {
         Ok(v)
     }
 
-    /// The last record of the change log: `(seq, key of the change ID it names, reverts)`.
-    pub(crate) fn last_change_record(&self) -> Option<(u64, u64, bool)> {
-        self.changes
-            .last()
-            .map(|(k, v)| (v & !REVERTS, k, v & REVERTS != 0))
+    /// The last record of the change log (checked against its event on open).
+    pub(crate) fn last_change_record(&self) -> Option<(u64, u64)> {
+        self.changes.last()
     }
 
-    /// For `verify`: the order-free digest of the change index's records (see
-    /// [`Index::change_digest_of`]) and whether its two files agree with each other.
+    /// For `verify`: the order-free digest of the change index's records (what each
+    /// event adds is [`changelog::digest_of`]) and whether its two files agree with each
+    /// other.
     pub(crate) fn change_digests(&self) -> Result<(u64, bool)> {
         self.changes.digests()
-    }
-
-    /// What one event adds to the change index's digest.
-    pub(crate) fn change_digest_of(change_id: &str, reverts: Option<&str>, seq: u64) -> u64 {
-        let mut d = changelog::mix(changelog::change_key(change_id), seq);
-        if let Some(t) = reverts {
-            d = d.wrapping_add(changelog::mix(changelog::change_key(t), seq | REVERTS));
-        }
-        d
     }
 
     /// The redactions the flat state holds: content hash -> seq of the redaction.

@@ -500,12 +500,16 @@ impl Ledger {
         if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
             return Ok(Some(*s));
         }
-        Ok(self.checked_seqs(j, id, false)?.first().copied())
+        Ok(self
+            .checked_records(j, id, false)?
+            .first()
+            .map(|r| r.event.seq))
     }
 
-    /// The seqs of `id`'s events (`reverting`: of the events reverting `id`), from the
-    /// flat change index, each checked against its event (two IDs may share a key).
-    fn checked_seqs(&self, j: &Journal, id: &str, reverting: bool) -> Result<Vec<u64>> {
+    /// The events of change `id` (`reverting`: the events reverting `id`), in seq order,
+    /// from the flat change index, each checked against its event (two IDs may share a
+    /// key).
+    fn checked_records(&self, j: &Journal, id: &str, reverting: bool) -> Result<Vec<Record>> {
         let candidates = if reverting {
             self.index.revert_candidates(id)?
         } else {
@@ -524,10 +528,17 @@ impl Ledger {
                 r.event.change_id == id
             };
             if hit && r.event.seq == seq {
-                out.push(seq);
+                out.push(r);
             }
         }
         Ok(out)
+    }
+
+    /// [`Ledger::checked_records`] once the index writer is level.
+    fn change_records(&self, id: &str, reverting: bool) -> Result<Vec<Record>> {
+        self.sync_index()?;
+        let w = self.writer.lock().unwrap();
+        self.checked_records(&w.journal, id, reverting)
     }
 
     /// The first seq of change `id`, if it exists (flat index: sled stays closed).
@@ -539,22 +550,17 @@ impl Ledger {
 
     /// The seqs of change `id`'s events, ascending (empty for an unknown ID).
     pub fn change_seqs(&self, id: &str) -> Result<Vec<u64>> {
-        self.sync_index()?;
-        let w = self.writer.lock().unwrap();
-        self.checked_seqs(&w.journal, id, false)
+        let records = self.change_records(id, false)?;
+        Ok(records.iter().map(|r| r.event.seq).collect())
     }
 
     /// Every change that reverted `change_id`, in seq order (whether or not those
     /// reverts are still in force: `replay::Changes` decides that).
     pub fn reverters(&self, change_id: &str) -> Result<Vec<String>> {
-        self.sync_index()?;
-        let w = self.writer.lock().unwrap();
         let mut out: Vec<String> = Vec::new();
-        for seq in self.checked_seqs(&w.journal, change_id, true)? {
-            let pos = self.index.position(seq)?.expect("checked above");
-            let id = w.journal.read_at(pos)?.event.change_id;
-            if !out.contains(&id) {
-                out.push(id);
+        for r in self.change_records(change_id, true)? {
+            if !out.contains(&r.event.change_id) {
+                out.push(r.event.change_id);
             }
         }
         Ok(out)
@@ -593,25 +599,17 @@ impl Ledger {
                     _ => false,
                 },
             };
-        // The change index's last record must name the change of the event it points at.
+        // The change index's last record must be one of the event it points at.
         let changes_ok = match self.index.last_change_record() {
             None => state.indexed == 0,
-            Some((seq, key, reverts)) => {
+            Some(rec) => {
+                let seq = rec.1 & !crate::changelog::REVERTS;
                 seq < state.indexed
                     && match self.index.position(seq) {
-                        Ok(Some(pos)) => w.journal.read_at(pos).is_ok_and(|r| {
-                            r.event.seq == seq
-                                && match (&r.event.body, reverts) {
-                                    (Body::Change(c), true) => c
-                                        .reverts
-                                        .as_deref()
-                                        .is_some_and(|t| crate::changelog::change_key(t) == key),
-                                    (_, true) => false,
-                                    (_, false) => {
-                                        crate::changelog::change_key(&r.event.change_id) == key
-                                    }
-                                }
-                        }),
+                        Ok(Some(pos)) => w
+                            .journal
+                            .read_at(pos)
+                            .is_ok_and(|r| r.event.seq == seq && crate::changelog::names(&r, rec)),
                         _ => false,
                     }
             }
@@ -664,10 +662,9 @@ impl Ledger {
                 report.reindexed = Some(why);
             }
             self.index.clear()?;
-            self.index_from(w, 0, None, state.tail)?;
+            self.index_from(w, 0, state.tail)?;
         } else if state.indexed < next {
-            let prev = self.prev_record(w, state.indexed)?;
-            self.index_from(w, state.indexed, prev, state.tail)?;
+            self.index_from(w, state.indexed, state.tail)?;
         }
         Ok(())
     }
@@ -681,37 +678,19 @@ impl Ledger {
         &self,
         w: &mut MutexGuard<'_, Writer>,
         from: u64,
-        prev: Option<(Record, Position)>,
         known_tail: Option<TailHint>,
     ) -> Result<()> {
-        let mut batch = Vec::with_capacity(4096);
         let mut genesis = None;
         let mut indexed = from;
-        let res = {
-            let mut f = |r: &Record| -> Result<()> {
-                if r.event.seq == 0 {
-                    genesis = Some(r.hash);
-                }
-                batch.push(r.clone());
-                if batch.len() >= 4096 {
-                    self.index.add_positions(&batch)?;
-                    self.index.add(&batch)?;
-                    indexed = r.event.seq + 1;
-                    batch.clear();
-                }
-                Ok(())
-            };
-            match prev {
-                None => w.journal.scan_all(&mut f),
-                // Continues after `pos` in the same segment, then through later ones.
-                Some((r, pos)) => w.journal.scan_from(pos, Some(&r), &mut f),
+        let res = self.scan_batches(w, from, &mut |batch| {
+            if batch[0].event.seq == 0 {
+                genesis = Some(batch[0].hash);
             }
-        };
-        self.index.add_positions(&batch)?;
-        self.index.add(&batch)?;
-        if let Some(r) = batch.last() {
-            indexed = r.event.seq + 1;
-        }
+            self.index.add_positions(batch)?;
+            self.index.add(batch)?;
+            indexed = batch[batch.len() - 1].event.seq + 1;
+            Ok(())
+        })?;
         if let Err(e) = res {
             // Damage found while indexing: keep what was indexed, refuse appends.
             w.damaged = Some(e.to_string());
@@ -781,32 +760,56 @@ impl Ledger {
         }
         self.sync_index_locked(w)?;
         let next = self.index.state()?.indexed;
-        let from = self.index.open_sled(next)?;
+        let (sled, from) = self.index.open_sled(next)?;
         if from < next {
-            let mut batch = Vec::with_capacity(4096);
-            let mut f = |r: &Record| -> Result<()> {
-                if r.event.seq < next {
-                    batch.push(r.clone());
-                    if batch.len() >= 4096 {
-                        self.index.sled_catch_up(&batch)?;
-                        batch.clear();
-                    }
-                }
+            let mut reached = from;
+            let res = self.scan_batches(w, from, &mut |batch| {
+                let end = batch.partition_point(|r| r.event.seq < next);
+                self.index.sled_catch_up(&sled, &batch[..end])?;
+                reached = reached.max(batch[..end].last().map_or(0, |r| r.event.seq + 1));
                 Ok(())
-            };
-            let res = match self.prev_record(w, from)? {
-                None => w.journal.scan_all(&mut f),
-                Some((r, pos)) => w.journal.scan_from(pos, Some(&r), &mut f),
-            };
-            self.index.sled_catch_up(&batch)?;
+            })?;
             // Damage after what the flat indexes hold is reported by those who read it.
             if let Err(e) = res {
-                if batch.last().map_or(from, |r| r.event.seq + 1) < next {
+                if reached < next {
                     return Err(e);
                 }
             }
         }
-        self.index.sled_ready()
+        self.index.install_sled(sled);
+        Ok(())
+    }
+
+    /// Walks the journal from `from` (checked, continuing the record before it) and
+    /// hands the records to `each` in batches of up to 4096. The outer error is `each`'s
+    /// for the last batch or a missing position; the inner one ends the walk early
+    /// (damage, or `each` failing on an earlier batch).
+    fn scan_batches(
+        &self,
+        w: &Writer,
+        from: u64,
+        each: &mut dyn FnMut(&[Record]) -> Result<()>,
+    ) -> Result<Result<()>> {
+        let mut batch = Vec::with_capacity(4096);
+        let res = {
+            let mut f = |r: &Record| -> Result<()> {
+                batch.push(r.clone());
+                if batch.len() >= 4096 {
+                    each(&batch)?;
+                    batch.clear();
+                }
+                Ok(())
+            };
+            match self.prev_record(w, from)? {
+                None => w.journal.scan_all(&mut f),
+                // Continues after `pos` in the same segment, then through later ones.
+                Some((r, pos)) => w.journal.scan_from(pos, Some(&r), &mut f),
+            }
+        };
+        if !batch.is_empty() {
+            each(&batch)?;
+        }
+        Ok(res)
     }
 
     /// The record before `seq` and the position after it (where `seq` starts), for
@@ -1045,11 +1048,11 @@ impl Ledger {
 
     /// All events of a change, in seq order. Unknown IDs are an error.
     pub fn change(&self, change_id: &str) -> Result<Vec<Record>> {
-        let seqs = self.change_seqs(change_id)?;
-        if seqs.is_empty() {
+        let records = self.change_records(change_id, false)?;
+        if records.is_empty() {
             return Err(Error::UnknownChange(change_id.to_string()));
         }
-        self.events(&seqs)
+        Ok(records)
     }
 
     /// Resolves a full change ID or an unambiguous prefix of one.
@@ -1154,7 +1157,7 @@ impl Ledger {
         let _ = self.sync_index();
         let known_tail = self.index.state().ok().and_then(|s| s.tail);
         self.index.clear()?;
-        self.index_from(&mut w, 0, None, known_tail)?;
+        self.index_from(&mut w, 0, known_tail)?;
         {
             let mut p = self.progress.0.lock().unwrap();
             let next = w.journal.next_seq();

@@ -105,13 +105,8 @@ impl Walk {
                 BodyRef::Change(c) => c.reverts,
                 _ => None,
             };
-            self.change_digest =
-                self.change_digest
-                    .wrapping_add(crate::index::Index::change_digest_of(
-                        r.event.change_id,
-                        reverts,
-                        seq,
-                    ));
+            let d = crate::changelog::digest_of(seq, r.event.change_id, reverts);
+            self.change_digest = self.change_digest.wrapping_add(d);
         }
         if let (Some(p), None) = (positions, &self.index_problem) {
             let have = p.get(seq as usize);
