@@ -289,8 +289,6 @@ fn symlink_target(ledger: &Ledger, payload: &Payload) -> Result<Vec<u8>, String>
 struct Staged {
     dir: Arc<OwnedFd>,
     tmp: Vec<u8>,
-    /// A symlink: nothing to sync on its own (it cannot be opened for `fsync`).
-    symlink: bool,
 }
 
 fn tmp_name() -> Vec<u8> {
@@ -316,11 +314,7 @@ fn stage(
         let target = symlink_target(ledger, payload).map_err(|e| err(key, e))?;
         rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())
             .map_err(|e| err(key, format!("cannot create a symlink: {e}")))?;
-        return Ok(Staged {
-            dir,
-            tmp,
-            symlink: true,
-        });
+        return Ok(Staged { dir, tmp });
     }
     stage_with(dir, key, mode, sync, &mut |f| {
         write_payload(ledger, payload, f)
@@ -364,11 +358,7 @@ fn stage_with(
         let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
         return Err(err(key, format!("cannot write: {e}")));
     }
-    Ok(Staged {
-        dir,
-        tmp,
-        symlink: false,
-    })
+    Ok(Staged { dir, tmp })
 }
 
 /// Whether the file at `key` has other hard links: changing its mode in place would
@@ -448,38 +438,38 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             .with_hint("run `ledger status`, record or undo that change, then retry"));
         }
     }
-    // 2. Stage every write and check permissions; nothing visible changes yet.
+    // 2. Check permissions and find (or make) every directory, in order; then stage
+    // every write (temporary file written and synced) on several threads at once, so
+    // the files are written side by side and the device flushes their syncs need
+    // overlap (one or two rounds instead of one per file). Nothing visible changes yet.
+    enum Job<'a> {
+        Write(&'a Payload, Mode),
+        Copy(Mode),
+    }
     let mut made_dirs = Vec::new();
-    let mut staged: Vec<Option<Staged>> = Vec::new();
+    let mut jobs: Vec<(usize, Arc<OwnedFd>, Job)> = Vec::new();
     let mut dirs = DirCache::default();
-    let cleanup = |staged: &mut Vec<Option<Staged>>, made: &[Vec<u8>]| {
-        for s in staged.iter().flatten() {
-            let _ = rfs::unlinkat(&*s.dir, s.tmp.as_slice(), AtFlags::empty());
-        }
+    let remove_made = |made: &[Vec<u8>]| {
         for d in made.iter().rev() {
             let _ = rfs::unlinkat(&root.fd, d.as_slice(), AtFlags::REMOVEDIR);
         }
     };
-    for a in actions {
-        let res = (|| -> CliResult<Option<Staged>> {
+    for (i, a) in actions.iter().enumerate() {
+        let res = (|| -> CliResult<Option<(Arc<OwnedFd>, Job)>> {
             match &a.kind {
                 ActionKind::Write { payload, mode } => {
                     let dir = root
                         .parent_cached(&a.key, true, &mut made_dirs, &mut dirs)?
                         .expect("created");
                     check_writable(&dir, &a.key)?;
-                    Ok(Some(stage(ledger, dir, &a.key, payload, *mode, false)?))
+                    Ok(Some((dir, Job::Write(payload, *mode))))
                 }
                 ActionKind::SetMode { mode } => {
                     let dir = root
                         .parent_cached(&a.key, false, &mut made_dirs, &mut dirs)?
                         .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
                     check_writable(&dir, &a.key)?;
-                    if hard_linked(&dir, &a.key)? {
-                        Ok(Some(stage_copy(dir, &a.key, *mode)?))
-                    } else {
-                        Ok(None)
-                    }
+                    Ok(hard_linked(&dir, &a.key)?.then_some((dir, Job::Copy(*mode))))
                 }
                 ActionKind::Delete => {
                     let dir = root
@@ -491,32 +481,40 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
             }
         })();
         match res {
-            Ok(s) => staged.push(s),
+            Ok(Some((dir, job))) => jobs.push((i, dir, job)),
+            Ok(None) => {}
             Err(e) => {
-                cleanup(&mut staged, &made_dirs);
+                remove_made(&made_dirs);
                 return Err(e);
             }
         }
     }
     drop(dirs);
-    // 2b. Make every staged file durable before any of them becomes visible: the files
-    // are synced concurrently, so the device flushes they need overlap (one or two
-    // rounds instead of one per file).
-    let to_sync: Vec<(&ResourceKey, &Staged)> = actions
-        .iter()
-        .zip(staged.iter())
-        .filter_map(|(a, s)| s.as_ref().filter(|s| !s.symlink).map(|s| (&a.key, s)))
-        .collect();
-    if let Err(e) = run_parallel(to_sync, |(key, st)| {
-        let fd = rfs::openat(
-            &*st.dir,
-            st.tmp.as_slice(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            rfs::Mode::empty(),
-        )
-        .map_err(|e| err(key, format!("cannot sync: {e}")))?;
-        rfs::fsync(&fd).map_err(|e| err(key, format!("cannot sync: {e}")))
-    }) {
+    let mut staged: Vec<Option<Staged>> = actions.iter().map(|_| None).collect();
+    let results = run_parallel(jobs, |(i, dir, job)| {
+        let key = &actions[i].key;
+        let st = match job {
+            Job::Write(payload, mode) => stage(ledger, dir, key, payload, mode, true),
+            Job::Copy(mode) => stage_copy(dir, key, mode),
+        };
+        st.map(|st| (i, st))
+    });
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok((i, st)) => staged[i] = Some(st),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let cleanup = |staged: &mut Vec<Option<Staged>>, made: &[Vec<u8>]| {
+        for s in staged.iter().flatten() {
+            let _ = rfs::unlinkat(&*s.dir, s.tmp.as_slice(), AtFlags::empty());
+        }
+        remove_made(made);
+    };
+    if let Some(e) = failed {
         cleanup(&mut staged, &made_dirs);
         return Err(e);
     }
@@ -606,13 +604,13 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
         tasks.extend(touched.into_values().map(|(k, fd)| (Some(k), fd)));
     }
     tasks.extend(released.into_iter().map(|fd| (None, Arc::new(fd))));
-    let synced = run_parallel(tasks, |(key, fd)| match key {
+    let synced = first_error(run_parallel(tasks, |(key, fd)| match key {
         Some(key) => rfs::fsync(&*fd).map_err(|e| err(&key, format!("cannot sync: {e}"))),
         None => {
             drop(fd);
             Ok(())
         }
-    });
+    }));
     if let (None, Err(e)) = (&failed, synced) {
         failed = Some(e);
     }
@@ -634,24 +632,26 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
 /// not to matter for memory or open files.
 const SYNC_THREADS: usize = 16;
 
-/// Runs `f` on every item, on up to [`SYNC_THREADS`] threads; the first error (in
-/// item order) is returned after every item was tried.
-fn run_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) -> CliResult + Sync) -> CliResult {
+/// Runs `f` on every item, on up to [`SYNC_THREADS`] threads; returns every result, in
+/// item order, after every item was tried.
+fn run_parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> CliResult<R> + Sync,
+) -> Vec<CliResult<R>> {
     if items.len() <= 1 {
-        return items.into_iter().try_for_each(&f);
+        return items.into_iter().map(&f).collect();
     }
     let threads = SYNC_THREADS.min(items.len());
     let queue = std::sync::Mutex::new(items.into_iter().enumerate());
-    let errors: std::sync::Mutex<BTreeMap<usize, CliError>> = Default::default();
+    let results: std::sync::Mutex<BTreeMap<usize, CliResult<R>>> = Default::default();
     let work = || loop {
         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
         let Some((i, item)) = next else { break };
-        if let Err(e) = f(item) {
-            errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(i, e);
-        }
+        let r = f(item);
+        results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(i, r);
     };
     std::thread::scope(|s| {
         for _ in 1..threads {
@@ -660,11 +660,13 @@ fn run_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) -> CliResult + Sync) -> Cl
         }
         work();
     });
-    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    match errors.pop_first() {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.into_values().collect()
+}
+
+/// The first error of `results` (in item order), if any.
+fn first_error(results: Vec<CliResult>) -> CliResult {
+    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
 }
 
 fn undo(ledger: &Ledger, root: &Root, done: &[&RevertAction]) -> Result<(), String> {

@@ -316,24 +316,6 @@ impl StatCache {
         StatEntry::decode(fixed).expect("mode bytes are checked on load")
     }
 
-    /// The loaded entry of `path`, if any.
-    pub fn get(&self, path: &[u8]) -> Option<StatEntry> {
-        let find = |buf: &[u8], spans: &[(usize, usize)]| {
-            spans
-                .binary_search_by(|&(s, l)| buf[s..s + l].cmp(path))
-                .ok()
-                .map(|i| {
-                    let (s, l) = spans[i];
-                    s + l
-                })
-        };
-        match find(&self.delta, &self.delta_spans) {
-            Some(f) => StatEntry::decode(&self.delta[f..f + STAT_FIXED]),
-            None => find(&self.base, &self.base_spans)
-                .map(|f| Self::decode(&self.base[f..f + STAT_FIXED])),
-        }
-    }
-
     /// Number of entries as loaded (tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -367,15 +349,6 @@ impl StatCache {
     pub fn update(&mut self, path: &[u8], old: Option<StatEntry>, new: Option<StatEntry>) {
         if old != new {
             self.updates.insert(path.to_vec(), new);
-        }
-    }
-
-    /// Drops entries so these paths are read again on the next scan.
-    pub fn forget<'a>(&mut self, paths: impl Iterator<Item = &'a [u8]>) {
-        for p in paths {
-            if self.get(p).is_some() || self.updates.get(p).is_some_and(Option::is_some) {
-                self.updates.insert(p.to_vec(), None);
-            }
         }
     }
 

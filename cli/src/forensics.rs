@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::apply::{self, Root};
 use crate::args::Cli;
-use crate::cache::{HeadFiles, StatCache};
+use crate::cache::HeadFiles;
 use crate::context::{self, Ctx};
 use crate::output::{json_line, CliError, CliResult, EXIT_CONFLICT, EXIT_ERROR, EXIT_VERIFY};
 use crate::state;
@@ -125,7 +125,7 @@ fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> 
 /// What a revert of `target` looks at in the head tree (each file it touched, every
 /// ancestor path, everything beneath it), read from `head-files`; `None` when the change
 /// touched resources outside the file namespace (the planner then gets the whole tree).
-fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<replay::Tree>> {
+fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<(replay::Tree, HeadFiles)>> {
     let keys = target.event.resources();
     if keys.iter().any(|rc| !rc.key.is_file()) {
         return Ok(None);
@@ -155,7 +155,8 @@ fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<replay::Tr
             put(&p, c);
         }
     }
-    Ok(Some(replay::Tree::from_entries(entries, head.seq())))
+    let tree = replay::Tree::from_entries(entries, head.seq());
+    Ok(Some((tree, head)))
 }
 
 /// The lifecycle of one change: its events and every revert of it, of those reverts,
@@ -218,9 +219,9 @@ pub fn revert(
     let changes = lifecycle(ledger, &id)?;
     // The part of the head the plan looks at, from `head-files` (its size does not grow
     // with the ledger), or the whole head tree for a change outside the file namespace.
-    let (partial, whole) = match partial_head(ledger, target)? {
-        Some(t) => (t, None),
-        None => (replay::Tree::new(), Some(state::head_tree(ledger)?)),
+    let (partial, whole, mut head_files) = match partial_head(ledger, target)? {
+        Some((t, head)) => (t, None, Some(head)),
+        None => (replay::Tree::new(), Some(state::head_tree(ledger)?), None),
     };
     let tree = whole.as_ref().map_or(&partial, |(t, _)| t);
     let (on_disk, odd) = disk_state(&ctx, target, tree)?;
@@ -363,15 +364,20 @@ pub fn revert(
         }),
         meta: BTreeMap::new(),
     };
-    match crate::commands::append_change(ledger, vec![ev], &new_id, whole) {
-        Ok(_) => {}
+    let records = match crate::commands::append_change(ledger, vec![ev], &new_id, whole) {
+        Ok(r) => r,
         Err(e) => {
             return Err(CliError::new(e.code, format!("{}; the files were reverted on disk but the revert was not recorded: `ledger status` shows them", e.message)));
         }
+    };
+    // `head-files` moves with the head, so the next command catches up from a recent
+    // base. The stat cache needs nothing: every file written here is a new inode, a
+    // mode change changes the mode and ctime, and a delete leaves no file, so no cached
+    // entry can match what is on disk now.
+    if let Some(head) = &mut head_files {
+        head.apply(&records);
+        head.save_if_due(ledger);
     }
-    let mut cache = StatCache::load(ledger);
-    cache.forget(plan.actions.iter().map(|a| a.key.name.as_bytes()));
-    cache.save(ledger);
     if json {
         json_line(&json!({"change_id": new_id, "reverts": id, "files": plan.actions.len()}))?;
     } else {

@@ -148,28 +148,53 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Tree>> {
         let mut fold = TreeFold::new(Tree::new());
         let mut last_kept: Option<u64> = None;
         let mut err = None;
-        let mut f = |r: &RecordRef| -> ledger::Result<()> {
-            if let Err(e) = fold.apply(&r.event) {
-                err = Some(e);
-                return Err(ledger::Error::Stopped);
-            }
-            if last_kept.is_none_or(|k| r.event.seq >= k + keep_interval(fold.tree().len())) {
-                // A closed channel means the storing thread failed: its error comes
-                // back when it is joined below.
-                if tx
-                    .send((r.event.seq, fold.tree().to_snapshot_bytes()))
-                    .is_err()
-                {
+        // After each event: a kept snapshot when one is due. A closed channel means the
+        // storing thread failed: its error comes back when it is joined below.
+        let mut keep = |fold: &TreeFold, seq: u64| -> ledger::Result<()> {
+            if last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len())) {
+                if tx.send((seq, fold.to_snapshot_bytes())).is_err() {
                     return Err(ledger::Error::Stopped);
                 }
-                last_kept = Some(r.event.seq);
+                last_kept = Some(seq);
             }
             Ok(())
         };
         let scanned = if pipelined {
-            ledger.scan_all_pipelined(&mut f)
+            // Workers check each segment and decode its events into what the fold
+            // needs; this thread only folds.
+            let prepare = |segment: u64, bytes: &[u8]| {
+                let mut p = replay::Prepared::for_bytes(bytes.len());
+                let decoded = ledger::Journal::read_checked_segment(segment, bytes, &mut |r| {
+                    if p.push(bytes, &r.event) {
+                        Ok(())
+                    } else {
+                        Err(ledger::Error::Stopped)
+                    }
+                });
+                matches!(decoded, Ok(true)).then_some(p)
+            };
+            ledger.scan_all_pipelined_with(&prepare, &mut |_, bytes, p: replay::Prepared| {
+                for i in 0..p.len() {
+                    match fold.apply_prepared(bytes, &p, i) {
+                        Ok(seq) => keep(&fold, seq)?,
+                        Err(e) => {
+                            err = Some(e);
+                            return Err(ledger::Error::Stopped);
+                        }
+                    }
+                }
+                Ok(true)
+            })
         } else {
-            ledger.scan_refs(0, &mut f).map(|()| true)
+            ledger
+                .scan_refs(0, &mut |r: &RecordRef| {
+                    if let Err(e) = fold.apply(&r.event) {
+                        err = Some(e);
+                        return Err(ledger::Error::Stopped);
+                    }
+                    keep(&fold, r.event.seq)
+                })
+                .map(|()| true)
         };
         drop(tx);
         let stored = store.join().expect("the snapshot thread does not panic");

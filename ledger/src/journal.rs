@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventRef, NewEvent, MAX_EVENT_BYTES};
 use crate::hash::Hash;
-use crate::storage::{read_segment, SegmentStamp, Storage};
+use crate::storage::{read_segment, read_segment_into, SegmentStamp, Storage};
 
 pub const FRAME_MAGIC: [u8; 4] = *b"LJR1";
 pub const FRAME_HEADER: usize = 24;
@@ -320,6 +320,15 @@ fn walk(
     }
     Ok(None)
 }
+
+/// The per-segment step of [`Journal::scan_all_pipelined_with`] on the workers:
+/// segment number and bytes in, what the caller needs of them out (`None`: a record
+/// does not decode).
+pub type SegmentPrepare<'a, P> = dyn Fn(u64, &[u8]) -> Option<P> + Sync + 'a;
+
+/// The calling thread's step of [`Journal::scan_all_pipelined_with`]: segment number,
+/// bytes and what `prepare` made of them (`Ok(false)`: a record does not decode).
+pub type SegmentConsume<'a, P> = dyn FnMut(u64, &[u8], P) -> Result<bool> + 'a;
 
 /// What a worker of [`Journal::scan_all_pipelined`] found in one segment: frames,
 /// hashes, seqs, links and batch fields checked, nothing decoded beyond `seq` and `prev`.
@@ -1019,6 +1028,23 @@ impl Journal {
         workers: usize,
         f: &mut dyn FnMut(&RecordRef) -> Result<()>,
     ) -> Result<bool> {
+        self.scan_all_pipelined_with(workers, &|_, _| Some(()), &mut |segment, bytes, ()| {
+            read_checked(segment, bytes, f)
+        })
+    }
+
+    /// [`Journal::scan_all_pipelined`] with part of the reading on the workers too: after
+    /// checking a segment, a worker runs `prepare` on it (segment number and bytes;
+    /// [`Journal::read_checked_segment`] decodes its records); the calling thread then
+    /// gets each segment's bytes and what `prepare` made of them, in order, in
+    /// `consume`. `prepare` returning `None`, or `consume` returning `Ok(false)`, means
+    /// a record did not decode: the walk stops with `Ok(false)` like any other problem.
+    pub fn scan_all_pipelined_with<P: Send>(
+        &self,
+        workers: usize,
+        prepare: &SegmentPrepare<P>,
+        consume: &mut SegmentConsume<P>,
+    ) -> Result<bool> {
         use std::collections::BTreeMap;
         use std::sync::Condvar;
         let segs = self
@@ -1031,7 +1057,8 @@ impl Journal {
         let n = segs.len();
         let workers = workers.max(1);
         let window = workers + 2;
-        let done: Mutex<BTreeMap<usize, (Checked, Vec<u8>)>> = Mutex::new(BTreeMap::new());
+        type Done<P> = Mutex<BTreeMap<usize, (Checked, Vec<u8>, Option<P>)>>;
+        let done: Done<P> = Mutex::new(BTreeMap::new());
         let ready = Condvar::new();
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(window);
         let rx = Mutex::new(rx);
@@ -1042,24 +1069,32 @@ impl Journal {
                         return;
                     };
                     let checked = check_segment(&bytes);
-                    done.lock().unwrap().insert(i, (checked, bytes));
+                    let prepared = if checked.broken {
+                        None
+                    } else {
+                        prepare(segs[i], &bytes)
+                    };
+                    done.lock().unwrap().insert(i, (checked, bytes, prepared));
                     ready.notify_all();
                 });
             }
             let tx = tx; // dropped on every return: the workers then stop
             let mut next_read = 0usize;
             let mut prev: Option<Expect> = None;
+            // Buffers of segments already handed out, read into again.
+            let mut spare: Vec<Vec<u8>> = Vec::new();
             for i in 0..n {
                 while next_read < n && next_read < i + window {
                     let seg = segs[next_read];
-                    let bytes = read_segment(self.storage.as_ref(), seg, 0)
+                    let mut bytes = spare.pop().unwrap_or_default();
+                    read_segment_into(self.storage.as_ref(), seg, 0, &mut bytes)
                         .map_err(|e| self.io(seg, "reading", e))?;
                     if tx.send((next_read, bytes)).is_err() {
                         return Ok(false);
                     }
                     next_read += 1;
                 }
-                let (checked, bytes) = {
+                let (checked, bytes, prepared) = {
                     let mut d = done.lock().unwrap();
                     loop {
                         if let Some(x) = d.remove(&i) {
@@ -1089,9 +1124,13 @@ impl Journal {
                         }
                     }
                 }
-                if !read_checked(segs[i], &bytes, f)? {
+                let Some(prepared) = prepared else {
+                    return Ok(false);
+                };
+                if !consume(segs[i], &bytes, prepared)? {
                     return Ok(false);
                 }
+                spare.push(bytes);
                 prev = checked.last;
             }
             // An unfinished batch at the end is damage (see `scan_from`).
@@ -1100,6 +1139,17 @@ impl Journal {
             }
             Ok(prev.map_or(0, |e| e.seq) == self.head.map_or(0, |h| h.seq + 1))
         })
+    }
+
+    /// Decodes the records of a segment that [`Journal::scan_all_pipelined_with`] checked
+    /// (hashes are not computed again) and hands each to `f`, for its `prepare`.
+    /// `Ok(false)`: a record does not decode.
+    pub fn read_checked_segment(
+        segment: u64,
+        bytes: &[u8],
+        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+    ) -> Result<bool> {
+        read_checked(segment, bytes, f)
     }
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Body, Genesis, NewEvent, FORMAT_VERSION};
 use crate::index::{Index, IndexState};
-use crate::journal::{Head, Journal, Position, Record, RecordRef, Recovery, TailHint};
+use crate::journal::{
+    Head, Journal, Position, Record, RecordRef, Recovery, SegmentConsume, SegmentPrepare, TailHint,
+};
 use crate::storage::{FsStorage, Storage};
 use crate::store::{ContentStore, Pending};
 
@@ -1104,12 +1106,25 @@ impl Ledger {
     /// `Ok(false)` when something is wrong with the journal: `f` may have seen records
     /// before the problem; start over with [`Ledger::scan_refs`], which names it.
     pub fn scan_all_pipelined(&self, f: &mut dyn FnMut(&RecordRef) -> Result<()>) -> Result<bool> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         self.writer
             .lock()
             .unwrap()
             .journal
-            .scan_all_pipelined(workers, f)
+            .scan_all_pipelined(pipeline_workers(), f)
+    }
+
+    /// [`Ledger::scan_all_pipelined`] with a per-segment `prepare` step on the workers
+    /// (`Journal::scan_all_pipelined_with`).
+    pub fn scan_all_pipelined_with<P: Send>(
+        &self,
+        prepare: &SegmentPrepare<P>,
+        consume: &mut SegmentConsume<P>,
+    ) -> Result<bool> {
+        self.writer.lock().unwrap().journal.scan_all_pipelined_with(
+            pipeline_workers(),
+            prepare,
+            consume,
+        )
     }
 
     /// Walks events `from_seq..=until_seq` in order (fewer if the journal ends first).
@@ -1190,4 +1205,9 @@ impl Ledger {
 /// Opens a journal on any storage (tests and tools); no index, no lock.
 pub fn open_journal(storage: Box<dyn Storage>) -> Result<(Journal, Recovery)> {
     Journal::open(storage, None, None)
+}
+
+/// Worker threads of the pipelined journal walks.
+fn pipeline_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }

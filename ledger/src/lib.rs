@@ -36,7 +36,8 @@ pub use hash::{cmp_bytes, Hash, Name, EVENT_HASH_CONTEXT};
 pub use index::{Index, IndexState};
 pub use journal::{
     decode_frame, decode_frame_ref, encode_frame, FrameError, Head, Journal, Position, Record,
-    RecordRef, Recovery, TailHint, FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, SEGMENT_TARGET,
+    RecordRef, Recovery, SegmentConsume, SegmentPrepare, TailHint, FRAME_HEADER, FRAME_MAGIC,
+    FRAME_TRAILER, SEGMENT_TARGET,
 };
 pub use ledger::{
     open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition,

@@ -210,11 +210,25 @@ impl Storage for FsStorage {
 
 /// Reads a whole segment (used by verification and recovery).
 pub(crate) fn read_segment(storage: &dyn Storage, segment: u64, from: u64) -> io::Result<Vec<u8>> {
-    let len = storage.len(segment)?;
-    let mut buf = vec![0u8; len.saturating_sub(from) as usize];
-    let n = storage.read_at(segment, from, &mut buf)?;
-    buf.truncate(n);
+    let mut buf = Vec::new();
+    read_segment_into(storage, segment, from, &mut buf)?;
     Ok(buf)
+}
+
+/// [`read_segment`] into `buf`, reusing its memory (a walk over many segments then
+/// touches fresh pages only for its first few).
+pub(crate) fn read_segment_into(
+    storage: &dyn Storage,
+    segment: u64,
+    from: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    let len = storage.len(segment)?;
+    buf.clear();
+    buf.resize(len.saturating_sub(from) as usize, 0);
+    let n = storage.read_at(segment, from, buf)?;
+    buf.truncate(n);
+    Ok(())
 }
 
 /// A fault to inject into [`MemStorage`].

@@ -512,6 +512,62 @@ fn the_pipelined_walk_hands_out_every_record_once_in_order() {
     assert_eq!(n, 1500);
 }
 
+/// The walk with a `prepare` step on the workers hands each segment, with what its
+/// worker made of it, to the calling thread once and in order; a segment `prepare`
+/// gives up on stops the walk with `Ok(false)` before it is handed out.
+#[test]
+fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
+    let (d, l) = many_segments();
+    drop(l);
+    let j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
+    let mut sequential = Vec::new();
+    j.scan_all_refs(&mut |r| {
+        sequential.push(r.event.seq);
+        Ok(())
+    })
+    .unwrap();
+    let prepare = |segment: u64, bytes: &[u8]| {
+        let mut seqs = Vec::new();
+        let ok = Journal::read_checked_segment(segment, bytes, &mut |r| {
+            seqs.push(r.event.seq);
+            Ok(())
+        });
+        matches!(ok, Ok(true)).then_some((segment, seqs))
+    };
+    let mut segments = Vec::new();
+    for workers in [1, 2, 5] {
+        let mut got = Vec::new();
+        segments.clear();
+        let ok = j
+            .scan_all_pipelined_with(workers, &prepare, &mut |segment, _, (made_for, seqs)| {
+                assert_eq!(segment, made_for, "prepared for another segment");
+                assert_eq!(seqs.first(), Some(&segment), "a segment starts at its seq");
+                segments.push(segment);
+                got.extend(seqs);
+                Ok(true)
+            })
+            .unwrap();
+        assert!(ok, "{workers} workers");
+        assert_eq!(got, sequential, "{workers} workers");
+        assert!(segments.len() > 2, "the journal has several segments");
+    }
+    // `prepare` giving up on the third segment: the first two are handed out, then
+    // the walk reports the problem.
+    let mut handed = 0;
+    let ok = j
+        .scan_all_pipelined_with(
+            2,
+            &|segment, bytes| (segment != segments[2]).then_some(bytes.len()),
+            &mut |_, _, _| {
+                handed += 1;
+                Ok(true)
+            },
+        )
+        .unwrap();
+    assert!(!ok);
+    assert_eq!(handed, 2);
+}
+
 /// A record whose hash and links are right but whose bytes are not a canonical event
 /// (here: one trailing byte, hashed with the rest) is refused by the pipelined walk,
 /// which hands out nothing from it on; the sequential walk names its seq.

@@ -42,7 +42,7 @@ pub use revert::{
     ContentSource, LaterChanges, Payload, RevertAction, RevertPlan,
 };
 pub use text::{is_text, text_diff};
-pub use tree::{diff, state_at, DiffKind, Entry, Tree, TreeDiff, TreeFold};
+pub use tree::{diff, state_at, DiffKind, Entry, Prepared, Tree, TreeDiff, TreeFold};
 
 use ledger::ResourceKey;
 
@@ -58,6 +58,10 @@ pub enum Error {
     /// Snapshot bytes that are not a snapshot of this projection in this format.
     #[error("not a valid {kind} snapshot: {detail}")]
     Snapshot { kind: &'static str, detail: String },
+
+    /// [`Prepared`] events folded with bytes other than the ones they were made from.
+    #[error("prepared events do not match their bytes: {0}")]
+    Prepared(&'static str),
 
     /// Only `Change` events can be reverted (not the genesis event, checks, ...).
     #[error("event seq {seq} is a {kind} event, not a change; only changes can be reverted")]

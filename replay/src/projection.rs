@@ -63,18 +63,7 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
     /// Encodes the projection: a header (magic, [`SNAPSHOT_VERSION`], kind) and the
     /// projection, both with `bincode::serde` and [`ledger::CANONICAL`].
     fn to_snapshot_bytes(&self) -> Vec<u8> {
-        let header = Header {
-            magic: SNAPSHOT_MAGIC,
-            version: SNAPSHOT_VERSION,
-            kind: Self::SNAPSHOT_KIND.to_string(),
-        };
-        // Encoding with CANONICAL never checks its size limit (only decoding does), and
-        // plain structs, maps and strings always encode.
-        let mut out = bincode::serde::encode_to_vec(&header, CANONICAL)
-            .expect("a snapshot header always encodes");
-        bincode::serde::encode_into_std_write(self, &mut out, CANONICAL)
-            .expect("a projection in memory always encodes into a Vec");
-        out
+        snapshot_bytes(Self::SNAPSHOT_KIND, self, 0)
     }
 
     /// Decodes what [`Projection::to_snapshot_bytes`] wrote. Garbage, truncation,
@@ -109,6 +98,28 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
         }
         Ok(value)
     }
+}
+
+/// A snapshot of `kind`: the header, then `value` (a projection, or a view of one that
+/// serialises the same way), in a buffer of at least `capacity` bytes.
+pub(crate) fn snapshot_bytes<T: Serialize + ?Sized>(
+    kind: &str,
+    value: &T,
+    capacity: usize,
+) -> Vec<u8> {
+    let header = Header {
+        magic: SNAPSHOT_MAGIC,
+        version: SNAPSHOT_VERSION,
+        kind: kind.to_string(),
+    };
+    // Encoding with CANONICAL never checks its size limit (only decoding does), and
+    // plain structs, maps and strings always encode.
+    let mut out = Vec::with_capacity(capacity);
+    bincode::serde::encode_into_std_write(&header, &mut out, CANONICAL)
+        .expect("a snapshot header always encodes");
+    bincode::serde::encode_into_std_write(value, &mut out, CANONICAL)
+        .expect("a projection in memory always encodes into a Vec");
+    out
 }
 
 /// The header is tiny; a small limit keeps a garbage length prefix from allocating.

@@ -122,74 +122,351 @@ impl Projection for Tree {
     }
 }
 
-/// Folds borrowed events ([`EventRef`], as `Ledger::scan_refs` hands them out) into a
-/// [`Tree`]: the same result as [`Projection::apply`], without allocating for a resource
-/// the tree already holds (the key is looked up through a reused buffer and the entry
-/// updated in place). Projection rebuilds and the state at a point use it.
+/// Folds borrowed events ([`EventRef`], as `Ledger::scan_refs` hands them out, or
+/// [`Prepared`] ones) into a [`Tree`]: the same result as [`Projection::apply`], made
+/// for long folds (projection rebuilds, the state at a point).
+///
+/// While folding, entries live in a slab found through a hash map, so updating a
+/// resource the tree already holds is one hash lookup and no allocation; the key order
+/// is kept in a separate ordered map that only changes when a resource comes or goes.
+/// The tree given to [`TreeFold::new`] is taken apart only when the first event comes.
 pub struct TreeFold {
-    tree: Tree,
-    key: ResourceKey,
+    /// The starting tree, until the first event is folded in.
+    start: Option<Tree>,
+    slab: Vec<Entry>,
+    free: Vec<usize>,
+    /// Key ([`flat_key`]) -> slab index, for lookups: one allocation per key, so a
+    /// lookup reads one key's bytes. Never hashed into anything stored or compared:
+    /// iteration order does not matter here.
+    by_key: std::collections::HashMap<Box<[u8]>, usize>,
+    /// Key -> slab index, in key order (snapshots and the final tree).
+    order: BTreeMap<ResourceKey, usize>,
+    seq: Option<u64>,
+    /// Reused lookup buffer ([`flat_key`]).
+    key: Vec<u8>,
+    /// Size of the last snapshot encoded, to size the next one's buffer.
+    snapshot_len: std::cell::Cell<usize>,
+}
+
+/// A resource key as one byte string: the namespace's length (LEB128), the namespace,
+/// then the name. The length prefix keeps distinct (namespace, name) pairs distinct.
+fn flat_key(out: &mut Vec<u8>, namespace: &str, name: &[u8]) {
+    out.clear();
+    let mut n = namespace.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(namespace.as_bytes());
+    out.extend_from_slice(name);
 }
 
 impl TreeFold {
     /// Continues folding from `tree` (empty, or loaded from a snapshot).
     pub fn new(tree: Tree) -> TreeFold {
         TreeFold {
-            tree,
-            key: ResourceKey {
-                namespace: String::new(),
-                name: Name(Vec::new()),
-            },
+            seq: tree.seq,
+            start: Some(tree),
+            slab: Vec::new(),
+            free: Vec::new(),
+            by_key: Default::default(),
+            order: BTreeMap::new(),
+            key: Vec::new(),
+            snapshot_len: std::cell::Cell::new(0),
         }
     }
 
-    pub fn tree(&self) -> &Tree {
-        &self.tree
+    /// Seq of the last event folded in (or of the starting tree).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
+    /// Resources in the tree.
+    pub fn len(&self) -> usize {
+        match &self.start {
+            Some(t) => t.len(),
+            None => self.order.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tree so far.
     pub fn into_tree(self) -> Tree {
-        self.tree
+        if let Some(t) = self.start {
+            return t;
+        }
+        let slab = self.slab;
+        let mut slab: Vec<Option<Entry>> = slab.into_iter().map(Some).collect();
+        let entries = self
+            .order
+            .into_iter()
+            .map(|(k, i)| (k, slab[i].take().expect("each slot is in the order once")))
+            .collect();
+        Tree {
+            entries,
+            seq: self.seq,
+        }
+    }
+
+    /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        if let Some(t) = &self.start {
+            return t.to_snapshot_bytes();
+        }
+        struct Entries<'a>(&'a TreeFold);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let f = self.0;
+                s.collect_map(f.order.iter().map(|(k, &i)| (k, &f.slab[i])))
+            }
+        }
+        /// The fields of [`Tree`], in its order, so the bytes are a `Tree`'s.
+        #[derive(Serialize)]
+        struct View<'a> {
+            entries: Entries<'a>,
+            seq: Option<u64>,
+        }
+        let out = crate::projection::snapshot_bytes(
+            Tree::SNAPSHOT_KIND,
+            &View {
+                entries: Entries(self),
+                seq: self.seq,
+            },
+            self.snapshot_len.get() + self.snapshot_len.get() / 8,
+        );
+        self.snapshot_len.set(out.len());
+        out
+    }
+
+    /// Takes the starting tree apart into the slab and maps.
+    fn unpack(&mut self) {
+        let Some(t) = self.start.take() else { return };
+        self.slab.reserve(t.entries.len());
+        for (k, e) in t.entries {
+            let i = self.slab.len();
+            self.slab.push(e);
+            flat_key(&mut self.key, &k.namespace, k.name.as_bytes());
+            self.by_key.insert(self.key.as_slice().into(), i);
+            self.order.insert(k, i);
+        }
+    }
+
+    fn check(&mut self, seq: u64) -> Result<(), Error> {
+        if let Some(last) = self.seq {
+            if seq <= last {
+                return Err(Error::OutOfOrder { last, got: seq });
+            }
+        }
+        self.unpack();
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) one resource.
+    fn set(
+        &mut self,
+        namespace: &str,
+        name: &[u8],
+        new: Option<Content>,
+        seq: u64,
+        change_id: &str,
+    ) {
+        flat_key(&mut self.key, namespace, name);
+        match new {
+            Some(content) => match self.by_key.get(self.key.as_slice()) {
+                Some(&i) => {
+                    let e = &mut self.slab[i];
+                    e.content = content;
+                    e.seq = seq;
+                    e.change_id.clear();
+                    e.change_id.push_str(change_id);
+                }
+                None => {
+                    let entry = Entry {
+                        content,
+                        seq,
+                        change_id: change_id.to_string(),
+                    };
+                    let i = match self.free.pop() {
+                        Some(i) => {
+                            self.slab[i] = entry;
+                            i
+                        }
+                        None => {
+                            self.slab.push(entry);
+                            self.slab.len() - 1
+                        }
+                    };
+                    self.by_key.insert(self.key.as_slice().into(), i);
+                    let key = ResourceKey {
+                        namespace: namespace.to_string(),
+                        name: Name(name.to_vec()),
+                    };
+                    self.order.insert(key, i);
+                }
+            },
+            None => {
+                if let Some(i) = self.by_key.remove(self.key.as_slice()) {
+                    let key = ResourceKey {
+                        namespace: namespace.to_string(),
+                        name: Name(name.to_vec()),
+                    };
+                    self.order.remove(&key);
+                    self.free.push(i);
+                }
+            }
+        }
     }
 
     /// Folds one event in; events must come in increasing seq order
     /// ([`Error::OutOfOrder`] otherwise, and nothing changes).
     pub fn apply(&mut self, ev: &EventRef) -> Result<(), Error> {
-        if let Some(last) = self.tree.seq {
-            if ev.seq <= last {
-                return Err(Error::OutOfOrder { last, got: ev.seq });
-            }
-        }
+        self.check(ev.seq)?;
         if let BodyRef::Change(change) = &ev.body {
             for rc in &change.resources {
-                self.key.namespace.clear();
-                self.key.namespace.push_str(rc.key.namespace);
-                self.key.name.0.clear();
-                self.key.name.0.extend_from_slice(rc.key.name);
-                match rc.new {
-                    Some(content) => match self.tree.entries.get_mut(&self.key) {
-                        Some(e) => {
-                            e.content = content;
-                            e.seq = ev.seq;
-                            e.change_id.clear();
-                            e.change_id.push_str(ev.change_id);
-                        }
-                        None => {
-                            let entry = Entry {
-                                content,
-                                seq: ev.seq,
-                                change_id: ev.change_id.to_string(),
-                            };
-                            self.tree.entries.insert(self.key.clone(), entry);
-                        }
-                    },
-                    None => {
-                        self.tree.entries.remove(&self.key);
-                    }
-                }
+                self.set(rc.key.namespace, rc.key.name, rc.new, ev.seq, ev.change_id);
             }
         }
-        self.tree.seq = Some(ev.seq);
+        self.seq = Some(ev.seq);
         Ok(())
+    }
+
+    /// Folds event `i` of `prepared`, made from `bytes` by [`Prepared::push`]; returns
+    /// its seq. The same rules as [`TreeFold::apply`].
+    pub fn apply_prepared(
+        &mut self,
+        bytes: &[u8],
+        prepared: &Prepared,
+        i: usize,
+    ) -> Result<u64, Error> {
+        let ev = &prepared.events[i];
+        self.check(ev.seq)?;
+        let text = |sp: Span| {
+            std::str::from_utf8(sp.of(bytes)).map_err(|_| Error::Prepared("text is not UTF-8"))
+        };
+        let change_id = text(ev.change_id)?;
+        let from = if i == 0 {
+            0
+        } else {
+            prepared.events[i - 1].res_end as usize
+        };
+        for r in &prepared.res[from..ev.res_end as usize] {
+            self.set(
+                text(r.namespace)?,
+                r.name.of(bytes),
+                r.new,
+                ev.seq,
+                change_id,
+            );
+        }
+        self.seq = Some(ev.seq);
+        Ok(ev.seq)
+    }
+}
+
+/// A range of a byte buffer.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// Where `part` (borrowed from `whole`) lies in `whole`; `None` if it lies elsewhere.
+    fn within(whole: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        (start + part.len() <= whole.len()).then_some(())?;
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            len: u32::try_from(part.len()).ok()?,
+        })
+    }
+
+    fn of(self, bytes: &[u8]) -> &[u8] {
+        &bytes[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+#[derive(Debug)]
+struct PreparedEvent {
+    seq: u64,
+    change_id: Span,
+    /// End of this event's resources in [`Prepared::res`].
+    res_end: u32,
+}
+
+#[derive(Debug)]
+struct PreparedResource {
+    namespace: Span,
+    name: Span,
+    new: Option<Content>,
+}
+
+/// What [`TreeFold`] needs of a run of events decoded from one buffer (a journal
+/// segment), as ranges of that buffer: made where the buffer is decoded (a worker of
+/// a pipelined journal walk), folded later with [`TreeFold::apply_prepared`].
+#[derive(Debug, Default)]
+pub struct Prepared {
+    events: Vec<PreparedEvent>,
+    res: Vec<PreparedResource>,
+}
+
+impl Prepared {
+    /// Room for the events of `bytes` bytes of journal (a guess: a few hundred bytes
+    /// per event, a few resources each).
+    pub fn for_bytes(bytes: usize) -> Prepared {
+        Prepared {
+            events: Vec::with_capacity(bytes / 256),
+            res: Vec::with_capacity(bytes / 128),
+        }
+    }
+
+    /// Adds `ev`, decoded from `bytes` (its strings borrowed from it). `false` if a field
+    /// does not lie in `bytes` or the buffer is too large to describe.
+    pub fn push(&mut self, bytes: &[u8], ev: &EventRef) -> bool {
+        let Some(change_id) = Span::within(bytes, ev.change_id.as_bytes()) else {
+            return false;
+        };
+        if let BodyRef::Change(change) = &ev.body {
+            for rc in &change.resources {
+                let (Some(namespace), Some(name)) = (
+                    Span::within(bytes, rc.key.namespace.as_bytes()),
+                    Span::within(bytes, rc.key.name),
+                ) else {
+                    return false;
+                };
+                self.res.push(PreparedResource {
+                    namespace,
+                    name,
+                    new: rc.new,
+                });
+            }
+        }
+        let Ok(res_end) = u32::try_from(self.res.len()) else {
+            return false;
+        };
+        self.events.push(PreparedEvent {
+            seq: ev.seq,
+            change_id,
+            res_end,
+        });
+        true
+    }
+
+    /// Events added.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 }
 
@@ -282,4 +559,37 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<TreeDiff> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct (namespace, name) pairs never share a lookup key, whatever the lengths
+    /// (the namespace's length is written in full, also past one LEB128 byte).
+    #[test]
+    fn flat_keys_of_distinct_resources_differ() {
+        let long = "n".repeat(300);
+        let longer = "n".repeat(301);
+        let pairs: Vec<(&str, &[u8])> = vec![
+            ("ab", b"c"),
+            ("a", b"bc"),
+            ("abc", b""),
+            ("", b"abc"),
+            ("file", b"x"),
+            ("file", b"x/"),
+            (&long, b"n"),
+            (&longer, b""),
+            (&long, b""),
+        ];
+        let mut seen = BTreeMap::new();
+        for (ns, name) in pairs {
+            let mut k = Vec::new();
+            flat_key(&mut k, ns, name);
+            assert!(
+                seen.insert(k, (ns, name)).is_none(),
+                "{ns:?} {name:?} collides"
+            );
+        }
+    }
 }

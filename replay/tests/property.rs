@@ -249,20 +249,38 @@ fn run(seed: u64, steps: usize) -> Stats {
         if step % 16 == 0 {
             let replayed = Projections::replay(&w.sim.events, u64::MAX).unwrap();
             assert_eq!(replayed, w.sim.proj, "{}", w.ctx());
-            // The borrowed fold (projection rebuilds) gives the same tree, from the
-            // canonical bytes; an event at or before its seq is refused.
-            let mut fold = TreeFold::new(Tree::new());
-            for ev in &w.sim.events {
-                let bytes = ev.encode();
-                fold.apply(&EventRef::decode(&bytes).unwrap()).unwrap();
+            // The borrowed fold (the state at a point) and the prepared fold (projection
+            // rebuilds) give the same tree and the same snapshot bytes, from the
+            // canonical bytes, however the events are split between a starting tree
+            // and the fold; an event at or before its seq is refused.
+            let encoded: Vec<Vec<u8>> = w.sim.events.iter().map(|e| e.encode()).collect();
+            let split = step % encoded.len();
+            let start = replay::state_at(&w.sim.events, w.sim.events[split].seq).unwrap();
+            let mut fold = TreeFold::new(start.clone());
+            let mut prepared = TreeFold::new(start);
+            let all: Vec<u8> = encoded[split + 1..].concat();
+            let mut p = replay::Prepared::default();
+            let mut at = 0;
+            for bytes in &encoded[split + 1..] {
+                fold.apply(&EventRef::decode(bytes).unwrap()).unwrap();
+                let ev = EventRef::decode(&all[at..at + bytes.len()]).unwrap();
+                assert!(p.push(&all, &ev));
+                at += bytes.len();
             }
-            assert_eq!(fold.tree(), &w.sim.proj.tree, "{}", w.ctx());
-            let last = w.sim.events.last().unwrap().encode();
+            for i in 0..p.len() {
+                prepared.apply_prepared(&all, &p, i).unwrap();
+            }
+            let want = w.sim.proj.tree.to_snapshot_bytes();
+            assert_eq!(fold.to_snapshot_bytes(), want, "{}", w.ctx());
+            assert_eq!(prepared.to_snapshot_bytes(), want, "{}", w.ctx());
+            let last = encoded.last().unwrap();
             assert!(matches!(
-                fold.apply(&EventRef::decode(&last).unwrap()),
+                fold.apply(&EventRef::decode(last).unwrap()),
                 Err(Error::OutOfOrder { .. })
             ));
-            assert_eq!(fold.tree(), &w.sim.proj.tree, "{}", w.ctx());
+            assert_eq!(fold.len(), w.sim.proj.tree.len(), "{}", w.ctx());
+            assert_eq!(fold.into_tree(), w.sim.proj.tree, "{}", w.ctx());
+            assert_eq!(prepared.into_tree(), w.sim.proj.tree, "{}", w.ctx());
             let back = Projections::from_snapshot_bytes(&w.sim.proj.to_snapshot_bytes()).unwrap();
             assert_eq!(back, w.sim.proj, "{}", w.ctx());
         }
