@@ -3,9 +3,9 @@
 //! Every path is opened one component at a time from a handle on the root with
 //! `O_NOFOLLOW`, so neither a `..` nor a symlinked directory nor a symlink planted at
 //! the target can redirect a write. Used by `revert` (all or nothing: every file is
-//! written to a temporary name in its own directory and re-checked before the first
-//! rename; all temporary files are synced together, then renamed over their targets,
-//! then their directories are synced together: atomic per file, durable when it returns)
+//! re-checked, then written to a temporary name in its own directory and synced, the
+//! files side by side on several threads; then renamed over their targets, then their
+//! directories are synced together: atomic per file, durable when it returns)
 //! and by `replay` (into a new directory: each file created once under its own name,
 //! directory handles reused from one file to the next in tree order).
 
