@@ -829,6 +829,27 @@ fn the_fast_path_accepts_and_rejects_what_the_general_parser_does() {
             let mid = bad_utf8.len() / 2;
             bad_utf8[mid] = 0xff;
             texts.push(bad_utf8);
+            // Bytes inside string values (which the fast path checks itself): valid
+            // UTF-8 it reads, and invalid UTF-8 and control characters it leaves to
+            // the general path.
+            let starts: Vec<usize> = text.match_indices("\":\"").map(|(i, _)| i + 3).collect();
+            for &at in starts.iter().take(3).chain(starts.last()) {
+                let inserts: [&[u8]; 8] = [
+                    b"\xff",
+                    b"\xc3",
+                    b"\xe2\x82",
+                    b"\x01",
+                    b"\x1f",
+                    "\u{e9}".as_bytes(),
+                    "\u{1f600}x".as_bytes(),
+                    b"\x7fabcdefgh\xc3\xa9abcdefgh",
+                ];
+                for ins in inserts {
+                    let mut t = text.as_bytes().to_vec();
+                    t.splice(at..at, ins.iter().copied());
+                    texts.push(t);
+                }
+            }
             for t in texts {
                 for f in &filters {
                     fast_path_agrees(&t, f, &format!("{name}: textual edit"));

@@ -103,6 +103,24 @@ fn decode8(x: u64) -> (u32, bool) {
     (t as u32, good)
 }
 
+/// Whether every byte is ASCII (below 0x80) and not a control character (below 0x20).
+fn printable_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    // A byte below 0x80 and at least 0x20 keeps its high bit clear after subtracting
+    // 0x20 (and borrows from no other byte); any other byte sets a high bit, in itself
+    // or (with a borrow from a lower byte below 0x20) the lowest such byte does.
+    let mut acc = 0u64;
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        acc |= x.wrapping_sub(0x20 * ONES) | x;
+    }
+    acc & HIGH == 0 && words.remainder().iter().all(|&c| (0x20..0x80).contains(&c))
+}
+
 /// The hashes of the last proofs parsed and the text each was decoded from, by
 /// position in the proof: consecutive lines' proofs share most of their upper path, and
 /// a hash whose text equals the cached text at its position is taken from the cache
@@ -199,7 +217,14 @@ impl P<'_, '_> {
             let rest = &self.b[self.i..];
             // `parse` checked that the line has no control characters.
             let k = memchr::memchr2(b'"', b'\\', rest)?;
-            self.enc.extend_from_slice(&rest[..k]);
+            let raw = &rest[..k];
+            // Raw string bytes must be UTF-8 without control characters (see `parse`).
+            if !printable_ascii(raw)
+                && (std::str::from_utf8(raw).is_err() || raw.iter().any(|&c| c < 0x20))
+            {
+                return None;
+            }
+            self.enc.extend_from_slice(raw);
             self.i += k;
             match self.b[self.i] {
                 b'"' => {
@@ -591,14 +616,13 @@ impl P<'_, '_> {
 /// recognised; use the general parser.
 pub(super) fn parse(line: &[u8], enc: &mut Vec<u8>, proofs: &mut ProofCache) -> Option<FastLine> {
     enc.clear();
-    // Every byte copied into a string lies between ASCII delimiters of a line that is
-    // valid UTF-8, so every decoded string is valid UTF-8 too.
-    std::str::from_utf8(line).ok()?;
-    // Control characters are never valid raw in JSON strings, and this layout has no
-    // whitespace: a line with any goes to the general path.
-    if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
-        return None;
-    }
+    // Every byte of a line this path accepts is matched against ASCII (delimiters,
+    // keys, digits, hex, escapes), except the raw bytes of strings, which `string`
+    // checks are UTF-8 without control characters (never valid raw in JSON strings;
+    // and this layout has no whitespace). They lie between ASCII delimiters, so the
+    // line accepted is valid UTF-8 without control characters, and every decoded
+    // string is valid UTF-8; a line with any control character or invalid UTF-8 goes
+    // to the general path, which names the fault.
     P {
         b: line,
         i: 0,
@@ -659,6 +683,22 @@ mod tests {
         }
         assert!(!decode_lower_hex(b"abc", &mut [0u8; 1]));
         assert!(!decode_lower_hex(b"ab", &mut [0u8; 2]));
+    }
+
+    #[test]
+    fn printable_ascii_is_ascii_without_control_characters() {
+        for len in [0usize, 1, 7, 8, 9, 16, 23, 40] {
+            for pos in 0..len {
+                for c in 0..=255u8 {
+                    for fill in [b' ', b'~', 0x7f, b'a'] {
+                        let mut b = vec![fill; len];
+                        b[pos] = c;
+                        let want = b.iter().all(|&c| (0x20..0x80).contains(&c));
+                        assert_eq!(printable_ascii(&b), want, "{len} {pos} {c} {fill}");
+                    }
+                }
+            }
+        }
     }
 
     fn proof_line(hashes: &[String]) -> Vec<u8> {
