@@ -1858,13 +1858,22 @@ struct Scratch {
     /// The canonical bytes of the line's event.
     enc: Vec<u8>,
     proofs: fastline::ProofCache,
+    /// The event hasher, reset for each line (cloning it per line costs more).
+    hasher: Option<blake3::Hasher>,
 }
 
 /// The fast path: `None` unless the line is in the writer's exact layout.
 fn fast_fields<'s>(line: &[u8], cx: &LineCtx, scratch: &'s mut Scratch) -> Option<Fields<'s>> {
-    let Scratch { enc, proofs } = scratch;
+    let Scratch {
+        enc,
+        proofs,
+        hasher,
+    } = scratch;
     let f = fastline::parse(line, enc, proofs)?;
-    let mut h = cx.event_hasher.clone();
+    let h = match hasher {
+        Some(h) => h.reset(),
+        None => hasher.insert(cx.event_hasher.clone()),
+    };
     h.update(enc);
     let hash = Hash::from(h.finalize());
     let matches = !cx.filtered
