@@ -18,6 +18,7 @@
 //! The module is pure: [`JsonlWriter`] and [`CsvWriter`] are fed events by the caller and
 //! write to any [`Write`]; [`verify_export`] reads any [`BufRead`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
@@ -1838,7 +1839,7 @@ impl Filter {
 
 /// The fields of one event line that the checks use, however it was parsed.
 #[derive(Debug, PartialEq, Eq)]
-struct Fields {
+struct Fields<'a> {
     seq: u64,
     prev: Hash,
     /// Re-derived from the line's fields.
@@ -1846,14 +1847,33 @@ struct Fields {
     stated: Hash,
     genesis: Option<[u8; 16]>,
     matches: bool,
-    proof: Option<(u64, u64, Vec<Hash>)>,
+    /// Leaf index, tree size, hashes.
+    proof: Option<(u64, u64, Cow<'a, [Hash]>)>,
     export_prev: Option<Option<Hash>>,
 }
 
+/// A worker's buffers for the fast path, reused from line to line.
+#[derive(Default)]
+struct Scratch {
+    /// The canonical bytes of the line's event.
+    enc: Vec<u8>,
+    proofs: fastline::ProofCache,
+    /// The event hasher, reset for each line (cloning it per line costs more).
+    hasher: Option<blake3::Hasher>,
+}
+
 /// The fast path: `None` unless the line is in the writer's exact layout.
-fn fast_fields(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> Option<Fields> {
-    let f = fastline::parse(line, enc)?;
-    let mut h = cx.event_hasher.clone();
+fn fast_fields<'s>(line: &[u8], cx: &LineCtx, scratch: &'s mut Scratch) -> Option<Fields<'s>> {
+    let Scratch {
+        enc,
+        proofs,
+        hasher,
+    } = scratch;
+    let f = fastline::parse(line, enc, proofs)?;
+    let h = match hasher {
+        Some(h) => h.reset(),
+        None => hasher.insert(cx.event_hasher.clone()),
+    };
     h.update(enc);
     let hash = Hash::from(h.finalize());
     let matches = !cx.filtered
@@ -1869,7 +1889,9 @@ fn fast_fields(line: &[u8], cx: &LineCtx, enc: &mut Vec<u8>) -> Option<Fields> {
         stated: f.stated,
         genesis: f.genesis,
         matches,
-        proof: f.proof,
+        proof: f
+            .proof
+            .map(|(leaf, size, n)| (leaf, size, Cow::Borrowed(proofs.hashes(n)))),
         export_prev: f.export_prev,
     })
 }
@@ -1882,7 +1904,7 @@ enum NotEvent {
 
 /// The general path (serde), which names what is wrong with a line; `Err` is the line's
 /// verdict when it is not a valid event line.
-fn general_fields(line: &[u8], cx: &LineCtx) -> Result<Fields, NotEvent> {
+fn general_fields(line: &[u8], cx: &LineCtx) -> Result<Fields<'static>, NotEvent> {
     let lt: LineType = serde_json::from_slice(line)
         .map_err(|e| NotEvent::Reject(format!("not a JSON object: {}", json_reason(&e))))?;
     match lt.line_type.as_deref() {
@@ -1904,7 +1926,7 @@ fn general_fields(line: &[u8], cx: &LineCtx) -> Result<Fields, NotEvent> {
         (
             p.leaf_index,
             p.tree_size,
-            p.hashes.iter().map(|h| h.0).collect(),
+            Cow::Owned(p.hashes.iter().map(|h| h.0).collect()),
         )
     });
     let export_prev = ev.export_prev.take().map(|p| p.map(|h| h.0));
@@ -1940,7 +1962,7 @@ pub fn event_line_paths(line: &[u8], filter: &Filter) -> (Option<String>, Result
         size: 0,
         root: Hash::ZERO,
     };
-    let fast = fast_fields(line, &cx, &mut Vec::new()).map(|f| format!("{f:?}"));
+    let fast = fast_fields(line, &cx, &mut Scratch::default()).map(|f| format!("{f:?}"));
     let general = match general_fields(line, &cx) {
         Ok(f) => Ok(format!("{f:?}")),
         Err(NotEvent::Reject(r)) => Err(r),
@@ -1956,10 +1978,10 @@ pub fn event_line_paths(line: &[u8], filter: &Filter) -> (Option<String>, Result
 fn examine(
     line: &[u8],
     cx: &LineCtx,
-    enc: &mut Vec<u8>,
+    scratch: &mut Scratch,
     proofs: &mut merkle::InclusionVerifier,
 ) -> LineKind {
-    let f = match fast_fields(line, cx, enc) {
+    let f = match fast_fields(line, cx, scratch) {
         Some(f) => f,
         None => match general_fields(line, cx) {
             Ok(f) => f,
@@ -2093,7 +2115,7 @@ impl Batcher<'_> {
 struct Pipeline<'s, 'r, 'c> {
     batcher: Batcher<'r>,
     cx: &'c LineCtx,
-    enc: Vec<u8>,
+    scratch: Scratch,
     jobs: Option<std::sync::mpsc::SyncSender<(u64, Batch)>>,
     results: Option<std::sync::mpsc::Receiver<(u64, Batch, Vec<LineKind>)>>,
     ready: BTreeMap<u64, (Batch, Vec<LineKind>)>,
@@ -2106,11 +2128,11 @@ struct Pipeline<'s, 'r, 'c> {
 /// Examines a batch's lines up to the first that is not an event (the verifier stops
 /// there). The batch's lines are consecutive events, so one proof verifier for the batch
 /// shares the upper paths of their proofs.
-fn examine_batch(batch: &Batch, cx: &LineCtx, enc: &mut Vec<u8>) -> Vec<LineKind> {
+fn examine_batch(batch: &Batch, cx: &LineCtx, scratch: &mut Scratch) -> Vec<LineKind> {
     let mut out = Vec::with_capacity(batch.lines.len());
     let mut proofs = merkle::InclusionVerifier::new(cx.size, cx.root);
     for &(a, b) in &batch.lines {
-        let k = examine(&batch.data[a..b], cx, enc, &mut proofs);
+        let k = examine(&batch.data[a..b], cx, scratch, &mut proofs);
         let stop = !matches!(k, LineKind::Event(_));
         out.push(k);
         if stop {
@@ -2140,7 +2162,7 @@ impl<'s, 'r, 'c> Pipeline<'s, 'r, 'c> {
                 done: false,
             },
             cx,
-            enc: Vec::new(),
+            scratch: Scratch::default(),
             jobs: None,
             results: None,
             ready: BTreeMap::new(),
@@ -2159,14 +2181,14 @@ impl<'s, 'r, 'c> Pipeline<'s, 'r, 'c> {
                 let spawned = std::thread::Builder::new()
                     .name("verify-export".into())
                     .spawn_scoped(scope, move || {
-                        let mut enc = Vec::new();
+                        let mut scratch = Scratch::default();
                         loop {
                             let job = match job_rx.lock() {
                                 Ok(rx) => rx.recv(),
                                 Err(_) => return,
                             };
                             let Ok((i, batch)) = job else { return };
-                            let kinds = examine_batch(&batch, cx, &mut enc);
+                            let kinds = examine_batch(&batch, cx, &mut scratch);
                             if res_tx.send((i, batch, kinds)).is_err() {
                                 return;
                             }
@@ -2207,7 +2229,7 @@ impl<'s, 'r, 'c> Pipeline<'s, 'r, 'c> {
                 return None;
             }
             let b = self.batcher.next_batch();
-            let k = examine_batch(&b, self.cx, &mut self.enc);
+            let k = examine_batch(&b, self.cx, &mut self.scratch);
             return Some((b, k));
         }
         self.fill();

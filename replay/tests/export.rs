@@ -612,6 +612,81 @@ fn every_flipped_proof_hash_is_rejected_at_its_line() {
     }
 }
 
+/// Filtered exports of a 140-event chain: a line whose proof is the text of the proof of
+/// the line before (the verifier's parser reuses the hashes of text it decoded on the
+/// line before), as it is, with the leaf index changed to the line's own, and then with
+/// one of its hashes flipped, is rejected at that line, however the lines are batched.
+#[test]
+fn a_proof_copied_from_the_line_before_is_rejected() {
+    let evs = long_chain(140);
+    let root = Tree::from_leaves(evs.iter().map(|(_, h)| merkle::leaf_hash(h)).collect()).root();
+    let size = evs.len();
+    for filter in [
+        by_agent("agent-2"),
+        Filter {
+            since_us: Some(T0 + 30_000_000),
+            until_us: Some(T0 + 120_000_000),
+            ..Default::default()
+        },
+    ] {
+        let bytes = export(&evs, filter.clone(), None);
+        verify(&bytes, None).unwrap();
+        let ls = lines(&bytes);
+        let last_event = ls.len() - 2;
+        let proof_of = |l: &[u8]| {
+            let a = memchr_find(l, b",\"proof\":");
+            let b = memchr_find(l, b",\"export_prev\":");
+            (a, b)
+        };
+        for i in (2..=last_event).step_by(7).chain([last_event]) {
+            let v: serde_json::Value = serde_json::from_slice(&ls[i]).unwrap();
+            let seq = v["seq"].as_u64().unwrap();
+            let pv: serde_json::Value = serde_json::from_slice(&ls[i - 1]).unwrap();
+            let prev_seq = pv["seq"].as_u64().unwrap();
+            let (pa, pb) = proof_of(&ls[i - 1]);
+            let copied = ls[i - 1][pa..pb].to_vec();
+            let with_index = String::from_utf8(copied.clone()).unwrap().replace(
+                &format!("\"leaf_index\":{prev_seq},"),
+                &format!("\"leaf_index\":{seq},"),
+            );
+            assert_ne!(with_index.as_bytes(), &copied[..]);
+            let n_hashes = v["proof"]["hashes"].as_array().unwrap().len();
+            let mut cases = vec![
+                (
+                    copied,
+                    format!("the proof is for leaf {prev_seq} of a tree of {size}, expected leaf {seq} of the header's tree of {size}"),
+                ),
+                (
+                    with_index.clone().into_bytes(),
+                    format!("the inclusion proof of event seq {seq} does not lead to the header's tree root {root}"),
+                ),
+            ];
+            let start = memchr_find(with_index.as_bytes(), b"\"hashes\":[\"") + 11;
+            for j in 0..n_hashes.min(pv["proof"]["hashes"].as_array().unwrap().len()) {
+                let mut flipped = with_index.clone().into_bytes();
+                let at = start + j * 67 + 63;
+                flipped[at] = if flipped[at] == b'0' { b'1' } else { b'0' };
+                cases.push((
+                    flipped,
+                    format!("the inclusion proof of event seq {seq} does not lead to the header's tree root {root}"),
+                ));
+            }
+            for (proof, why) in cases {
+                let mut m = ls.clone();
+                let (a, b) = proof_of(&m[i]);
+                m[i].splice(a..b, proof);
+                let (line, reason) = rejected_line(&join(&m), None);
+                assert_eq!(
+                    (line, reason.as_str()),
+                    (i as u64 + 1, why.as_str()),
+                    "{filter:?} line {}",
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
 fn memchr_find(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len())
         .position(|w| w == needle)
@@ -754,6 +829,27 @@ fn the_fast_path_accepts_and_rejects_what_the_general_parser_does() {
             let mid = bad_utf8.len() / 2;
             bad_utf8[mid] = 0xff;
             texts.push(bad_utf8);
+            // Bytes inside string values (which the fast path checks itself): valid
+            // UTF-8 it reads, and invalid UTF-8 and control characters it leaves to
+            // the general path.
+            let starts: Vec<usize> = text.match_indices("\":\"").map(|(i, _)| i + 3).collect();
+            for &at in starts.iter().take(3).chain(starts.last()) {
+                let inserts: [&[u8]; 8] = [
+                    b"\xff",
+                    b"\xc3",
+                    b"\xe2\x82",
+                    b"\x01",
+                    b"\x1f",
+                    "\u{e9}".as_bytes(),
+                    "\u{1f600}x".as_bytes(),
+                    b"\x7fabcdefgh\xc3\xa9abcdefgh",
+                ];
+                for ins in inserts {
+                    let mut t = text.as_bytes().to_vec();
+                    t.splice(at..at, ins.iter().copied());
+                    texts.push(t);
+                }
+            }
             for t in texts {
                 for f in &filters {
                     fast_path_agrees(&t, f, &format!("{name}: textual edit"));

@@ -23,8 +23,9 @@ pub(super) struct FastLine {
     pub change_id: (usize, usize),
     pub stated: Hash,
     pub genesis: Option<[u8; 16]>,
-    /// `proof`: leaf index, tree size, hashes.
-    pub proof: Option<(u64, u64, Vec<Hash>)>,
+    /// `proof`: leaf index, tree size, the number of hashes (which are in the
+    /// [`ProofCache`] passed to [`parse`]).
+    pub proof: Option<(u64, u64, usize)>,
     pub export_prev: Option<Option<Hash>>,
 }
 
@@ -50,20 +51,89 @@ pub(crate) fn decode_lower_hex(hex: &[u8], out: &mut [u8]) -> bool {
     if hex.len() != out.len() * 2 {
         return false;
     }
+    let mut ok = true;
+    let mut hex_blocks = hex.chunks_exact(64);
+    let mut out_blocks = out.chunks_exact_mut(32);
+    for (h, o) in (&mut hex_blocks).zip(&mut out_blocks) {
+        let (mut hb, mut ob) = ([0u8; 64], [0u8; 32]);
+        hb.copy_from_slice(h);
+        ok &= decode64(&hb, &mut ob);
+        o.copy_from_slice(&ob);
+    }
     let mut bad = 0u8;
-    for (o, p) in out.iter_mut().zip(hex.chunks_exact(2)) {
+    for (o, p) in out_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(hex_blocks.remainder().chunks_exact(2))
+    {
         let hi = LOWER_HEX[p[0] as usize];
         let lo = LOWER_HEX[p[1] as usize];
         bad |= hi | lo;
         *o = (hi << 4) | (lo & 0x0f);
     }
-    bad & 0xf0 == 0
+    ok && bad & 0xf0 == 0
+}
+
+/// 64 hex digits (a hash) into 32 bytes, and whether all are lowercase hex digits: the
+/// verdict and value of [`LOWER_HEX`], written as fixed-length loops without lookups
+/// or branches, which the compiler turns into vector code.
+#[inline]
+fn decode64(hex: &[u8; 64], out: &mut [u8; 32]) -> bool {
+    let mut v = [0u8; 64];
+    let mut bad = 0u8;
+    for (v, &c) in v.iter_mut().zip(hex) {
+        let d = c.wrapping_sub(b'0');
+        let l = c.wrapping_sub(b'a');
+        let (is_digit, is_letter) = (d < 10, l < 6);
+        *v = if is_digit { d } else { l.wrapping_add(10) };
+        bad |= u8::from(!(is_digit | is_letter));
+    }
+    for (o, p) in out.iter_mut().zip(v.chunks_exact(2)) {
+        *o = (p[0] << 4) | (p[1] & 0x0f);
+    }
+    bad == 0
+}
+
+/// Whether every byte is ASCII (below 0x80) and not a control character (below 0x20).
+fn printable_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    // A byte below 0x80 and at least 0x20 keeps its high bit clear after subtracting
+    // 0x20 (and borrows from no other byte); any other byte sets a high bit, in itself
+    // or (with a borrow from a lower byte below 0x20) the lowest such byte does.
+    let mut acc = 0u64;
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        acc |= x.wrapping_sub(0x20 * ONES) | x;
+    }
+    acc & HIGH == 0 && words.remainder().iter().all(|&c| (0x20..0x80).contains(&c))
+}
+
+/// The hashes of the last proofs parsed and the text each was decoded from, by
+/// position in the proof: consecutive lines' proofs share most of their upper path, and
+/// a hash whose text equals the cached text at its position is taken from the cache
+/// instead of being decoded again (the same text decodes to the same hash).
+#[derive(Default)]
+pub(super) struct ProofCache {
+    text: Vec<[u8; 64]>,
+    hashes: Vec<Hash>,
+}
+
+impl ProofCache {
+    /// The hashes of the proof parsed last (of the `count` its line had).
+    pub fn hashes(&self, count: usize) -> &[Hash] {
+        &self.hashes[..count]
+    }
 }
 
 struct P<'a, 'e> {
     b: &'a [u8],
     i: usize,
     enc: &'e mut Vec<u8>,
+    proofs: &'e mut ProofCache,
 }
 
 impl P<'_, '_> {
@@ -138,7 +208,14 @@ impl P<'_, '_> {
             let rest = &self.b[self.i..];
             // `parse` checked that the line has no control characters.
             let k = memchr::memchr2(b'"', b'\\', rest)?;
-            self.enc.extend_from_slice(&rest[..k]);
+            let raw = &rest[..k];
+            // Raw string bytes must be UTF-8 without control characters (see `parse`).
+            if !printable_ascii(raw)
+                && (std::str::from_utf8(raw).is_err() || raw.iter().any(|&c| c < 0x20))
+            {
+                return None;
+            }
+            self.enc.extend_from_slice(raw);
             self.i += k;
             match self.b[self.i] {
                 b'"' => {
@@ -424,16 +501,17 @@ impl P<'_, '_> {
         Some(())
     }
 
-    fn proof(&mut self) -> Option<(u64, u64, Vec<Hash>)> {
+    fn proof(&mut self) -> Option<(u64, u64, usize)> {
         self.lit(b"{\"leaf_index\":")?;
         let leaf = self.digits()?;
         self.lit(b",\"tree_size\":")?;
         let size = self.digits()?;
         self.lit(b",\"hashes\":[")?;
-        let mut hashes = Vec::new();
+        let mut n = 0;
         if self.lit(b"]").is_none() {
             loop {
-                hashes.push(self.hash()?);
+                self.proof_hash(n)?;
+                n += 1;
                 if self.lit(b",").is_none() {
                     self.lit(b"]")?;
                     break;
@@ -441,7 +519,31 @@ impl P<'_, '_> {
             }
         }
         self.lit(b"}")?;
-        Some((leaf, size, hashes))
+        Some((leaf, size, n))
+    }
+
+    /// Proof hash `k` (a quoted hash) into the proof cache at `k`: taken from there when
+    /// the text is the cached one, else decoded (and cached with its text).
+    fn proof_hash(&mut self, k: usize) -> Option<()> {
+        self.lit(b"\"")?;
+        let text: &[u8; 64] = self.b.get(self.i..self.i + 64)?.try_into().ok()?;
+        let c = &mut *self.proofs;
+        if c.text.get(k) != Some(text) {
+            let mut h = [0u8; 32];
+            if !decode64(text, &mut h) {
+                return None;
+            }
+            if k < c.text.len() {
+                c.text[k] = *text;
+                c.hashes[k] = Hash(h);
+            } else {
+                // Positions fill in order: `k` is the next one.
+                c.text.push(*text);
+                c.hashes.push(Hash(h));
+            }
+        }
+        self.i += 64;
+        self.lit(b"\"")
     }
 
     fn line(&mut self) -> Option<FastLine> {
@@ -501,16 +603,168 @@ impl P<'_, '_> {
 }
 
 /// Parses an event line (without its newline) in the writer's exact layout, leaving the
-/// event's canonical bytes in `enc`. `None`: not recognised; use the general parser.
-pub(super) fn parse(line: &[u8], enc: &mut Vec<u8>) -> Option<FastLine> {
+/// event's canonical bytes in `enc` and its proof's hashes in `proofs`. `None`: not
+/// recognised; use the general parser.
+pub(super) fn parse(line: &[u8], enc: &mut Vec<u8>, proofs: &mut ProofCache) -> Option<FastLine> {
     enc.clear();
-    // Every byte copied into a string lies between ASCII delimiters of a line that is
-    // valid UTF-8, so every decoded string is valid UTF-8 too.
-    std::str::from_utf8(line).ok()?;
-    // Control characters are never valid raw in JSON strings, and this layout has no
-    // whitespace: a line with any goes to the general path.
-    if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
-        return None;
+    // Every byte of a line this path accepts is matched against ASCII (delimiters,
+    // keys, digits, hex, escapes), except the raw bytes of strings, which `string`
+    // checks are UTF-8 without control characters (never valid raw in JSON strings;
+    // and this layout has no whitespace). They lie between ASCII delimiters, so the
+    // line accepted is valid UTF-8 without control characters, and every decoded
+    // string is valid UTF-8; a line with any control character or invalid UTF-8 goes
+    // to the general path, which names the fault.
+    P {
+        b: line,
+        i: 0,
+        enc,
+        proofs,
     }
-    P { b: line, i: 0, enc }.line()
+    .line()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table decoder, a digit pair at a time: what `decode_lower_hex` must match.
+    fn by_table(hex: &[u8], out: &mut [u8]) -> bool {
+        let mut bad = 0u8;
+        for (o, p) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let hi = LOWER_HEX[p[0] as usize];
+            let lo = LOWER_HEX[p[1] as usize];
+            bad |= hi | lo;
+            *o = (hi << 4) | (lo & 0x0f);
+        }
+        hex.len() == 2 * out.len() && bad & 0xf0 == 0
+    }
+
+    #[test]
+    fn every_byte_at_every_position_decodes_as_the_table_says() {
+        let base = b"0123456789abcdef0f1e2d3c4b5a69788796a5b4c3d2e1f0fedcba9876543210";
+        for len in [2usize, 8, 10, 16, 32, 64] {
+            for pos in 0..len {
+                for c in 0..=255u8 {
+                    let mut hex = base[..len].to_vec();
+                    hex[pos] = c;
+                    let (mut a, mut b) = (vec![0u8; len / 2], vec![0u8; len / 2]);
+                    let ok = decode_lower_hex(&hex, &mut a);
+                    assert_eq!(ok, by_table(&hex, &mut b), "len {len} pos {pos} byte {c}");
+                    if ok {
+                        assert_eq!(a, b, "len {len} pos {pos} byte {c}");
+                    }
+                }
+            }
+        }
+        // Every pair of digits, in every position of a word.
+        for hi in 0..=255u8 {
+            for lo in 0..=255u8 {
+                for pos in [0usize, 2, 4, 6] {
+                    let mut hex = *b"00000000";
+                    hex[pos] = hi;
+                    hex[pos + 1] = lo;
+                    let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+                    let ok = decode_lower_hex(&hex, &mut a);
+                    assert_eq!(ok, by_table(&hex, &mut b), "{hi} {lo} at {pos}");
+                    if ok {
+                        assert_eq!(a, b);
+                    }
+                }
+            }
+        }
+        assert!(!decode_lower_hex(b"abc", &mut [0u8; 1]));
+        assert!(!decode_lower_hex(b"ab", &mut [0u8; 2]));
+    }
+
+    #[test]
+    fn printable_ascii_is_ascii_without_control_characters() {
+        for len in [0usize, 1, 7, 8, 9, 16, 23, 40] {
+            for pos in 0..len {
+                for c in 0..=255u8 {
+                    for fill in [b' ', b'~', 0x7f, b'a'] {
+                        let mut b = vec![fill; len];
+                        b[pos] = c;
+                        let want = b.iter().all(|&c| (0x20..0x80).contains(&c));
+                        assert_eq!(printable_ascii(&b), want, "{len} {pos} {c} {fill}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn proof_line(hashes: &[String]) -> Vec<u8> {
+        let list: Vec<String> = hashes.iter().map(|h| format!("\"{h}\"")).collect();
+        format!(
+            "{{\"leaf_index\":3,\"tree_size\":9,\"hashes\":[{}]}}",
+            list.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn parse_proof(line: &[u8], cache: &mut ProofCache) -> Option<Vec<Hash>> {
+        let mut enc = Vec::new();
+        let mut p = P {
+            b: line,
+            i: 0,
+            enc: &mut enc,
+            proofs: cache,
+        };
+        let (_, _, n) = p.proof()?;
+        (p.i == line.len()).then(|| cache.hashes(n).to_vec())
+    }
+
+    /// The proof cache gives each line exactly the hashes its text says: a hash whose
+    /// text differs from the cached one at its position (one digit, or the previous
+    /// line's hash at another position) is decoded, and a bad digit still sends the line
+    /// to the general path.
+    #[test]
+    fn cached_proof_hashes_are_the_hashes_the_text_says() {
+        let h = |i: u8, last: char| format!("{}{last}", &format!("{i:02x}").repeat(32)[..63]);
+        let decode = |text: &[String]| -> Vec<Hash> {
+            text.iter()
+                .map(|t| {
+                    let mut o = [0u8; 32];
+                    assert!(decode_lower_hex(t.as_bytes(), &mut o));
+                    Hash(o)
+                })
+                .collect()
+        };
+        let mut cache = ProofCache::default();
+        let first: Vec<String> = (0..6).map(|i| h(i, '0')).collect();
+        assert_eq!(
+            parse_proof(&proof_line(&first), &mut cache),
+            Some(decode(&first))
+        );
+        let cases: Vec<Vec<String>> = vec![
+            // One digit of one hash changed.
+            (0..6)
+                .map(|i| h(i, if i == 4 { '1' } else { '0' }))
+                .collect(),
+            // Back to the first.
+            first.clone(),
+            // The same hashes shifted by one position.
+            (1..7).map(|i| h(i, '0')).collect(),
+            // Shorter, then longer again.
+            (0..3).map(|i| h(i, '0')).collect(),
+            (0..8).map(|i| h(i, '0')).collect(),
+            first.clone(),
+            // Two hashes swapped.
+            [1, 0, 2, 3, 4, 5].iter().map(|&i| h(i, '0')).collect(),
+            Vec::new(),
+            first.clone(),
+        ];
+        for c in &cases {
+            assert_eq!(parse_proof(&proof_line(c), &mut cache), Some(decode(c)));
+        }
+        // Upper case and other bytes are not lowercase hex, cached text or not.
+        for bad in ['A', 'g', ' ', '"'] {
+            let mut c = first.clone();
+            c[2] = h(2, bad);
+            assert_eq!(parse_proof(&proof_line(&c), &mut cache), None, "{bad:?}");
+            assert_eq!(
+                parse_proof(&proof_line(&first), &mut cache),
+                Some(decode(&first))
+            );
+        }
+    }
 }
