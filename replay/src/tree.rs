@@ -137,8 +137,10 @@ pub struct TreeFold {
     free: Vec<usize>,
     /// Key ([`flat_key`]) -> slab index, for lookups: one allocation per key, so a
     /// lookup reads one key's bytes. Never hashed into anything stored or compared:
-    /// iteration order does not matter here.
-    by_key: std::collections::HashMap<Box<[u8]>, usize>,
+    /// iteration order does not matter here. foldhash with a per-process random seed:
+    /// several times cheaper than SipHash on short keys, still seeded so crafted paths
+    /// cannot be made to collide in advance.
+    by_key: std::collections::HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     /// Key -> slab index, in key order (snapshots and the final tree).
     order: BTreeMap<ResourceKey, usize>,
     seq: Option<u64>,
