@@ -126,13 +126,20 @@ impl Projection for Tree {
 /// [`Prepared`] ones) into a [`Tree`]: the same result as [`Projection::apply`], made
 /// for long folds (projection rebuilds, the state at a point).
 ///
-/// While folding, entries live in a slab found through a hash map, so updating a
+/// For a long fold, entries live in a slab found through a hash map, so updating a
 /// resource the tree already holds is one hash lookup and no allocation; the key order
 /// is kept in a separate ordered map that only changes when a resource comes or goes.
-/// The tree given to [`TreeFold::new`] is taken apart only when the first event comes.
+/// Taking a tree apart that way costs about as much as folding as many events as it
+/// has entries into it directly, so a fold that starts from a non-empty tree (the state
+/// at a point: a snapshot plus the events after it) updates that tree in place until it
+/// has folded that many events, and only then switches.
 pub struct TreeFold {
-    /// The starting tree, until the first event is folded in.
+    /// The starting tree, folded into directly until `direct_left` runs out.
     start: Option<Tree>,
+    /// Events still to fold straight into `start` before switching to the slab.
+    direct_left: usize,
+    /// Reused lookup buffer for `start`.
+    start_key: ResourceKey,
     slab: Vec<Entry>,
     free: Vec<usize>,
     /// Key ([`flat_key`]) -> slab index, for lookups: one allocation per key, so a
@@ -173,7 +180,12 @@ impl TreeFold {
     pub fn new(tree: Tree) -> TreeFold {
         TreeFold {
             seq: tree.seq,
+            direct_left: tree.len(),
             start: Some(tree),
+            start_key: ResourceKey {
+                namespace: String::new(),
+                name: Name(Vec::new()),
+            },
             slab: Vec::new(),
             free: Vec::new(),
             by_key: Default::default(),
@@ -203,6 +215,7 @@ impl TreeFold {
     /// The tree so far.
     pub fn into_tree(self) -> Tree {
         if let Some(t) = self.start {
+            // `start.seq` follows `self.seq` (see `done`).
             return t;
         }
         let slab = self.slab;
@@ -221,6 +234,7 @@ impl TreeFold {
     /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
     pub fn to_snapshot_bytes(&self) -> Vec<u8> {
         if let Some(t) = &self.start {
+            // `start.seq` follows `self.seq` (see `done`).
             return t.to_snapshot_bytes();
         }
         struct Entries<'a>(&'a TreeFold);
@@ -252,23 +266,45 @@ impl TreeFold {
     fn unpack(&mut self) {
         let Some(t) = self.start.take() else { return };
         self.slab.reserve(t.entries.len());
-        for (k, e) in t.entries {
-            let i = self.slab.len();
-            self.slab.push(e);
-            flat_key(&mut self.key, &k.namespace, k.name.as_bytes());
-            self.by_key.insert(self.key.as_slice().into(), i);
-            self.order.insert(k, i);
-        }
+        self.by_key.reserve(t.entries.len());
+        let slab = &mut self.slab;
+        let by_key = &mut self.by_key;
+        let key = &mut self.key;
+        // Collected in key order: the ordered map is built in one pass.
+        self.order = t
+            .entries
+            .into_iter()
+            .map(|(k, e)| {
+                let i = slab.len();
+                slab.push(e);
+                flat_key(key, &k.namespace, k.name.as_bytes());
+                by_key.insert(key.as_slice().into(), i);
+                (k, i)
+            })
+            .collect();
     }
 
+    /// Checks the order of the next event and picks where it is folded.
     fn check(&mut self, seq: u64) -> Result<(), Error> {
         if let Some(last) = self.seq {
             if seq <= last {
                 return Err(Error::OutOfOrder { last, got: seq });
             }
         }
-        self.unpack();
+        if self.direct_left == 0 {
+            self.unpack();
+        } else {
+            self.direct_left -= 1;
+        }
         Ok(())
+    }
+
+    /// Records that the event at `seq` was folded in.
+    fn done(&mut self, seq: u64) {
+        self.seq = Some(seq);
+        if let Some(t) = &mut self.start {
+            t.seq = self.seq;
+        }
     }
 
     /// Sets (or with `None` removes) one resource.
@@ -280,6 +316,35 @@ impl TreeFold {
         seq: u64,
         change_id: &str,
     ) {
+        if let Some(t) = &mut self.start {
+            let key = &mut self.start_key;
+            key.namespace.clear();
+            key.namespace.push_str(namespace);
+            key.name.0.clear();
+            key.name.0.extend_from_slice(name);
+            match new {
+                Some(content) => match t.entries.get_mut(key) {
+                    Some(e) => {
+                        e.content = content;
+                        e.seq = seq;
+                        e.change_id.clear();
+                        e.change_id.push_str(change_id);
+                    }
+                    None => {
+                        let entry = Entry {
+                            content,
+                            seq,
+                            change_id: change_id.to_string(),
+                        };
+                        t.entries.insert(key.clone(), entry);
+                    }
+                },
+                None => {
+                    t.entries.remove(key);
+                }
+            }
+            return;
+        }
         flat_key(&mut self.key, namespace, name);
         match new {
             Some(content) => match self.by_key.get(self.key.as_slice()) {
@@ -336,7 +401,7 @@ impl TreeFold {
                 self.set(rc.key.namespace, rc.key.name, rc.new, ev.seq, ev.change_id);
             }
         }
-        self.seq = Some(ev.seq);
+        self.done(ev.seq);
         Ok(())
     }
 
@@ -368,7 +433,7 @@ impl TreeFold {
                 change_id,
             );
         }
-        self.seq = Some(ev.seq);
+        self.done(ev.seq);
         Ok(ev.seq)
     }
 }

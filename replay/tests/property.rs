@@ -254,33 +254,41 @@ fn run(seed: u64, steps: usize) -> Stats {
             // canonical bytes, however the events are split between a starting tree
             // and the fold; an event at or before its seq is refused.
             let encoded: Vec<Vec<u8>> = w.sim.events.iter().map(|e| e.encode()).collect();
-            let split = step % encoded.len();
-            let start = replay::state_at(&w.sim.events, w.sim.events[split].seq).unwrap();
-            let mut fold = TreeFold::new(start.clone());
-            let mut prepared = TreeFold::new(start);
-            let all: Vec<u8> = encoded[split + 1..].concat();
-            let mut p = replay::Prepared::default();
-            let mut at = 0;
-            for bytes in &encoded[split + 1..] {
-                fold.apply(&EventRef::decode(bytes).unwrap()).unwrap();
-                let ev = EventRef::decode(&all[at..at + bytes.len()]).unwrap();
-                assert!(p.push(&all, &ev));
-                at += bytes.len();
-            }
-            for i in 0..p.len() {
-                prepared.apply_prepared(&all, &p, i).unwrap();
-            }
+            // Starting points: the genesis (a fold that takes its small tree apart at
+            // once), a third and two thirds in (folds that update the starting tree in
+            // place, then switch once they folded as many events as it has entries),
+            // and the last event (nothing to fold).
+            let n = encoded.len();
             let want = w.sim.proj.tree.to_snapshot_bytes();
-            assert_eq!(fold.to_snapshot_bytes(), want, "{}", w.ctx());
-            assert_eq!(prepared.to_snapshot_bytes(), want, "{}", w.ctx());
-            let last = encoded.last().unwrap();
-            assert!(matches!(
-                fold.apply(&EventRef::decode(last).unwrap()),
-                Err(Error::OutOfOrder { .. })
-            ));
-            assert_eq!(fold.len(), w.sim.proj.tree.len(), "{}", w.ctx());
-            assert_eq!(fold.into_tree(), w.sim.proj.tree, "{}", w.ctx());
-            assert_eq!(prepared.into_tree(), w.sim.proj.tree, "{}", w.ctx());
+            for split in [0, n / 3, 2 * n / 3, n - 1] {
+                let start = replay::state_at(&w.sim.events, w.sim.events[split].seq).unwrap();
+                let mut fold = TreeFold::new(start.clone());
+                let mut prepared = TreeFold::new(start);
+                let all: Vec<u8> = encoded[split + 1..].concat();
+                let mut p = replay::Prepared::default();
+                let mut at = 0;
+                for bytes in &encoded[split + 1..] {
+                    fold.apply(&EventRef::decode(bytes).unwrap()).unwrap();
+                    let ev = EventRef::decode(&all[at..at + bytes.len()]).unwrap();
+                    assert!(p.push(&all, &ev));
+                    at += bytes.len();
+                }
+                for i in 0..p.len() {
+                    prepared.apply_prepared(&all, &p, i).unwrap();
+                }
+                let ctx = format!("{} (fold from event {split})", w.ctx());
+                assert_eq!(fold.to_snapshot_bytes(), want, "{ctx}");
+                assert_eq!(prepared.to_snapshot_bytes(), want, "{ctx}");
+                let last = encoded.last().unwrap();
+                assert!(matches!(
+                    fold.apply(&EventRef::decode(last).unwrap()),
+                    Err(Error::OutOfOrder { .. })
+                ));
+                assert_eq!(fold.len(), w.sim.proj.tree.len(), "{ctx}");
+                assert_eq!(fold.seq(), w.sim.proj.tree.seq(), "{ctx}");
+                assert_eq!(fold.into_tree(), w.sim.proj.tree, "{ctx}");
+                assert_eq!(prepared.into_tree(), w.sim.proj.tree, "{ctx}");
+            }
             let back = Projections::from_snapshot_bytes(&w.sim.proj.to_snapshot_bytes()).unwrap();
             assert_eq!(back, w.sim.proj, "{}", w.ctx());
         }
