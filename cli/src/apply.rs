@@ -285,19 +285,40 @@ fn symlink_target(ledger: &Ledger, payload: &Payload) -> Result<Vec<u8>, String>
     }
 }
 
+/// Whether `name` is one of the ledger's own temporary files (`.ledger-tmp-PID-N`):
+/// one a revert killed mid-way left behind. Scans pass over them (they are not the
+/// user's work and are never recorded); `ledger status` lists them.
+pub fn is_ledger_tmp(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+        return false;
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    match rest.iter().position(|&b| b == b'-') {
+        Some(i) => digits(&rest[..i]) && digits(&rest[i + 1..]),
+        None => false,
+    }
+}
+
 /// A file written under a temporary name next to its target.
 struct Staged {
     dir: Arc<OwnedFd>,
     tmp: Vec<u8>,
 }
 
+/// Prefix of the temporary files a revert stages beside their targets.
+const TMP_PREFIX: &[u8] = b".ledger-tmp-";
+
 fn tmp_name() -> Vec<u8> {
-    format!(
-        ".ledger-tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-    .into_bytes()
+    let mut name = TMP_PREFIX.to_vec();
+    name.extend_from_slice(
+        format!(
+            "{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+        .as_bytes(),
+    );
+    name
 }
 
 /// Writes `payload` as `mode` to a temporary name in `dir`.
@@ -763,4 +784,34 @@ pub fn write_new(
             rfs::fchmod(f.as_fd(), rfs::Mode::from_raw_mode(perm)).map_err(|e| e.to_string())
         })
         .map_err(|e| err(key, format!("cannot write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names a revert stages under are exactly the ones scans pass over.
+    #[test]
+    fn staged_names_and_only_they_are_ledger_temporary_files() {
+        for _ in 0..3 {
+            let name = tmp_name();
+            assert!(is_ledger_tmp(&name), "{}", String::from_utf8_lossy(&name));
+        }
+        for name in [&b".ledger-tmp-1-2"[..], b".ledger-tmp-4242-0"] {
+            assert!(is_ledger_tmp(name));
+        }
+        for name in [
+            &b".ledger-tmp-"[..],
+            b".ledger-tmp-1",
+            b".ledger-tmp-1-",
+            b".ledger-tmp--2",
+            b".ledger-tmp-a-2",
+            b".ledger-tmp-1-2-3",
+            b".ledger-tmp-1-2.txt",
+            b"ledger-tmp-1-2",
+            b"x.ledger-tmp-1-2",
+        ] {
+            assert!(!is_ledger_tmp(name), "{}", String::from_utf8_lossy(name));
+        }
+    }
 }

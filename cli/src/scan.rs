@@ -1,7 +1,8 @@
 //! Comparing the workspace on disk with the recorded tree.
 //!
-//! Walks the workspace ([`crate::walk`]: `.ledger/` and `.git/` skipped, `.gitignore`
-//! and `.ledgerignore` honoured), uses the stat cache ([`crate::cache::StatCache`]: size,
+//! Walks the workspace ([`crate::walk`]: `.ledger/` and `.git/` skipped, so are a
+//! killed revert's `.ledger-tmp-PID-N` files (reported), `.gitignore` and
+//! `.ledgerignore` honoured), uses the stat cache ([`crate::cache::StatCache`]: size,
 //! mtime, ctime, inode, mode) so unchanged files are not read, and produces the
 //! created/modified/deleted files as `ResourceChange`s. Symlinks are recorded as their
 //! target bytes and never followed. The walk, the recorded files and the cache are all

@@ -136,6 +136,10 @@ pub struct Found {
 /// A path the walk passed over, and why.
 pub type Skipped = (Vec<u8>, String);
 
+/// Why a `.ledger-tmp-PID-N` file is passed over (see [`crate::apply::is_ledger_tmp`]).
+pub const LEFTOVER_TMP: &str =
+    "a temporary file left by an interrupted `ledger revert`, never recorded; safe to delete";
+
 /// The ignore rules in force in one directory, and the ones above it.
 struct Rules {
     ledgerignore: Gitignore,
@@ -704,6 +708,10 @@ fn read_dir(
         if !shared.scope.is_empty() && !shared.scope.iter().any(|s| is_prefix_path(s, &rel)) {
             continue;
         }
+        if crate::apply::is_ledger_tmp(name_bytes) {
+            out.skipped.push((rel.clone(), LEFTOVER_TMP.into()));
+            continue;
+        }
         let not_file = |rel: &[u8]| (rel.to_vec(), "not a regular file or symlink".into());
         if !(ftype == FileType::RegularFile || ftype == FileType::Symlink) {
             out.skipped.push(not_file(&rel));
@@ -815,7 +823,10 @@ mod tests {
             if !scope.is_empty() && !scope.iter().any(|s| is_prefix_path(s, &rel)) {
                 continue;
             }
-            if ft.is_file() || ft.is_symlink() {
+            let name = entry.file_name().as_bytes();
+            if name.starts_with(b".ledger-tmp-") && crate::apply::is_ledger_tmp(name) {
+                skipped.push(rel);
+            } else if ft.is_file() || ft.is_symlink() {
                 files.push(rel);
             } else {
                 skipped.push(rel);
@@ -868,6 +879,8 @@ mod tests {
         "secret.env",
         "Doc",
         "#hash",
+        ".ledger-tmp-12-0",
+        ".ledger-tmp-x-0",
         " sp",
         "é",
     ];

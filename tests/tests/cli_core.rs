@@ -346,6 +346,43 @@ fn fifos_and_sockets_are_skipped_with_a_note_not_recorded() {
     assert_eq!(paths(&env.show_json(c)), ["real.txt"]);
 }
 
+/// The temporary files a killed `ledger revert` leaves beside its targets
+/// (`.ledger-tmp-PID-N`, file or symlink) are never recorded and `status` does not count
+/// them as changes; both commands name them. A name that only starts the same way is
+/// the user's and is recorded.
+#[test]
+fn temporary_files_of_an_interrupted_revert_are_named_not_recorded() {
+    let env = TestEnvironment::init();
+    env.write("a.txt", "a\n");
+    env.record("a", &[]);
+    env.write(".ledger-tmp-4242-0", "half a file");
+    env.write("sub/.ledger-tmp-4242-17", "another");
+    std::os::unix::fs::symlink("a.txt", env.path("sub/.ledger-tmp-4242-18")).unwrap();
+    let out = env.run(["status"]).success();
+    assert!(out.stdout.contains("matches the ledger"), "{out:?}");
+    for p in [
+        ".ledger-tmp-4242-0",
+        "sub/.ledger-tmp-4242-17",
+        "sub/.ledger-tmp-4242-18",
+    ] {
+        assert!(
+            out.stderr.contains(&format!(
+                "skipped {p}: a temporary file left by an interrupted `ledger revert`"
+            )),
+            "{p} not named: {out:?}"
+        );
+    }
+    env.write(".ledger-tmp-notes.txt", "mine\n");
+    let out = env.run(["record", "--agent", "a"]).success();
+    assert!(
+        out.stderr.contains("skipped sub/.ledger-tmp-4242-17"),
+        "{out:?}"
+    );
+    let c = out.stdout.trim();
+    assert_eq!(paths(&env.show_json(c)), [".ledger-tmp-notes.txt"]);
+    env.verify_ok();
+}
+
 #[test]
 fn non_utf8_file_names_are_recorded_faithfully() {
     let env = TestEnvironment::init();
