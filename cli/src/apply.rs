@@ -289,7 +289,7 @@ fn symlink_target(ledger: &Ledger, payload: &Payload) -> Result<Vec<u8>, String>
 /// one a revert killed mid-way left behind. Scans pass over them (they are not the
 /// user's work and are never recorded); `ledger status` lists them.
 pub fn is_ledger_tmp(name: &[u8]) -> bool {
-    let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+    let Some(rest) = name.strip_prefix(TMP_PREFIX.as_bytes()) else {
         return false;
     };
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
@@ -306,19 +306,11 @@ struct Staged {
 }
 
 /// Prefix of the temporary files a revert stages beside their targets.
-const TMP_PREFIX: &[u8] = b".ledger-tmp-";
+const TMP_PREFIX: &str = ".ledger-tmp-";
 
 fn tmp_name() -> Vec<u8> {
-    let mut name = TMP_PREFIX.to_vec();
-    name.extend_from_slice(
-        format!(
-            "{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        )
-        .as_bytes(),
-    );
-    name
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{TMP_PREFIX}{}-{n}", std::process::id()).into_bytes()
 }
 
 /// Writes `payload` as `mode` to a temporary name in `dir`.

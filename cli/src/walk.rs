@@ -823,8 +823,7 @@ mod tests {
             if !scope.is_empty() && !scope.iter().any(|s| is_prefix_path(s, &rel)) {
                 continue;
             }
-            let name = entry.file_name().as_bytes();
-            if name.starts_with(b".ledger-tmp-") && crate::apply::is_ledger_tmp(name) {
+            if crate::apply::is_ledger_tmp(entry.file_name().as_bytes()) {
                 skipped.push(rel);
             } else if ft.is_file() || ft.is_symlink() {
                 files.push(rel);

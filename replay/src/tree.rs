@@ -138,7 +138,7 @@ pub struct TreeFold {
     start: Option<Tree>,
     /// Events still to fold straight into `start` before switching to the slab.
     direct_left: usize,
-    /// Reused lookup buffer for `start`.
+    /// Reused key buffer for `start` and `order`.
     start_key: ResourceKey,
     slab: Vec<Entry>,
     free: Vec<usize>,
@@ -316,27 +316,33 @@ impl TreeFold {
         seq: u64,
         change_id: &str,
     ) {
-        if let Some(t) = &mut self.start {
-            let key = &mut self.start_key;
+        // The key as a `ResourceKey` (the starting tree's and the order map's type),
+        // filled only where one is needed: not for an update in the slab.
+        let key = &mut self.start_key;
+        let fill = |key: &mut ResourceKey| {
             key.namespace.clear();
             key.namespace.push_str(namespace);
             key.name.0.clear();
             key.name.0.extend_from_slice(name);
+        };
+        let put = |e: &mut Entry, content: Content| {
+            e.content = content;
+            e.seq = seq;
+            e.change_id.clear();
+            e.change_id.push_str(change_id);
+        };
+        let fresh = |content: Content| Entry {
+            content,
+            seq,
+            change_id: change_id.to_string(),
+        };
+        if let Some(t) = &mut self.start {
+            fill(key);
             match new {
                 Some(content) => match t.entries.get_mut(key) {
-                    Some(e) => {
-                        e.content = content;
-                        e.seq = seq;
-                        e.change_id.clear();
-                        e.change_id.push_str(change_id);
-                    }
+                    Some(e) => put(e, content),
                     None => {
-                        let entry = Entry {
-                            content,
-                            seq,
-                            change_id: change_id.to_string(),
-                        };
-                        t.entries.insert(key.clone(), entry);
+                        t.entries.insert(key.clone(), fresh(content));
                     }
                 },
                 None => {
@@ -348,19 +354,9 @@ impl TreeFold {
         flat_key(&mut self.key, namespace, name);
         match new {
             Some(content) => match self.by_key.get(self.key.as_slice()) {
-                Some(&i) => {
-                    let e = &mut self.slab[i];
-                    e.content = content;
-                    e.seq = seq;
-                    e.change_id.clear();
-                    e.change_id.push_str(change_id);
-                }
+                Some(&i) => put(&mut self.slab[i], content),
                 None => {
-                    let entry = Entry {
-                        content,
-                        seq,
-                        change_id: change_id.to_string(),
-                    };
+                    let entry = fresh(content);
                     let i = match self.free.pop() {
                         Some(i) => {
                             self.slab[i] = entry;
@@ -372,20 +368,14 @@ impl TreeFold {
                         }
                     };
                     self.by_key.insert(self.key.as_slice().into(), i);
-                    let key = ResourceKey {
-                        namespace: namespace.to_string(),
-                        name: Name(name.to_vec()),
-                    };
-                    self.order.insert(key, i);
+                    fill(key);
+                    self.order.insert(key.clone(), i);
                 }
             },
             None => {
                 if let Some(i) = self.by_key.remove(self.key.as_slice()) {
-                    let key = ResourceKey {
-                        namespace: namespace.to_string(),
-                        name: Name(name.to_vec()),
-                    };
-                    self.order.remove(&key);
+                    fill(key);
+                    self.order.remove(key);
                     self.free.push(i);
                 }
             }
