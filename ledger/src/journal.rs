@@ -275,6 +275,19 @@ fn walk(
     expect: &mut Option<Expect>,
     f: &mut dyn FnMut(&RecordRef) -> Result<()>,
 ) -> Result<Option<(Break, u64)>> {
+    walk_frames(segment, base, bytes, true, expect, f)
+}
+
+/// [`walk`]; `hash: false` when the frames' hashes were already checked
+/// ([`check_segment`] found the segment whole), so they are not computed again.
+fn walk_frames(
+    segment: u64,
+    base: u64,
+    bytes: &[u8],
+    hash: bool,
+    expect: &mut Option<Expect>,
+    f: &mut dyn FnMut(&RecordRef) -> Result<()>,
+) -> Result<Option<(Break, u64)>> {
     let mut off = 0usize;
     while off < bytes.len() {
         let pos = Position {
@@ -282,7 +295,7 @@ fn walk(
             offset: base + off as u64,
         };
         let seq = expect.map_or(segment, |e| e.seq);
-        let mut rec = match decode_frame_ref(&bytes[off..]) {
+        let mut rec = match check_frame(&bytes[off..], hash).and_then(record_ref) {
             Ok(r) => r,
             Err(e) => {
                 return Ok(Some((
@@ -341,7 +354,27 @@ struct Checked {
 /// The frame checks of [`walk`] without decoding events: magic, length, hash, and the
 /// seq, prev and batch fields (seq and prev are the payload's first 40 bytes in the
 /// canonical encoding). Whether each payload decodes is left to the reader.
+///
+/// The frames are checked first and their hashes computed together afterwards
+/// ([`Hash::of_event_bytes_many`]); any failure, whichever is found first, makes the
+/// segment broken.
 fn check_segment(bytes: &[u8]) -> Checked {
+    let mut payloads = Vec::with_capacity(bytes.len() / 256);
+    let mut stored = Vec::with_capacity(bytes.len() / 256);
+    let mut out = check_segment_frames(bytes, &mut |f| {
+        payloads.push(f.payload);
+        stored.push(f.hash);
+    });
+    if !out.broken {
+        let mut computed = Vec::new();
+        Hash::of_event_bytes_many(&payloads, &mut computed);
+        out.broken = computed != stored;
+    }
+    out
+}
+
+/// [`check_segment`] without the hashes: hands each frame that passes to `frame`.
+fn check_segment_frames<'b>(bytes: &'b [u8], frame: &mut dyn FnMut(&Frame<'b>)) -> Checked {
     let mut out = Checked {
         first: None,
         last: None,
@@ -349,7 +382,7 @@ fn check_segment(bytes: &[u8]) -> Checked {
     };
     let mut off = 0usize;
     while off < bytes.len() {
-        let Ok(f) = check_frame(&bytes[off..], true) else {
+        let Ok(f) = check_frame(&bytes[off..], false) else {
             out.broken = true;
             return out;
         };
@@ -378,6 +411,7 @@ fn check_segment(bytes: &[u8]) -> Checked {
             out.broken = true;
             return out;
         }
+        frame(&f);
         out.first.get_or_insert((seq, prev));
         out.last = Some(Expect::after_parts(
             seq,
@@ -946,7 +980,11 @@ impl Journal {
                     let mut acc = init();
                     let mut first = None;
                     let mut expect = None;
-                    let res = walk(seg, 0, &bytes, &mut expect, &mut |r| {
+                    // Hashes computed several frames at a time first; a segment that
+                    // fails any check is walked with every check frame by frame, which
+                    // stops at the first problem and names it.
+                    let hash = check_segment(&bytes).broken;
+                    let res = walk_frames(seg, 0, &bytes, hash, &mut expect, &mut |r| {
                         if first.is_none() {
                             first = Some((r.event.seq, r.event.prev));
                         }
