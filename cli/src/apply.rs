@@ -610,17 +610,20 @@ pub fn apply_actions(ledger: &Ledger, root: &Root, actions: &[RevertAction]) -> 
         }
         done.push(a);
     }
-    // 4. One concurrent round: sync every directory (and mode change) touched, and let
-    // go of the replaced and deleted inodes.
-    let mut tasks: Vec<(Option<ResourceKey>, Arc<OwnedFd>)> = Vec::new();
-    if failed.is_none() {
-        tasks.extend(touched.into_values().map(|(k, fd)| (Some(k), fd)));
+    // 4. One concurrent round: sync every directory (and mode change) touched, each on
+    // its own thread, while one more lets go of the replaced and deleted inodes.
+    enum Task {
+        Sync(ResourceKey, Arc<OwnedFd>),
+        Release(Vec<OwnedFd>),
     }
-    tasks.extend(released.into_iter().map(|fd| (None, Arc::new(fd))));
-    let synced = first_error(run_parallel(tasks, |(key, fd)| match key {
-        Some(key) => rfs::fsync(&*fd).map_err(|e| err(&key, format!("cannot sync: {e}"))),
-        None => {
-            drop(fd);
+    let mut tasks = vec![Task::Release(released)];
+    if failed.is_none() {
+        tasks.extend(touched.into_values().map(|(k, fd)| Task::Sync(k, fd)));
+    }
+    let synced = first_error(run_parallel(tasks, |task| match task {
+        Task::Sync(key, fd) => rfs::fsync(&*fd).map_err(|e| err(&key, format!("cannot sync: {e}"))),
+        Task::Release(fds) => {
+            drop(fds);
             Ok(())
         }
     }));
@@ -667,10 +670,15 @@ fn run_parallel<T: Send, R: Send>(
             .insert(i, r);
     };
     std::thread::scope(|s| {
-        for _ in 1..threads {
-            // A thread that cannot start leaves its share to the others.
-            let _ = std::thread::Builder::new().spawn_scoped(s, work);
-        }
+        // One thread starts the others, so this one gets to work at once instead of
+        // after starting them all (a thread start is tens of microseconds). A thread
+        // that cannot start leaves its share to the others.
+        let _ = std::thread::Builder::new().spawn_scoped(s, || {
+            for _ in 2..threads {
+                let _ = std::thread::Builder::new().spawn_scoped(s, work);
+            }
+            work();
+        });
         work();
     });
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -550,35 +550,21 @@ impl HeadFiles {
         if base >= head_seq {
             return Ok(base == head_seq && hash == head_hash);
         }
-        if head_seq - base > HEAD_FILES_EVERY * 4 {
-            // Far behind: one journal walk from the batch after the base (the base is
-            // always the last event of a batch: the head when it was written). The walk
-            // checks the chain; the first event must name the base's hash.
-            let mut linked = None;
-            ledger.scan_range(base + 1, head_seq, &mut |r| {
-                if *linked.get_or_insert(r.event.prev == hash) {
-                    self.apply_one(r);
-                    Ok(())
-                } else {
-                    Err(ledger::Error::Stopped)
-                }
-            })?;
-            return Ok(linked == Some(true) && self.seq == Some(head_seq));
-        }
-        // The events after the base one by one (a walk could not start inside a
-        // batch), each linked to the one before by its `prev` hash.
-        let mut prev = hash;
-        for seq in base + 1..=head_seq {
-            let Ok(r) = ledger.event(seq) else {
-                return Ok(false);
-            };
-            if r.event.prev != prev {
-                return Ok(false);
+        // One journal walk from the batch after the base (the base is always the last
+        // event of a batch: the head when it was written): one read of the journal's
+        // tail, not one per event. The walk checks the chain; the first event must name
+        // the base's hash. A walk that fails leaves the base unusable (the caller then
+        // starts from the tree snapshots).
+        let mut linked = None;
+        let walked = ledger.scan_range(base + 1, head_seq, &mut |r| {
+            if *linked.get_or_insert(r.event.prev == hash) {
+                self.apply_one(r);
+                Ok(())
+            } else {
+                Err(ledger::Error::Stopped)
             }
-            prev = r.hash;
-            self.apply_one(&r);
-        }
-        Ok(prev == head_hash && self.seq == Some(head_seq))
+        });
+        Ok(walked.is_ok() && linked == Some(true) && self.seq == Some(head_seq))
     }
 
     fn empty(stale: bool) -> HeadFiles {
