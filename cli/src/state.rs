@@ -160,18 +160,14 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Tree>> {
             Ok(())
         };
         let scanned = if pipelined {
-            // Workers check each segment and decode its events into what the fold
-            // needs; this thread only folds.
-            let prepare = |segment: u64, bytes: &[u8]| {
+            // Workers check each segment and read its events into what the fold needs
+            // (`Change` events skimmed, others decoded); this thread only folds.
+            let prepare = |_segment: u64, bytes: &[u8]| {
                 let mut p = replay::Prepared::for_bytes(bytes.len());
-                let decoded = ledger::Journal::read_checked_segment(segment, bytes, &mut |r| {
-                    if p.push(bytes, &r.event) {
-                        Ok(())
-                    } else {
-                        Err(ledger::Error::Stopped)
-                    }
-                });
-                matches!(decoded, Ok(true)).then_some(p)
+                ledger::Journal::checked_segment_payloads(bytes, &mut |payload| {
+                    p.push_encoded(bytes, payload)
+                })
+                .then_some(p)
             };
             ledger.scan_all_pipelined_with(&prepare, &mut |_, bytes, p: replay::Prepared| {
                 for i in 0..p.len() {

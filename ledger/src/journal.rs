@@ -1179,6 +1179,24 @@ impl Journal {
         })
     }
 
+    /// The payloads (canonical event bytes) of a segment that
+    /// [`Journal::scan_all_pipelined_with`] checked, in order, for a `prepare` that reads
+    /// them itself (nothing is decoded or hashed here). `false`: a frame does not parse
+    /// or `f` returned `false`.
+    pub fn checked_segment_payloads(bytes: &[u8], f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        let mut off = 0usize;
+        while off < bytes.len() {
+            let Ok(frame) = check_frame(&bytes[off..], false) else {
+                return false;
+            };
+            if !f(frame.payload) {
+                return false;
+            }
+            off += frame.len;
+        }
+        true
+    }
+
     /// Decodes the records of a segment that [`Journal::scan_all_pipelined_with`] checked
     /// (hashes are not computed again) and hands each to `f`, for its `prepare`.
     /// `Ok(false)`: a record does not decode.

@@ -534,6 +534,44 @@ impl Prepared {
         true
     }
 
+    /// Adds the event whose canonical bytes are `payload` (part of `bytes`): read with
+    /// [`ledger::skim_change`] when it is a `Change` event, else decoded. `false` if it
+    /// does not decode or a field does not lie in `bytes`.
+    pub fn push_encoded(&mut self, bytes: &[u8], payload: &[u8]) -> bool {
+        let start = self.res.len();
+        let res = &mut self.res;
+        let mut within = true;
+        let skimmed = ledger::skim_change(payload, &mut |namespace, name, new| match (
+            Span::within(bytes, namespace.as_bytes()),
+            Span::within(bytes, name),
+        ) {
+            (Some(namespace), Some(name)) => res.push(PreparedResource {
+                namespace,
+                name,
+                new,
+            }),
+            _ => within = false,
+        });
+        if let (Some((seq, change_id)), true) = (skimmed, within) {
+            if let (Some(change_id), Ok(res_end)) = (
+                Span::within(bytes, change_id.as_bytes()),
+                u32::try_from(self.res.len()),
+            ) {
+                self.events.push(PreparedEvent {
+                    seq,
+                    change_id,
+                    res_end,
+                });
+                return true;
+            }
+        }
+        self.res.truncate(start);
+        match EventRef::decode(payload) {
+            Ok(ev) => self.push(bytes, &ev),
+            Err(_) => false,
+        }
+    }
+
     /// Events added.
     pub fn len(&self) -> usize {
         self.events.len()

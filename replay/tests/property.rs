@@ -263,22 +263,31 @@ fn run(seed: u64, steps: usize) -> Stats {
             for split in [0, n / 3, 2 * n / 3, n - 1] {
                 let start = replay::state_at(&w.sim.events, w.sim.events[split].seq).unwrap();
                 let mut fold = TreeFold::new(start.clone());
-                let mut prepared = TreeFold::new(start);
+                let mut prepared = TreeFold::new(start.clone());
+                // Prepared from the canonical bytes (`Change` events skimmed, others
+                // decoded), as projection rebuilds prepare them.
+                let mut skimmed = TreeFold::new(start);
                 let all: Vec<u8> = encoded[split + 1..].concat();
                 let mut p = replay::Prepared::default();
+                let mut ps = replay::Prepared::default();
                 let mut at = 0;
                 for bytes in &encoded[split + 1..] {
                     fold.apply(&EventRef::decode(bytes).unwrap()).unwrap();
                     let ev = EventRef::decode(&all[at..at + bytes.len()]).unwrap();
                     assert!(p.push(&all, &ev));
+                    assert!(ps.push_encoded(&all, &all[at..at + bytes.len()]));
                     at += bytes.len();
                 }
+                assert_eq!(ps.len(), p.len());
                 for i in 0..p.len() {
                     prepared.apply_prepared(&all, &p, i).unwrap();
+                    skimmed.apply_prepared(&all, &ps, i).unwrap();
                 }
                 let ctx = format!("{} (fold from event {split})", w.ctx());
                 assert_eq!(fold.to_snapshot_bytes(), want, "{ctx}");
                 assert_eq!(prepared.to_snapshot_bytes(), want, "{ctx}");
+                assert_eq!(skimmed.to_snapshot_bytes(), want, "{ctx}");
+                assert_eq!(skimmed.into_tree(), w.sim.proj.tree, "{ctx}");
                 let last = encoded.last().unwrap();
                 assert!(matches!(
                     fold.apply(&EventRef::decode(last).unwrap()),
