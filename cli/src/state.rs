@@ -89,15 +89,33 @@ pub fn refuse_if_damaged(ledger: &Ledger) -> CliResult {
 /// Saves snapshots of `tree` (which must be at the head) when enough events passed.
 /// Snapshots are a speed-up: failures are reported by the caller and otherwise ignored.
 pub fn save_snapshots(ledger: &Ledger, tree: &Tree, used: Option<u64>) -> CliResult {
-    let Some(seq) = tree.seq() else { return Ok(()) };
+    save_snapshot_bytes(ledger, tree.seq(), tree.len(), used, || {
+        tree.to_snapshot_bytes()
+    })
+}
+
+/// [`save_snapshots`] of a tree at `seq` with `len` entries whose snapshot `encode`
+/// makes (called at most once, only when a snapshot is due).
+fn save_snapshot_bytes(
+    ledger: &Ledger,
+    seq: Option<u64>,
+    len: usize,
+    used: Option<u64>,
+    encode: impl FnOnce() -> Vec<u8>,
+) -> CliResult {
+    let Some(seq) = seq else { return Ok(()) };
     let index = ledger.index_unsynced();
+    let mut encode = Some(encode);
+    let mut bytes: Option<Vec<u8>> = None;
     if used.is_none_or(|u| seq >= u + HEAD_EVERY) {
-        index.put_snapshot(HEAD_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
+        let b = bytes.get_or_insert_with(|| (encode.take().expect("encoded once"))());
+        index.put_snapshot(HEAD_SNAPSHOT, seq, b)?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
     let kept = index.latest_snapshot_seq(KEPT_SNAPSHOT)?;
-    if kept.is_none_or(|k| seq >= k + keep_interval(tree.len())) {
-        index.put_snapshot(KEPT_SNAPSHOT, seq, &tree.to_snapshot_bytes())?;
+    if kept.is_none_or(|k| seq >= k + keep_interval(len)) {
+        let b = bytes.get_or_insert_with(|| (encode.take().expect("encoded once"))());
+        index.put_snapshot(KEPT_SNAPSHOT, seq, b)?;
     }
     Ok(())
 }
@@ -206,9 +224,11 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Tree>> {
                 e.to_string(),
             ));
         }
-        let tree = fold.into_tree();
-        save_snapshots(ledger, &tree, None)?;
-        Ok(Some(tree))
+        // The head snapshot from the fold's own encoder, before it becomes a `Tree`.
+        save_snapshot_bytes(ledger, fold.seq(), fold.len(), None, || {
+            fold.to_snapshot_bytes()
+        })?;
+        Ok(Some(fold.into_tree()))
     })
 }
 
