@@ -345,7 +345,8 @@ pub fn revert(
         ));
     }
     let root = Root::open(&ctx.ws.root)?;
-    apply::apply_actions(ledger, &root, &plan.actions)?;
+    // Waits, when dropped at the end, for the replaced files' inodes to be let go of.
+    let releasing = apply::apply_actions(ledger, &root, &plan.actions)?;
     let message = message
         .map(str::to_string)
         .unwrap_or_else(|| format!("Revert {id}"));
@@ -378,6 +379,7 @@ pub fn revert(
         head.apply(&records);
         head.save_if_due(ledger);
     }
+    drop(releasing);
     if json {
         json_line(&json!({"change_id": new_id, "reverts": id, "files": plan.actions.len()}))?;
     } else {
