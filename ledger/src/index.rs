@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -804,12 +805,16 @@ impl Index {
         let tmp = self
             .snap_dir
             .join(format!("tmp-{}-{name}", std::process::id()));
-        let mut data = Vec::with_capacity(bytes.len() + 32);
-        data.extend_from_slice(bytes);
-        data.extend_from_slice(blake3::hash(bytes).as_bytes());
+        let sum = blake3::hash(bytes);
         // Derived data: written whole and renamed into place, not synced. A torn file
-        // fails its hash and is not used.
-        let res = fs::write(&tmp, &data).and_then(|_| fs::rename(&tmp, &path));
+        // fails its hash and is not used. The bytes, then their hash (not copied into
+        // one buffer first: a rebuild stores hundreds of megabytes of snapshots).
+        let res = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.write_all(sum.as_bytes())
+            })
+            .and_then(|_| fs::rename(&tmp, &path));
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("writing", path, e));
