@@ -459,8 +459,9 @@ fn appends(cfg: &Config, frame: f64) {
     );
 }
 
-/// Reads every segment file and hashes every frame payload: the floor of a walk that
-/// checks hashes (no decode, no chain check, no index).
+/// Reads every segment file and hashes every frame payload, a segment's payloads
+/// together as the walks do (`Hash::of_event_bytes_many`), on one thread: the floor of
+/// a walk that checks hashes (no decode, no chain check, no index).
 fn read_and_hash(journal: &Path) -> u64 {
     let mut segs: Vec<PathBuf> = fs::read_dir(journal)
         .unwrap()
@@ -474,15 +475,20 @@ fn read_and_hash(journal: &Path) -> u64 {
         buf.clear();
         File::open(&s).unwrap().read_to_end(&mut buf).unwrap();
         let mut off = 0;
+        let mut payloads = Vec::new();
+        let mut stored = Vec::new();
         while off + FRAME_HEADER <= buf.len() {
             let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap()) as usize;
-            let payload = &buf[off + FRAME_HEADER..off + FRAME_HEADER + len];
-            let h = Hash::of_event_bytes(payload);
-            let stored = &buf[off + FRAME_HEADER + len..off + FRAME_HEADER + len + FRAME_TRAILER];
-            assert_eq!(h.as_bytes(), stored);
+            payloads.push(&buf[off + FRAME_HEADER..off + FRAME_HEADER + len]);
+            stored.push(&buf[off + FRAME_HEADER + len..off + FRAME_HEADER + len + FRAME_TRAILER]);
             off += FRAME_HEADER + len + FRAME_TRAILER;
-            n += 1;
         }
+        let mut hashes = Vec::new();
+        Hash::of_event_bytes_many(&payloads, &mut hashes);
+        for (h, s) in hashes.iter().zip(&stored) {
+            assert_eq!(h.as_bytes(), *s);
+        }
+        n += hashes.len() as u64;
     }
     n
 }
@@ -703,7 +709,7 @@ fn verify_and_reindex(cfg: &Config, canonical: f64) {
     assert_eq!(found, pool.len());
     let check_us = check * 1e6 / pool.len() as f64;
     println!(
-        "### Verify and the raw journal walk\n\nWorkload: `Body::Change` events of {canonical:.0} canonical bytes on average (one resource, agent with principal, generated change ID, one meta entry), written in batches of {chunk}; {CONTENT_POOL} distinct content blobs, all stored. Warm page cache (the journal was just written). Median of 5 repetitions (3 at 10^6); in each repetition the four measurements run back to back in rotating order.\n\n- verify = `Ledger::verify(VerifyOptions {{ contents: false, indexes: true }})` on the open ledger: every frame hash, chain link, seq and batch field, the position index compared entry by entry, and one existence check per distinct content hash.\n- walk = `Ledger::scan(0, ..)`: the journal walk alone (frame hash, decode, chain checks).\n- floor = read every segment file and BLAKE3 `derive_key` every payload, nothing else (the least any checking walk must do).\n- fresh process = this benchmark re-executed as a child that opens the ledger (`Ledger::open_dir`) and verifies once, as `ledger verify` would; its peak RSS (VmHWM) is the child's own.\n"
+        "### Verify and the raw journal walk\n\nWorkload: `Body::Change` events of {canonical:.0} canonical bytes on average (one resource, agent with principal, generated change ID, one meta entry), written in batches of {chunk}; {CONTENT_POOL} distinct content blobs, all stored. Warm page cache (the journal was just written). Median of 5 repetitions (3 at 10^6); in each repetition the four measurements run back to back in rotating order.\n\n- verify = `Ledger::verify(VerifyOptions {{ contents: false, indexes: true }})` on the open ledger: every frame hash, chain link, seq and batch field, the position index compared entry by entry, and one existence check per distinct content hash.\n- walk = `Ledger::scan(0, ..)`: the journal walk alone (frame hash, decode, chain checks).\n- floor = read every segment file and BLAKE3 `derive_key` every payload (a segment's payloads together, `Hash::of_event_bytes_many`, one thread), nothing else (the least any checking walk must do).\n- fresh process = this benchmark re-executed as a child that opens the ledger (`Ledger::open_dir`) and verifies once, as `ledger verify` would; its peak RSS (VmHWM) is the child's own.\n"
     );
     table(
         &[
