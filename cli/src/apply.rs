@@ -614,7 +614,12 @@ pub fn apply_actions(
         done.push(a);
     }
     // The replaced and deleted inodes are let go of from here on, beside the syncs.
-    let releasing = Releasing(Some(std::thread::spawn(move || drop(released))));
+    // A thread that cannot start lets go of them here and now (the closure is dropped).
+    let releasing = Releasing(
+        std::thread::Builder::new()
+            .spawn(move || drop(released))
+            .ok(),
+    );
     // 4. One concurrent round: sync every directory (and mode change) touched, each on
     // its own thread.
     let mut tasks: Vec<(ResourceKey, Arc<OwnedFd>)> = Vec::new();

@@ -535,8 +535,8 @@ impl HeadFiles {
     }
 
     /// Folds in the events after the base, checking that the base belongs to this
-    /// journal: its event hash is the head's, or the `prev` of the event after it (so
-    /// the base's own event, possibly a large one, is never read). `false`: unusable.
+    /// journal: its event hash is the head's, or the `prev` of the event after it.
+    /// `false`: unusable (the caller then starts from the tree snapshots).
     fn catch_up(
         &mut self,
         ledger: &Ledger,

@@ -502,7 +502,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MetaRef<'a> {
 /// values: the whole layout is read and checked the same way (UTF-8 of every string,
 /// enum and option tags, meta keys strictly ascending, no trailing bytes;
 /// `event::tests` holds the two together on mutated and truncated encodings). `None`
-/// for any other kind and for anything it does not accept; `resource` may then have
+/// for any other kind, for payloads of [`MAX_EVENT_BYTES`] or more (left to the
+/// decoder), and for anything it does not accept; `resource` may then have
 /// been called for some resources, and the caller decodes the event with
 /// [`EventRef::decode`], which names what is wrong. About four times cheaper than that
 /// decode, which goes through serde one field at a time.

@@ -505,17 +505,18 @@ mod tests {
         payloads.reverse();
         payloads.rotate_left(333);
         let want: Vec<Hash> = payloads.iter().map(|p| Hash::of_event_bytes(p)).collect();
-        let platforms = [
-            Some(Platform::portable()),
-            Platform::sse2(),
-            Platform::sse41(),
-            Platform::avx2(),
-            Platform::avx512(),
-            Some(Platform::detect()),
-        ];
+        // The x86 implementations by name (AVX-512 only through `detect`: whether
+        // `blake3` built it is not visible from here), then whatever `detect` picks.
+        #[cfg(target_arch = "x86_64")]
+        let named = [Platform::sse2(), Platform::sse41(), Platform::avx2()];
+        #[cfg(not(target_arch = "x86_64"))]
+        let named: [Option<Platform>; 0] = [];
+        let platforms = std::iter::once(Some(Platform::portable()))
+            .chain(named)
+            .chain([Some(Platform::detect())]);
         let mut out = vec![Hash::ZERO; 3];
         let mut tried = 0;
-        for platform in platforms.into_iter().flatten() {
+        for platform in platforms.flatten() {
             event_hashes_with(platform, &payloads, &mut out);
             assert_eq!(out.len(), want.len());
             for (i, (got, want)) in out.iter().zip(&want).enumerate() {
