@@ -447,9 +447,11 @@ mod tests {
                 .iter()
                 .flat_map(|k| [k.to_le_bytes(), 0u64.to_le_bytes()].concat())
                 .collect();
+            let reads = std::cell::Cell::new(0u32);
             let read = |at: u64, b: &mut [u8]| -> Result<()> {
                 let from = at as usize * RECORD;
                 b.copy_from_slice(&bytes[from..from + b.len()]);
+                reads.set(reads.get() + 1);
                 Ok(())
             };
             let n = keys.len() as u64;
@@ -460,13 +462,27 @@ mod tests {
                     .flat_map(|&k| [k, k.wrapping_add(1), k.wrapping_sub(1)]),
             );
             probes.extend((0..200).map(|_| next()));
+            let (mut most, count) = (0, probes.len() as u32);
             for key in probes {
+                let before = reads.get();
                 let want = keys.partition_point(|&k| k < key) as u64;
                 assert_eq!(
                     first_at_least(n, key, read).unwrap(),
                     want,
                     "key {key} in {n} keys"
                 );
+                most = most.max(reads.get() - before);
+            }
+            // Halving after four rounds bounds every search; evenly spread keys (the
+            // 20,000 hashes) take about two page reads.
+            let pages = n.div_ceil(PAGE_RECORDS).max(1);
+            assert!(
+                u64::from(most) <= 5 + u64::from(64 - pages.leading_zeros()),
+                "{most} reads for {n} keys"
+            );
+            if n == 20_000 {
+                let mean = f64::from(reads.get()) / f64::from(count);
+                assert!(mean <= 2.5, "{mean} reads per search on hashed keys");
             }
         }
     }
