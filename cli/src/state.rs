@@ -105,17 +105,20 @@ fn save_snapshot_bytes(
 ) -> CliResult {
     let Some(seq) = seq else { return Ok(()) };
     let index = ledger.index_unsynced();
-    let mut encode = Some(encode);
-    let mut bytes: Option<Vec<u8>> = None;
-    if used.is_none_or(|u| seq >= u + HEAD_EVERY) {
-        let b = bytes.get_or_insert_with(|| (encode.take().expect("encoded once"))());
-        index.put_snapshot(HEAD_SNAPSHOT, seq, b)?;
+    let head_due = used.is_none_or(|u| seq >= u + HEAD_EVERY);
+    let kept_due = index
+        .latest_snapshot_seq(KEPT_SNAPSHOT)?
+        .is_none_or(|k| seq >= k + keep_interval(len));
+    if !head_due && !kept_due {
+        return Ok(());
+    }
+    let bytes = encode();
+    if head_due {
+        index.put_snapshot(HEAD_SNAPSHOT, seq, &bytes)?;
         index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
     }
-    let kept = index.latest_snapshot_seq(KEPT_SNAPSHOT)?;
-    if kept.is_none_or(|k| seq >= k + keep_interval(len)) {
-        let b = bytes.get_or_insert_with(|| (encode.take().expect("encoded once"))());
-        index.put_snapshot(KEPT_SNAPSHOT, seq, b)?;
+    if kept_due {
+        index.put_snapshot(KEPT_SNAPSHOT, seq, &bytes)?;
     }
     Ok(())
 }

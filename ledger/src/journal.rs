@@ -1073,9 +1073,9 @@ impl Journal {
 
     /// [`Journal::scan_all_pipelined`] with part of the reading on the workers too: after
     /// checking a segment, a worker runs `prepare` on it (segment number and bytes;
-    /// [`Journal::read_checked_segment`] decodes its records); the calling thread then
-    /// gets each segment's bytes and what `prepare` made of them, in order, in
-    /// `consume`. `prepare` returning `None`, or `consume` returning `Ok(false)`, means
+    /// [`Journal::checked_segment_payloads`] hands out its events' bytes); the calling
+    /// thread then gets each segment's bytes and what `prepare` made of them, in order,
+    /// in `consume`. `prepare` returning `None`, or `consume` returning `Ok(false)`, means
     /// a record did not decode: the walk stops with `Ok(false)` like any other problem.
     pub fn scan_all_pipelined_with<P: Send>(
         &self,
@@ -1195,17 +1195,6 @@ impl Journal {
             off += frame.len;
         }
         true
-    }
-
-    /// Decodes the records of a segment that [`Journal::scan_all_pipelined_with`] checked
-    /// (hashes are not computed again) and hands each to `f`, for its `prepare`.
-    /// `Ok(false)`: a record does not decode.
-    pub fn read_checked_segment(
-        segment: u64,
-        bytes: &[u8],
-        f: &mut dyn FnMut(&RecordRef) -> Result<()>,
-    ) -> Result<bool> {
-        read_checked(segment, bytes, f)
     }
 
     /// Walks the whole journal from seq 0, checking every frame, link, seq and batch.

@@ -528,11 +528,10 @@ fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
     .unwrap();
     let prepare = |segment: u64, bytes: &[u8]| {
         let mut seqs = Vec::new();
-        let ok = Journal::read_checked_segment(segment, bytes, &mut |r| {
-            seqs.push(r.event.seq);
-            Ok(())
+        let ok = Journal::checked_segment_payloads(bytes, &mut |payload| {
+            EventRef::decode(payload).map(|e| seqs.push(e.seq)).is_ok()
         });
-        matches!(ok, Ok(true)).then_some((segment, seqs))
+        ok.then_some((segment, seqs))
     };
     let mut segments = Vec::new();
     for workers in [1, 2, 5] {
