@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -243,7 +242,7 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
 
 fn lock(dir: &Path, timeout: Duration) -> Result<File> {
     let path = dir.join("lock");
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -272,10 +271,25 @@ fn lock(dir: &Path, timeout: Duration) -> Result<File> {
         }
     }
     // The pid is only for messages; the kernel releases the lock when the process dies.
-    let _ = f
-        .set_len(0)
-        .and_then(|_| f.write_all(std::process::id().to_string().as_bytes()));
+    // It is written over the last one, padded to a fixed width, so the file keeps its
+    // length and its block: truncating it freed the block every time, and freeing a
+    // block can wait for the device (ext4 without a journal, mounted with `discard`,
+    // trims it synchronously; that was 0.4 to 2.5 ms of every command).
+    let _ = write_holder(&f);
     Ok(f)
+}
+
+/// Width of the pid record in the lock file: the pid, spaces, a newline.
+const HOLDER_WIDTH: usize = 21;
+
+fn write_holder(f: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let record = format!("{:<w$}\n", std::process::id(), w = HOLDER_WIDTH - 1);
+    f.write_all_at(record.as_bytes(), 0)?;
+    if f.metadata()?.len() > HOLDER_WIDTH as u64 {
+        f.set_len(HOLDER_WIDTH as u64)?;
+    }
+    Ok(())
 }
 
 impl Ledger {

@@ -241,6 +241,31 @@ fn second_opener_waits_then_refuses_clearly() {
 }
 
 #[test]
+fn lock_file_names_the_holder_in_place_and_keeps_its_length() {
+    use std::os::unix::fs::MetadataExt;
+    let (d, l) = init();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR);
+    let lock = dir.join("lock");
+    // A longer leftover (say from an older build) is cut to the fixed-width record.
+    std::fs::write(&lock, format!("{}\n", "9".repeat(40))).unwrap();
+    let opts = OpenOptions::default();
+    let l = Ledger::open_dir(&dir, &opts).unwrap().0;
+    let text = std::fs::read_to_string(&lock).unwrap();
+    assert_eq!(text.trim(), std::process::id().to_string(), "{text:?}");
+    assert_eq!(text.len(), 21, "{text:?}");
+    let ino = std::fs::metadata(&lock).unwrap().ino();
+    drop(l);
+    // Opened again: the same file, written over where it stands.
+    let l = Ledger::open_dir(&dir, &opts).unwrap().0;
+    let meta = std::fs::metadata(&lock).unwrap();
+    assert_eq!((meta.ino(), meta.len()), (ino, 21));
+    let text = std::fs::read_to_string(&lock).unwrap();
+    assert_eq!(text.trim(), std::process::id().to_string(), "{text:?}");
+    drop(l);
+}
+
+#[test]
 fn edited_sealed_segment_is_noticed_on_open_and_appends_refused() {
     let (d, l) = init();
     for i in 0..5 {
