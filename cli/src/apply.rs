@@ -86,9 +86,10 @@ impl Root {
         Ok(Some(cur))
     }
 
-    /// What is at `key` now, hashed.
-    pub fn look(&self, key: &ResourceKey) -> CliResult<Found> {
-        let Some(dir) = self.parent(key, false, &mut Vec::new())? else {
+    /// What is at `key` now, hashed; the directories on the way are opened through
+    /// `cache` (so files looked at in tree order open each directory once).
+    pub fn look(&self, key: &ResourceKey, cache: &mut DirCache) -> CliResult<Found> {
+        let Some(dir) = self.parent_cached(key, false, &mut Vec::new(), cache)? else {
             return Ok(Found::Absent);
         };
         look_in(&dir, key)
@@ -240,7 +241,10 @@ fn look_in(dir: &OwnedFd, key: &ResourceKey) -> CliResult<Found> {
             .map_err(|e| err(key, e))?;
             let mut f = File::from(fd);
             let mut h = blake3::Hasher::new();
-            let mut buf = vec![0u8; 128 * 1024];
+            // Sized to the file (plus one byte to see its end in one read) up to 128 KiB:
+            // a 128 KiB buffer for every small file cost an mmap and a munmap each.
+            let len = usize::try_from(st.st_size).unwrap_or(usize::MAX);
+            let mut buf = vec![0u8; len.saturating_add(1).min(128 * 1024)];
             let mut size = 0u64;
             loop {
                 let n = f.read(&mut buf).map_err(|e| err(key, e))?;
@@ -434,9 +438,11 @@ pub fn apply_actions(
     root: &Root,
     actions: &[RevertAction],
 ) -> CliResult<Releasing> {
-    // 1. Re-check: the workspace must still be what the plan was made from.
+    // 1. Re-check: the workspace must still be what the plan was made from. The
+    // directory handles opened here are the ones the files are then staged in.
+    let mut dirs = DirCache::default();
     for a in actions {
-        let now = root.look(&a.key)?;
+        let now = root.look(&a.key, &mut dirs)?;
         let expected = match a.before {
             None => Found::Absent,
             Some(c) => Found::File(c),
@@ -465,7 +471,6 @@ pub fn apply_actions(
     }
     let mut made_dirs = Vec::new();
     let mut jobs: Vec<(usize, Arc<OwnedFd>, Job)> = Vec::new();
-    let mut dirs = DirCache::default();
     let remove_made = |made: &[Vec<u8>]| {
         for d in made.iter().rev() {
             let _ = rfs::unlinkat(&root.fd, d.as_slice(), AtFlags::REMOVEDIR);
@@ -562,9 +567,12 @@ pub fn apply_actions(
     let mut failed = None;
     for (a, s) in actions.iter().zip(staged.iter_mut()) {
         let res = (|| -> CliResult {
-            let dir = root
-                .parent(&a.key, false, &mut Vec::new())?
-                .ok_or_else(|| err(&a.key, "its directory disappeared"))?;
+            // Opened afresh for the steps that act on the directory itself (a write
+            // is renamed in the directory it was staged in).
+            let dir = || {
+                root.parent(&a.key, false, &mut Vec::new())?
+                    .ok_or_else(|| err(&a.key, "its directory disappeared"))
+            };
             let name = file_name(&a.key)?;
             match &a.kind {
                 // A hard-linked file's mode change: its copy replaces this name.
@@ -582,7 +590,7 @@ pub fn apply_actions(
                 ActionKind::Write { .. } => return Err(err(&a.key, "its write was not staged")),
                 ActionKind::SetMode { mode } => {
                     let fd = rfs::openat(
-                        &dir,
+                        dir()?,
                         name.as_slice(),
                         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         rfs::Mode::empty(),
@@ -598,6 +606,7 @@ pub fn apply_actions(
                     note_dir(&a.key, &Arc::new(fd))?;
                 }
                 ActionKind::Delete => {
+                    let dir = dir()?;
                     hold(&dir, &name);
                     rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty())
                         .map_err(|e| err(&a.key, format!("cannot delete: {e}")))?;

@@ -454,11 +454,12 @@ fn disk_state(ctx: &Ctx, target: &Record, head: &replay::Tree) -> CliResult<Disk
         mode: ledger::Mode::Regular,
         size: 0,
     });
+    let mut dirs = apply::DirCache::default();
     for k in keys {
         // Looked at directly (no symlinks followed); anything that is not a file or
         // symlink counts as an unrecorded difference, except a directory where the
         // recorded tree has files beneath the path and none at it.
-        let found = match root.look(&k) {
+        let found = match root.look(&k, &mut dirs) {
             Ok(apply::Found::Absent) => None,
             Ok(apply::Found::File(c)) => Some(c),
             Ok(apply::Found::Directory) => {
