@@ -623,12 +623,7 @@ pub fn apply_actions(
         done.push(a);
     }
     // The replaced and deleted inodes are let go of from here on, beside the syncs.
-    // A thread that cannot start lets go of them here and now (the closure is dropped).
-    let releasing = Releasing(
-        std::thread::Builder::new()
-            .spawn(move || drop(released))
-            .ok(),
-    );
+    let releasing = Releasing::start(released);
     // 4. One concurrent round: sync every directory (and mode change) touched, each on
     // its own thread.
     let mut tasks: Vec<(ResourceKey, Arc<OwnedFd>)> = Vec::new();
@@ -655,16 +650,33 @@ pub fn apply_actions(
     Ok(releasing)
 }
 
-/// The inodes an applied revert replaced or deleted, being let go of on a thread of
-/// their own (freeing one truncates it and can wait for the device: ext4 mounted with
-/// `discard` trims its blocks synchronously). Dropping this waits for that thread:
-/// the process exit would wait for the inodes anyway, and this way the wait overlaps
-/// the syncs and the recording of the revert.
-pub struct Releasing(Option<std::thread::JoinHandle<()>>);
+/// The inodes an applied revert replaced or deleted, being let go of on threads of
+/// their own (freeing one truncates it and can wait for the device: ext4 without a
+/// journal, mounted with `discard`, trims its blocks synchronously, one inode after
+/// another on one thread). Dropping this waits for those threads: the process exit
+/// would wait for the inodes anyway, and this way the wait overlaps the syncs and the
+/// recording of the revert.
+pub struct Releasing(Vec<std::thread::JoinHandle<()>>);
+
+impl Releasing {
+    /// Lets go of `held` on up to [`sync_threads`] threads, a share each, so that the
+    /// device's trims overlap. A thread that cannot start lets go of its share in place.
+    fn start<T: Send + 'static>(mut held: Vec<T>) -> Releasing {
+        let threads = sync_threads().min(held.len());
+        let mut handles = Vec::with_capacity(threads);
+        for t in (0..threads).rev() {
+            let share = held.split_off(held.len() * t / (t + 1));
+            if let Ok(h) = std::thread::Builder::new().spawn(move || drop(share)) {
+                handles.push(h);
+            }
+        }
+        Releasing(handles)
+    }
+}
 
 impl Drop for Releasing {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
+        for t in self.0.drain(..) {
             let _ = t.join();
         }
     }
@@ -824,6 +836,29 @@ pub fn write_new(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every held item is let go of, once, by the time `Releasing` is dropped, however
+    /// the items split into shares.
+    #[test]
+    fn releasing_lets_go_of_everything_before_it_is_dropped() {
+        use std::sync::atomic::AtomicUsize;
+        struct Held(Arc<AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                // Slow enough that a share still held at the join would be noticed.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        for n in [0, 1, 2, 3, 5, 20, 41] {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let held: Vec<Held> = (0..n).map(|_| Held(dropped.clone())).collect();
+            let releasing = Releasing::start(held);
+            assert!(releasing.0.len() <= sync_threads());
+            drop(releasing);
+            assert_eq!(dropped.load(Ordering::SeqCst), n, "{n} items");
+        }
+    }
 
     /// The names a revert stages under are exactly the ones scans pass over.
     #[test]
