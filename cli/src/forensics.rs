@@ -216,191 +216,213 @@ pub fn revert(
         let kind = records[0].event.body.kind();
         return Err(CliError::new(EXIT_ERROR, format!("change {id} recorded no resource changes (its events: {kind}); there is nothing to revert")));
     };
-    let changes = lifecycle(ledger, &id)?;
-    // The part of the head the plan looks at, from `head-files` (its size does not grow
-    // with the ledger), or the whole head tree for a change outside the file namespace.
-    let (partial, whole, mut head_files) = match partial_head(ledger, target)? {
-        Some((t, head)) => (t, None, Some(head)),
-        None => (replay::Tree::new(), Some(state::head_tree(ledger)?), None),
-    };
-    let tree = whole.as_ref().map_or(&partial, |(t, _)| t);
-    let (on_disk, odd) = disk_state(&ctx, target, tree)?;
-    // The planner sees anything that is neither a file nor absent as an unrecorded
-    // edit; say what is really there.
-    let reason = |c: &replay::Conflict| match (&c.reason, odd.get(&c.key)) {
-        (replay::ConflictReason::Unrecorded { recorded, .. }, Some(what)) => format!(
-            "changed outside the ledger (recorded: {}, on disk: {what})",
-            recorded.map_or("absent".to_string(), |c| format!(
-                "{} {}",
-                c.mode.as_str(),
-                &c.hash.to_hex()[..12]
-            ))
-        ),
-        _ => c.reason.to_string(),
-    };
-    let store = Store(ledger);
-    let plan = replay::plan_revert(
-        &target.event,
-        &changes,
-        tree,
-        &on_disk,
-        |k| later_changes(ledger, k, target.event.seq),
-        &store,
-    );
-    let plan = match plan {
-        Ok(p) => p,
-        Err(replay::Error::Conflicts {
-            change_id,
-            conflicts,
-        }) => {
-            if json {
-                let v: Vec<_> = conflicts.iter().map(|c| json!({"resource": c.key.display(), "reason": reason(c), "later_changes": c.later_changes})).collect();
-                json_line(&json!({"change_id": change_id, "reverted": false, "conflicts": v}))?;
-            } else {
-                eprintln!(
-                    "error: cannot revert change {change_id}: {} conflict(s); nothing was written",
-                    conflicts.len()
-                );
-                for c in &conflicts {
-                    eprintln!("  {}: {}", c.key.name.display(), reason(c));
-                    if !c.later_changes.is_empty() {
-                        eprintln!("      later changes: {}", c.later_changes.join(", "));
+    // Beside the planning, on a thread of its own: the objects the revert will write
+    // are asked for (reads that overlap the planning instead of waiting in the
+    // staging), and a fresh change ID is found (its check reads the change index, a
+    // page likely not in memory).
+    std::thread::scope(|s| {
+        let ahead = (!dry_run).then(|| {
+            s.spawn(|| {
+                for c in target.event.resources().iter().filter_map(|rc| rc.old) {
+                    ledger.store().prefetch(&c.hash);
+                }
+                match change_id {
+                    Some(_) => Ok(None),
+                    None => crate::commands::fresh_change_id(ledger).map(Some),
+                }
+            })
+        });
+        let changes = lifecycle(ledger, &id)?;
+        // The part of the head the plan looks at, from `head-files` (its size does not grow
+        // with the ledger), or the whole head tree for a change outside the file namespace.
+        let (partial, whole, mut head_files) = match partial_head(ledger, target)? {
+            Some((t, head)) => (t, None, Some(head)),
+            None => (replay::Tree::new(), Some(state::head_tree(ledger)?), None),
+        };
+        let tree = whole.as_ref().map_or(&partial, |(t, _)| t);
+        let (on_disk, odd) = disk_state(&ctx, target, tree)?;
+        // The planner sees anything that is neither a file nor absent as an unrecorded
+        // edit; say what is really there.
+        let reason = |c: &replay::Conflict| match (&c.reason, odd.get(&c.key)) {
+            (replay::ConflictReason::Unrecorded { recorded, .. }, Some(what)) => format!(
+                "changed outside the ledger (recorded: {}, on disk: {what})",
+                recorded.map_or("absent".to_string(), |c| format!(
+                    "{} {}",
+                    c.mode.as_str(),
+                    &c.hash.to_hex()[..12]
+                ))
+            ),
+            _ => c.reason.to_string(),
+        };
+        let store = Store(ledger);
+        let plan = replay::plan_revert(
+            &target.event,
+            &changes,
+            tree,
+            &on_disk,
+            |k| later_changes(ledger, k, target.event.seq),
+            &store,
+        );
+        let plan = match plan {
+            Ok(p) => p,
+            Err(replay::Error::Conflicts {
+                change_id,
+                conflicts,
+            }) => {
+                if json {
+                    let v: Vec<_> = conflicts.iter().map(|c| json!({"resource": c.key.display(), "reason": reason(c), "later_changes": c.later_changes})).collect();
+                    json_line(&json!({"change_id": change_id, "reverted": false, "conflicts": v}))?;
+                } else {
+                    eprintln!(
+                        "error: cannot revert change {change_id}: {} conflict(s); nothing was written",
+                        conflicts.len()
+                    );
+                    for c in &conflicts {
+                        eprintln!("  {}: {}", c.key.name.display(), reason(c));
+                        if !c.later_changes.is_empty() {
+                            eprintln!("      later changes: {}", c.later_changes.join(", "));
+                        }
+                    }
+                    eprintln!("hint: record or undo unrecorded edits first; for overlapping edits, revert the later changes first or edit by hand");
+                }
+                return Ok(EXIT_CONFLICT);
+            }
+            Err(e) => return Err(CliError::new(EXIT_ERROR, e.to_string())),
+        };
+        if dry_run || json {
+            let actions: Vec<_> = plan
+                .actions
+                .iter()
+                .map(|a| {
+                    let what = match &a.kind {
+                        replay::ActionKind::Delete => "delete".to_string(),
+                        replay::ActionKind::SetMode { mode } => format!("set mode {}", mode.as_str()),
+                        replay::ActionKind::Write { payload: replay::Payload::Bytes(_), .. } => "write merged content".to_string(),
+                        replay::ActionKind::Write { .. } => if a.before.is_none() { "recreate".to_string() } else { "restore".to_string() },
+                    };
+                    json!({"resource": a.key.display(), "path": a.key.name.display(), "action": what, "before": a.before.map(|c| c.hash), "after": a.after.map(|c| c.hash), "merged_with": a.merged_with})
+                })
+                .collect();
+            if dry_run {
+                if json {
+                    json_line(&json!({"change_id": id, "dry_run": true, "actions": actions}))?;
+                } else {
+                    println!(
+                        "Reverting {id} would change {} file(s) (dry run, nothing written):",
+                        actions.len()
+                    );
+                    for a in &actions {
+                        let merged = a["merged_with"]
+                            .as_array()
+                            .filter(|m| !m.is_empty())
+                            .map(|m| {
+                                format!(
+                                    " (merged with later {})",
+                                    m.iter()
+                                        .filter_map(|x| x.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "  {:<22} {}{merged}",
+                            a["action"].as_str().unwrap_or(""),
+                            a["path"].as_str().unwrap_or("")
+                        );
                     }
                 }
-                eprintln!("hint: record or undo unrecorded edits first; for overlapping edits, revert the later changes first or edit by hand");
+                return Ok(0);
             }
-            return Ok(EXIT_CONFLICT);
         }
-        Err(e) => return Err(CliError::new(EXIT_ERROR, e.to_string())),
-    };
-    if dry_run || json {
-        let actions: Vec<_> = plan
-            .actions
-            .iter()
-            .map(|a| {
-                let what = match &a.kind {
-                    replay::ActionKind::Delete => "delete".to_string(),
-                    replay::ActionKind::SetMode { mode } => format!("set mode {}", mode.as_str()),
-                    replay::ActionKind::Write { payload: replay::Payload::Bytes(_), .. } => "write merged content".to_string(),
-                    replay::ActionKind::Write { .. } => if a.before.is_none() { "recreate".to_string() } else { "restore".to_string() },
-                };
-                json!({"resource": a.key.display(), "path": a.key.name.display(), "action": what, "before": a.before.map(|c| c.hash), "after": a.after.map(|c| c.hash), "merged_with": a.merged_with})
-            })
-            .collect();
-        if dry_run {
-            if json {
-                json_line(&json!({"change_id": id, "dry_run": true, "actions": actions}))?;
-            } else {
-                println!(
-                    "Reverting {id} would change {} file(s) (dry run, nothing written):",
-                    actions.len()
-                );
-                for a in &actions {
-                    let merged = a["merged_with"]
-                        .as_array()
-                        .filter(|m| !m.is_empty())
-                        .map(|m| {
-                            format!(
-                                " (merged with later {})",
-                                m.iter()
-                                    .filter_map(|x| x.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        })
-                        .unwrap_or_default();
-                    println!(
-                        "  {:<22} {}{merged}",
-                        a["action"].as_str().unwrap_or(""),
-                        a["path"].as_str().unwrap_or("")
-                    );
+        // Merged content goes into the store first, so the revert event names only stored content.
+        let mut pending = ledger::Pending::default();
+        for a in &plan.actions {
+            if let replay::ActionKind::Write {
+                payload: replay::Payload::Bytes(b),
+                ..
+            } = &a.kind
+            {
+                ledger.store().put_bytes(b, &mut pending)?;
+            }
+        }
+        ledger.commit_content(pending)?;
+        let new_id = match change_id {
+            Some(c) => {
+                ledger::validate_id("change ID", c)?;
+                c.to_string()
+            }
+            // Found ahead; found here if that thread did not get to it.
+            None => match ahead.map(|t| t.join()) {
+                Some(Ok(Ok(Some(found)))) => found,
+                Some(Ok(Err(e))) => return Err(e),
+                _ => crate::commands::fresh_change_id(ledger)?,
+            },
+        };
+        if ledger.change_exists(&new_id)?.is_some() {
+            return Err(CliError::new(
+                EXIT_ERROR,
+                format!("change ID {new_id:?} already exists; nothing was written"),
+            ));
+        }
+        let root = Root::open(&ctx.ws.root)?;
+        // Waits, when dropped at the end, for the replaced files' inodes to be let go of.
+        let releasing = apply::apply_actions(ledger, &root, &plan.actions)?;
+        let message = message
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("Revert {id}"));
+        let ev = NewEvent {
+            time_us: now_us(),
+            actor: ledger::Actor {
+                agent: agent.to_string(),
+                principal: principal.map(str::to_string),
+                role: None,
+            },
+            change_id: new_id.clone(),
+            correlation_id: correlation.map(str::to_string),
+            body: Body::Change(Change {
+                message: Some(message),
+                ..plan.change(None)
+            }),
+            meta: BTreeMap::new(),
+        };
+        let records = match crate::commands::append_change(ledger, vec![ev], &new_id, whole) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(CliError::new(e.code, format!("{}; the files were reverted on disk but the revert was not recorded: `ledger status` shows them", e.message)));
+            }
+        };
+        // `head-files` moves with the head, so the next command catches up from a recent
+        // base. The stat cache needs nothing: every file written here is a new inode, a
+        // mode change changes the mode and ctime, and a delete leaves no file, so no cached
+        // entry can match what is on disk now.
+        if let Some(head) = &mut head_files {
+            head.apply(&records);
+            head.save_if_due(ledger);
+        }
+        drop(releasing);
+        if json {
+            json_line(&json!({"change_id": new_id, "reverts": id, "files": plan.actions.len()}))?;
+        } else {
+            println!("{new_id}");
+            let merged = plan
+                .actions
+                .iter()
+                .filter(|a| !a.merged_with.is_empty())
+                .count();
+            eprintln!(
+                "Reverted {id} as change {new_id}: {} file(s) changed{}",
+                plan.actions.len(),
+                if merged > 0 {
+                    format!(", {merged} merged with later changes")
+                } else {
+                    String::new()
                 }
-            }
-            return Ok(0);
+            );
         }
-    }
-    // Merged content goes into the store first, so the revert event names only stored content.
-    let mut pending = ledger::Pending::default();
-    for a in &plan.actions {
-        if let replay::ActionKind::Write {
-            payload: replay::Payload::Bytes(b),
-            ..
-        } = &a.kind
-        {
-            ledger.store().put_bytes(b, &mut pending)?;
-        }
-    }
-    ledger.commit_content(pending)?;
-    let new_id = match change_id {
-        Some(c) => {
-            ledger::validate_id("change ID", c)?;
-            c.to_string()
-        }
-        None => crate::commands::fresh_change_id(ledger)?,
-    };
-    if ledger.change_exists(&new_id)?.is_some() {
-        return Err(CliError::new(
-            EXIT_ERROR,
-            format!("change ID {new_id:?} already exists; nothing was written"),
-        ));
-    }
-    let root = Root::open(&ctx.ws.root)?;
-    // Waits, when dropped at the end, for the replaced files' inodes to be let go of.
-    let releasing = apply::apply_actions(ledger, &root, &plan.actions)?;
-    let message = message
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("Revert {id}"));
-    let ev = NewEvent {
-        time_us: now_us(),
-        actor: ledger::Actor {
-            agent: agent.to_string(),
-            principal: principal.map(str::to_string),
-            role: None,
-        },
-        change_id: new_id.clone(),
-        correlation_id: correlation.map(str::to_string),
-        body: Body::Change(Change {
-            message: Some(message),
-            ..plan.change(None)
-        }),
-        meta: BTreeMap::new(),
-    };
-    let records = match crate::commands::append_change(ledger, vec![ev], &new_id, whole) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(CliError::new(e.code, format!("{}; the files were reverted on disk but the revert was not recorded: `ledger status` shows them", e.message)));
-        }
-    };
-    // `head-files` moves with the head, so the next command catches up from a recent
-    // base. The stat cache needs nothing: every file written here is a new inode, a
-    // mode change changes the mode and ctime, and a delete leaves no file, so no cached
-    // entry can match what is on disk now.
-    if let Some(head) = &mut head_files {
-        head.apply(&records);
-        head.save_if_due(ledger);
-    }
-    drop(releasing);
-    if json {
-        json_line(&json!({"change_id": new_id, "reverts": id, "files": plan.actions.len()}))?;
-    } else {
-        println!("{new_id}");
-        let merged = plan
-            .actions
-            .iter()
-            .filter(|a| !a.merged_with.is_empty())
-            .count();
-        eprintln!(
-            "Reverted {id} as change {new_id}: {} file(s) changed{}",
-            plan.actions.len(),
-            if merged > 0 {
-                format!(", {merged} merged with later changes")
-            } else {
-                String::new()
-            }
-        );
-    }
 
-    Ok(0)
+        Ok(0)
+    })
 }
 
 /// Where `p` leads: its longest existing prefix with symlinks resolved, then the rest
