@@ -227,7 +227,9 @@ fn git(dir: &Path) -> Command {
 
 fn ledger_cmd(dir: &Path) -> Command {
     let mut c = Command::new(LEDGER);
-    c.current_dir(dir).env_remove("LEDGER_DIR");
+    c.current_dir(dir)
+        .env_remove("LEDGER_DIR")
+        .env_remove("LEDGER_REVERT_SYNC");
     c
 }
 
@@ -1142,7 +1144,14 @@ impl<'a> History<'a> {
         }
         std::thread::sleep(Duration::from_millis(2100));
         let mut t_ver = Vec::new();
-        fn ledger_side(ws: &Path, id: &str, t: &mut [Vec<f64>; 3]) -> String {
+        // Each side starts after `sync` (not timed): neither pays for the other's
+        // writeback, and the dirty page cache a revert sees (which decides how it
+        // syncs, see the README) is its own.
+        let sync = || {
+            run(&mut Command::new("sync"));
+        };
+        let ledger_side = |ws: &Path, id: &str, t: &mut [Vec<f64>; 4]| -> String {
+            sync();
             let (s, _) = run(ledger_cmd(ws).args(["show", id]));
             t[2].push(s);
             let (s, out) = run(ledger_cmd(ws).args(["revert", id, "--dry-run"]));
@@ -1153,15 +1162,23 @@ impl<'a> History<'a> {
             t[1].push(s);
             let (s, out) = run(ledger_cmd(ws).args(["revert", id, "--agent", "bench"]));
             t[0].push(s);
+            let id = out.lines().next().unwrap().trim().to_string();
+            // The same with one fsync per file, as when more is dirty.
+            sync();
+            let (s, out) = run(ledger_cmd(ws)
+                .args(["revert", &id, "--agent", "bench"])
+                .env("LEDGER_REVERT_SYNC", "files"));
+            t[3].push(s);
             out.lines().next().unwrap().trim().to_string()
-        }
-        fn git_side(gws: &Path, t: &mut [Vec<f64>; 2]) {
+        };
+        let git_side = |gws: &Path, t: &mut [Vec<f64>; 2]| {
+            sync();
             let (s, _) = run(git(gws).args(["revert", "--no-commit", "HEAD"]));
             t[0].push(s);
             let (s, _) = run(git(gws).args(["commit", "-qm", "revert"]));
             t[1].push(s);
-        }
-        let mut tl: [Vec<f64>; 3] = Default::default();
+        };
+        let mut tl: [Vec<f64>; 4] = Default::default();
         let mut tg: [Vec<f64>; 2] = Default::default();
         for r in 0..reps + 1 {
             let (s, _) = run(Command::new(LEDGER).arg("--version"));
@@ -1181,7 +1198,7 @@ impl<'a> History<'a> {
                 t_ver.clear();
             }
         }
-        let [t_rev, t_dry, t_show] = tl;
+        let [t_rev, t_dry, t_show, t_rev_files] = tl;
         let [t_grev, t_gcommit] = tg;
         let rev = median(&t_rev);
         let base = *self.smallest_revert.get_or_insert(rev);
@@ -1203,6 +1220,7 @@ impl<'a> History<'a> {
             thousands(size as f64),
             thousands(self.model.live.len() as f64),
             ms(rev),
+            ms(median(&t_rev_files)),
             ms(median(&t_dry)),
             ms(median(&t_show)),
             ms(median(&t_ver)),
@@ -1770,12 +1788,13 @@ fn history(cfg: &Config, base: &Path) {
         &r.build,
     );
     println!("### Goal 1: `ledger revert` of a {TARGET_FILES}-file change\n");
-    println!("Workload: the workspace holds the head ({} files); a change of {TARGET_FILES} neighbouring files is recorded with `ledger record`, then reverted; each repetition reverts the revert made by the one before (like `git revert HEAD` repeatedly), so every repetition writes {TARGET_FILES} files. The git repository has the same history (one commit per `Change` event) and the same files; `git revert --no-commit HEAD` then `git commit`. Median of {} repetitions after one warm-up round; ledger and git alternate which goes first. `ledger revert` is durable when it returns (each file written to a temp file, fsynced, renamed, directory fsynced; the journal fdatasynced); git with its defaults does not fsync.\n", cfg.files, cfg.reps);
+    println!("Workload: the workspace holds the head ({} files); a change of {TARGET_FILES} neighbouring files is recorded with `ledger record`, then reverted; each repetition reverts the revert made by the one before (like `git revert HEAD` repeatedly), so every repetition writes {TARGET_FILES} files. The git repository has the same history (one commit per `Change` event) and the same files; `git revert --no-commit HEAD` then `git commit`. Median of {} repetitions after one warm-up round; ledger and git alternate which goes first, and each side starts after `sync` (not timed). `ledger revert` is durable when it returns (each file written to a temp file; the temp files made durable by one `syncfs`, the default when little else is dirty, or, in the second column, by `LEDGER_REVERT_SYNC=files`, one fsync each; renamed; directories fsynced; the journal fdatasynced); each repetition runs both, the second reverting the first. git with its defaults does not fsync.\n", cfg.files, cfg.reps);
     table(
         &[
             "events",
             "files",
             "ledger revert ms",
+            "ledger revert, one fsync per file ms",
             "ledger revert --dry-run ms",
             "ledger show ms",
             "ledger --version ms",

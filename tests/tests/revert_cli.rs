@@ -23,10 +23,15 @@ impl Ws {
         ws
     }
     fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(BIN)
             .args(args)
             .current_dir(&self.dir)
             .env_remove("LEDGER_DIR")
+            .env_remove("LEDGER_REVERT_SYNC")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
@@ -103,6 +108,46 @@ fn revert_keeps_later_work_and_is_itself_revertable() {
     ws.ok(&["revert", &rid]);
     assert_eq!(ws.read("a.txt"), "ONE\n2\n3\n4\n5\nSIX\n");
     assert_eq!(ws.read("dir/b.txt"), "b2\n");
+    ws.ok(&["verify"]);
+}
+
+/// Both ways of making the staged files durable (one `fsync` each, one `syncfs`) give
+/// the same result; a setting that is neither is refused before anything is written.
+#[test]
+fn revert_syncs_files_either_way_and_refuses_an_unknown_setting() {
+    let ws = three_changes();
+    fn sync(how: &str) -> [(&str, &str); 1] {
+        [("LEDGER_REVERT_SYNC", how)]
+    }
+    let before = ws.journal();
+    let o = ws.run_env(&["revert", "c2", "--agent", "fixer"], &sync("sometimes"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("LEDGER_REVERT_SYNC=sometimes"), "{err}");
+    assert_eq!(ws.journal(), before);
+    assert_eq!(ws.read("dir/b.txt"), "b2\n");
+    let mut ids = Vec::new();
+    for how in ["files", "filesystem", "files", "auto"] {
+        let target = ids.last().cloned().unwrap_or_else(|| "c2".to_string());
+        let o = ws.run_env(&["revert", &target, "--agent", "fixer"], &sync(how));
+        assert!(
+            o.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ids.push(String::from_utf8_lossy(&o.stdout).trim().to_string());
+        // Each revert undoes the one before: c2's content goes and comes back.
+        let (a, b) = match ids.len() % 2 {
+            1 => ("1\n2\n3\n4\n5\nSIX\n", "b\n"),
+            _ => ("ONE\n2\n3\n4\n5\nSIX\n", "b2\n"),
+        };
+        assert_eq!(
+            (ws.read("a.txt").as_str(), ws.read("dir/b.txt").as_str()),
+            (a, b),
+            "{how}"
+        );
+    }
+    assert!(ws.ok(&["status", "--json"]).contains("\"clean\":true"));
     ws.ok(&["verify"]);
 }
 
