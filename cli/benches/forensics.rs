@@ -1376,9 +1376,9 @@ impl<'a> History<'a> {
             mem_all.push(ta);
             if rep < 3 {
                 let t = Instant::now();
-                let tree = state::rebuild_snapshots(l).unwrap();
+                let rebuilt = state::rebuild_snapshots(l).unwrap();
                 rebuild.push(t.elapsed().as_secs_f64());
-                assert_eq!(tree.seq(), l.head().map(|h| h.seq));
+                assert_eq!(rebuilt.seq, l.head().map(|h| h.seq));
                 // Count the kept snapshots it stored, newest to oldest.
                 snaps = 0;
                 let mut at = l.head().map(|h| h.seq);

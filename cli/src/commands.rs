@@ -922,17 +922,17 @@ fn verify(cli: &Cli, json: bool, quick: bool) -> CliResult<i32> {
 fn reindex(cli: &Cli, json: bool) -> CliResult {
     let ctx = context::open(cli)?;
     let n = ctx.ledger.reindex()?;
-    let tree = state::rebuild_snapshots(&ctx.ledger)?;
+    let rebuilt = state::rebuild_snapshots(&ctx.ledger)?;
     // The stat cache and the head files are rebuilt by the next scan (they only save
     // reading files and folding events).
     crate::cache::remove_all(&ctx.ledger);
     ctx.ledger.flush()?;
     if json {
-        json_line(&json!({"events": n, "files": tree.files().count()}))?;
+        json_line(&json!({"events": n, "files": rebuilt.files}))?;
     } else {
         println!(
             "Rebuilt the indexes and snapshots from {n} journal events ({} files at the head).",
-            tree.files().count()
+            rebuilt.files
         );
     }
     Ok(())

@@ -212,6 +212,14 @@ impl TreeFold {
         self.len() == 0
     }
 
+    /// Files (resources in the file namespace) in the tree so far.
+    pub fn files(&self) -> usize {
+        match &self.start {
+            Some(t) => t.files().count(),
+            None => self.order.keys().filter(|k| k.is_file()).count(),
+        }
+    }
+
     /// The tree so far.
     pub fn into_tree(self) -> Tree {
         if let Some(t) = self.start {
@@ -676,6 +684,30 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<TreeDiff> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `files` counts the file namespace only, in the starting tree and in the slab.
+    #[test]
+    fn files_counts_only_the_file_namespace() {
+        let c = Content {
+            hash: ledger::Hash::ZERO,
+            mode: Mode::Regular,
+            size: 0,
+        };
+        for unpacked in [false, true] {
+            let mut f = TreeFold::new(Tree::new());
+            if unpacked {
+                // Nothing to fold into the (empty) starting tree: this takes it apart.
+                f.check(1).unwrap();
+                assert!(f.start.is_none());
+            }
+            f.set("file", b"a", Some(c), 1, "c");
+            f.set("file", b"b", Some(c), 1, "c");
+            f.set("flag", b"a", Some(c), 1, "c");
+            f.set("deploy", b"x", Some(c), 1, "c");
+            f.set("file", b"b", None, 1, "c");
+            assert_eq!((f.len(), f.files()), (3, 1), "unpacked: {unpacked}");
+        }
+    }
 
     /// Distinct (namespace, name) pairs never share a lookup key, whatever the lengths
     /// (the namespace's length is written in full, also past one LEB128 byte).

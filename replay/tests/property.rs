@@ -294,6 +294,9 @@ fn run(seed: u64, steps: usize) -> Stats {
                     Err(Error::OutOfOrder { .. })
                 ));
                 assert_eq!(fold.len(), w.sim.proj.tree.len(), "{ctx}");
+                let files = w.sim.proj.tree.files().count();
+                assert_eq!(fold.files(), files, "{ctx}");
+                assert_eq!(prepared.files(), files, "{ctx}");
                 assert_eq!(fold.seq(), w.sim.proj.tree.seq(), "{ctx}");
                 assert_eq!(fold.into_tree(), w.sim.proj.tree, "{ctx}");
                 assert_eq!(prepared.into_tree(), w.sim.proj.tree, "{ctx}");
