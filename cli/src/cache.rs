@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ledger::{Body, Content, Hash, Ledger, Mode, Record};
+use ledger::{Body, Content, EventRef, Hash, Ledger, Mode, Record, ResourceKey};
 use replay::Projection;
 
 use crate::output::CliResult;
@@ -511,6 +511,13 @@ pub struct HeadFiles {
 }
 
 impl HeadFiles {
+    /// Asks the kernel to start reading `head-files` of the ledger directory `dir`
+    /// ([`ledger::prefetch`]), for a command that loads it after opening the ledger:
+    /// the read then overlaps the opening. A hint only.
+    pub fn prefetch(dir: &std::path::Path) {
+        ledger::prefetch(&dir.join("index").join(HEAD_FILE));
+    }
+
     /// The files at the head: from `head-files` when it matches this journal, else
     /// from the tree snapshots (and then saved by [`HeadFiles::save_if_due`]).
     pub fn load(ledger: &Ledger) -> CliResult<HeadFiles> {
@@ -556,9 +563,9 @@ impl HeadFiles {
         // the base's hash. A walk that fails leaves the base unusable (the caller then
         // starts from the tree snapshots).
         let mut linked = None;
-        let walked = ledger.scan_range(base + 1, head_seq, &mut |r| {
+        let walked = ledger.scan_range_refs(base + 1, head_seq, &mut |r| {
             if *linked.get_or_insert(r.event.prev == hash) {
-                self.apply_one(r);
+                self.apply_ref(&r.event);
                 Ok(())
             } else {
                 Err(ledger::Error::Stopped)
@@ -625,15 +632,33 @@ impl HeadFiles {
     }
 
     fn apply_one(&mut self, r: &Record) {
-        if self.seq.is_some_and(|s| r.event.seq <= s) {
+        let files = match &r.event.body {
+            Body::Change(c) => &c.resources[..],
+            _ => &[],
+        };
+        let files = files.iter().filter(|rc| rc.key.is_file());
+        self.fold_in(
+            r.event.seq,
+            files.map(|rc| (rc.key.name.as_bytes(), rc.new)),
+        );
+    }
+
+    /// [`HeadFiles::apply_one`] of a borrowed event (no owned copy made).
+    fn apply_ref(&mut self, ev: &EventRef) {
+        let files = ev.resources().iter();
+        let files = files.filter(|rc| rc.key.namespace == ResourceKey::FILE);
+        self.fold_in(ev.seq, files.map(|rc| (rc.key.name, rc.new)));
+    }
+
+    /// Folds in the file changes of the event at `seq`, unless it was folded already.
+    fn fold_in<'a>(&mut self, seq: u64, files: impl Iterator<Item = (&'a [u8], Option<Content>)>) {
+        if self.seq.is_some_and(|s| seq <= s) {
             return;
         }
-        if let Body::Change(c) = &r.event.body {
-            for rc in c.resources.iter().filter(|rc| rc.key.is_file()) {
-                self.overlay.insert(rc.key.name.as_bytes().to_vec(), rc.new);
-            }
+        for (name, new) in files {
+            self.overlay.insert(name.to_vec(), new);
         }
-        self.seq = Some(r.event.seq);
+        self.seq = Some(seq);
     }
 
     /// Seq of the last event folded in.

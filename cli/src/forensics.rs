@@ -196,7 +196,8 @@ pub fn revert(
     json: bool,
 ) -> CliResult<i32> {
     ledger::validate_id("agent ID", agent)?;
-    let ctx = context::open(cli)?;
+    // `head-files` is read into memory while the ledger opens (see `partial_head`).
+    let (ctx, ()) = context::open_then(cli, |_, dir| HeadFiles::prefetch(dir))?;
     let ledger = &ctx.ledger;
     if let Some(d) = ledger.damaged() {
         // Appends are refused, so the revert could not be recorded; and the history

@@ -43,6 +43,6 @@ pub use ledger::{
     open_journal, validate_id, Ledger, OpenOptions2 as OpenOptions, OpenReport, Precondition,
     LEDGER_DIR,
 };
-pub use storage::{Fault, FsStorage, MemStorage, SegmentStamp, Storage};
+pub use storage::{prefetch, Fault, FsStorage, MemStorage, SegmentStamp, Storage};
 pub use store::{ContentStore, Pending, VerifyingReader};
 pub use verify::{Problem, VerifyOptions, VerifyReport};

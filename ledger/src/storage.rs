@@ -108,6 +108,15 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Asks the kernel to start reading the file at `path` into the page cache
+/// (`posix_fadvise` `WILLNEED`: the read runs in the background), for a caller about to
+/// read it. A hint only: a missing file or a failure is ignored.
+pub fn prefetch(path: &Path) {
+    if let Ok(f) = File::open(path) {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+    }
+}
+
 impl Storage for FsStorage {
     fn describe(&self, segment: u64) -> String {
         self.path(segment).display().to_string()

@@ -223,12 +223,9 @@ impl ContentStore {
     }
 
     /// Asks the kernel to start reading an object into the page cache, for a caller
-    /// about to read it (`posix_fadvise` `WILLNEED`: the read runs in the background).
-    /// A hint only: a missing object or a failure is ignored.
+    /// about to read it ([`crate::prefetch`]). A hint only.
     pub fn prefetch(&self, hash: &Hash) {
-        if let Ok(f) = File::open(self.path_of(hash)) {
-            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
-        }
+        crate::storage::prefetch(&self.path_of(hash));
     }
 
     /// Opens an object for streaming; the reader checks the hash at the end.
