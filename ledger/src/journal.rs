@@ -334,21 +334,54 @@ fn walk_frames(
     Ok(None)
 }
 
-/// The per-segment step of [`Journal::scan_all_pipelined_with`] on the workers:
-/// segment number and bytes in, what the caller needs of them out (`None`: a record
-/// does not decode).
+/// The per-piece step of [`Journal::scan_all_pipelined_with`] on the workers: segment
+/// number and the piece's bytes (whole frames, whole batches) in, what the caller needs
+/// of them out (`None`: a record does not decode).
 pub type SegmentPrepare<'a, P> = dyn Fn(u64, &[u8]) -> Option<P> + Sync + 'a;
 
-/// The calling thread's step of [`Journal::scan_all_pipelined_with`]: segment number,
-/// bytes and what `prepare` made of them (`Ok(false)`: a record does not decode).
-pub type SegmentConsume<'a, P> = dyn FnMut(u64, &[u8], P) -> Result<bool> + 'a;
+/// The calling thread's step of [`Journal::scan_all_pipelined_with`]: where the piece
+/// starts (segment and offset), its bytes and what `prepare` made of them (`Ok(false)`:
+/// a record does not decode).
+pub type SegmentConsume<'a, P> = dyn FnMut(Position, &[u8], P) -> Result<bool> + 'a;
 
-/// What a worker of [`Journal::scan_all_pipelined`] found in one segment: frames,
+/// What a worker of [`Journal::scan_all_pipelined`] found in one piece of a segment: frames,
 /// hashes, seqs, links and batch fields checked, nothing decoded beyond `seq` and `prev`.
 struct Checked {
     first: Option<(u64, Hash)>,
     last: Option<Expect>,
     broken: bool,
+}
+
+/// Bytes per piece the pipelined walk cuts a segment into, about: small enough that
+/// the workers check the first pieces of a segment while the caller consumes the ones
+/// before (a ledger of one or a few segments is otherwise checked, then consumed, one
+/// segment at a time), large enough that a piece's overhead does not matter.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// Where [`Journal::scan_all_pipelined_with`] cuts a segment: after frames that end a
+/// batch (a batch never spans two pieces, as it never spans two segments), about every
+/// `target` bytes ([`PIECE_BYTES`]). Only the frame headers and the seq are read; from
+/// the first frame that does not parse on, the rest is one piece (its checks then find
+/// the problem). An empty segment is one empty piece.
+fn pieces(bytes: &[u8], target: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::with_capacity(bytes.len() / target + 1);
+    let (mut start, mut off) = (0usize, 0usize);
+    while off < bytes.len() {
+        let Ok(f) = check_frame(&bytes[off..], false) else {
+            break;
+        };
+        let Some(seq) = f.payload.get(0..8) else {
+            break;
+        };
+        let seq = u64::from_le_bytes(seq.try_into().expect("8 bytes"));
+        off += f.len;
+        if off - start >= target && seq >= f.batch_last && off < bytes.len() {
+            out.push(start..off);
+            start = off;
+        }
+    }
+    out.push(start..bytes.len());
+    out
 }
 
 /// The frame checks of [`walk`] without decoding events: magic, length, hash, and the
@@ -424,10 +457,11 @@ fn check_segment_frames<'b>(bytes: &'b [u8], frame: &mut dyn FnMut(&Frame<'b>)) 
     out
 }
 
-/// Decodes the records of a segment [`check_segment`] accepted (hashes are not computed
-/// again) and hands each to `f`. `Ok(false)`: a payload does not decode.
+/// Decodes the records of a piece of a segment [`check_segment`] accepted (hashes are
+/// not computed again), the piece starting `at`, and hands each to `f`. `Ok(false)`: a
+/// payload does not decode.
 fn read_checked(
-    segment: u64,
+    at: Position,
     bytes: &[u8],
     f: &mut dyn FnMut(&RecordRef) -> Result<()>,
 ) -> Result<bool> {
@@ -437,8 +471,8 @@ fn read_checked(
             return Ok(false);
         };
         rec.pos = Position {
-            segment,
-            offset: off as u64,
+            segment: at.segment,
+            offset: at.offset + off as u64,
         };
         f(&rec)?;
         off += rec.frame_len as usize;
@@ -475,6 +509,8 @@ pub struct Journal {
     /// Damage to acknowledged records found on open: reads work, appends are refused.
     damage: Option<String>,
     segment_target: u64,
+    /// Bytes per piece of the pipelined walk ([`PIECE_BYTES`]; tests use smaller ones).
+    piece_bytes: usize,
 }
 
 impl Journal {
@@ -495,6 +531,7 @@ impl Journal {
             poisoned: None,
             damage: None,
             segment_target: SEGMENT_TARGET,
+            piece_bytes: PIECE_BYTES,
         };
         let rec = j.recover(hint, acknowledged)?;
         // A journal that ends cleanly (at a batch boundary) before an acknowledged seq
@@ -523,6 +560,12 @@ impl Journal {
     /// Sets the segment size (tests use small segments to exercise rotation).
     pub fn set_segment_target(&mut self, bytes: u64) {
         self.segment_target = bytes;
+    }
+
+    /// Sets the piece size of the pipelined walk (tests use small pieces to cut one
+    /// segment into many).
+    pub fn set_piece_bytes(&mut self, bytes: usize) {
+        self.piece_bytes = bytes.max(1);
     }
 
     fn io(&self, segment: u64, what: &'static str, e: std::io::Error) -> Error {
@@ -1053,9 +1096,11 @@ impl Journal {
     }
 
     /// The walk of [`Journal::scan_all_refs`] with the checking spread over threads: the
-    /// calling thread reads segments ahead and hands each record to `f` in seq order,
-    /// while `workers` threads check the frames, hashes, links and batch fields of the
-    /// segments read ahead (at most `workers + 2` segments are held in memory).
+    /// calling thread reads segments ahead, cuts each into pieces of about 1 MiB at batch
+    /// ends, and hands each record to `f` in seq order, while `workers` threads check the
+    /// frames, hashes, links and batch fields of the pieces read ahead (at most
+    /// `2 × (workers + 2)` pieces are handed out at once, and the segments they are cut
+    /// from are held in memory).
     ///
     /// `Ok(false)` when anything is wrong (a bad frame, hash, link, seq, batch, segment
     /// boundary or encoding): `f` may have seen the records before the problem, so the
@@ -1066,16 +1111,16 @@ impl Journal {
         workers: usize,
         f: &mut dyn FnMut(&RecordRef) -> Result<()>,
     ) -> Result<bool> {
-        self.scan_all_pipelined_with(workers, &|_, _| Some(()), &mut |segment, bytes, ()| {
-            read_checked(segment, bytes, f)
+        self.scan_all_pipelined_with(workers, &|_, _| Some(()), &mut |at, bytes, ()| {
+            read_checked(at, bytes, f)
         })
     }
 
     /// [`Journal::scan_all_pipelined`] with part of the reading on the workers too: after
-    /// checking a segment, a worker runs `prepare` on it (segment number and bytes;
-    /// [`Journal::checked_segment_payloads`] hands out its events' bytes); the calling
-    /// thread then gets each segment's bytes and what `prepare` made of them, in order,
-    /// in `consume`. `prepare` returning `None`, or `consume` returning `Ok(false)`, means
+    /// checking a piece, a worker runs `prepare` on it (segment number and the piece's
+    /// bytes; [`Journal::checked_segment_payloads`] hands out its events' bytes); the
+    /// calling thread then gets each piece's position, bytes and what `prepare` made of
+    /// them, in order, in `consume`. `prepare` returning `None`, or `consume` returning `Ok(false)`, means
     /// a record did not decode: the walk stops with `Ok(false)` like any other problem.
     pub fn scan_all_pipelined_with<P: Send>(
         &self,
@@ -1083,8 +1128,8 @@ impl Journal {
         prepare: &SegmentPrepare<P>,
         consume: &mut SegmentConsume<P>,
     ) -> Result<bool> {
-        use std::collections::BTreeMap;
-        use std::sync::Condvar;
+        use std::collections::{BTreeMap, VecDeque};
+        use std::sync::{Arc, Condvar};
         let segs = self
             .storage
             .segments()
@@ -1094,48 +1139,85 @@ impl Journal {
         }
         let n = segs.len();
         let workers = workers.max(1);
-        let window = workers + 2;
-        type Done<P> = Mutex<BTreeMap<usize, (Checked, Vec<u8>, Option<P>)>>;
+        // Segments held at once, at most, and pieces handed out and not yet consumed.
+        let (held, window) = (workers + 2, 2 * (workers + 2));
+        // Where the pipeline fills (the first segment) and drains (the last ones), the
+        // segments are cut into pieces (see `pieces`), so that the workers check one
+        // piece while the caller consumes the one before; in between, whole segments
+        // keep the workers busy, and cutting them would only cost a pass over their
+        // frame headers on the calling thread.
+        let cut = |i: usize| i == 0 || i + workers + 1 >= n;
+        type Done<P> = Mutex<BTreeMap<usize, (Checked, Option<P>)>>;
         let done: Done<P> = Mutex::new(BTreeMap::new());
         let ready = Condvar::new();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(window);
+        type Job = (usize, usize, Arc<Vec<u8>>, std::ops::Range<usize>);
+        // Not bounded itself (sending must not wait for the workers while pieces are
+        // ready to consume): the read-ahead below bounds what is in flight.
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Mutex::new(rx);
         std::thread::scope(|s| -> Result<bool> {
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    let Ok((i, bytes)) = rx.lock().unwrap().recv() else {
+                    let Ok((unit, i, bytes, range)) = rx.lock().unwrap().recv() else {
                         return;
                     };
-                    let checked = check_segment(&bytes);
+                    let piece = &bytes[range];
+                    let checked = check_segment(piece);
                     let prepared = if checked.broken {
                         None
                     } else {
-                        prepare(segs[i], &bytes)
+                        prepare(segs[i], piece)
                     };
-                    done.lock().unwrap().insert(i, (checked, bytes, prepared));
+                    drop(bytes);
+                    done.lock().unwrap().insert(unit, (checked, prepared));
                     ready.notify_all();
                 });
             }
             let tx = tx; // dropped on every return: the workers then stop
             let mut next_read = 0usize;
+            let mut sent = 0usize;
+            // Pieces sent, in order: segment index, its bytes, the piece's range, and
+            // whether it is the segment's first.
+            type Sent = (usize, Arc<Vec<u8>>, std::ops::Range<usize>, bool);
+            let mut queue: VecDeque<Sent> = VecDeque::new();
             let mut prev: Option<Expect> = None;
-            // Buffers of segments already handed out, read into again.
+            // Buffers of segments already consumed, read into again.
             let mut spare: Vec<Vec<u8>> = Vec::new();
-            for i in 0..n {
-                while next_read < n && next_read < i + window {
+            for unit in 0.. {
+                loop {
+                    let consuming = queue.front().map_or(next_read, |q| q.0);
+                    if next_read >= n || sent >= unit + window || next_read >= consuming + held {
+                        break;
+                    }
                     let seg = segs[next_read];
                     let mut bytes = spare.pop().unwrap_or_default();
                     read_segment_into(self.storage.as_ref(), seg, 0, &mut bytes)
                         .map_err(|e| self.io(seg, "reading", e))?;
-                    if tx.send((next_read, bytes)).is_err() {
-                        return Ok(false);
+                    let cuts = if cut(next_read) {
+                        pieces(&bytes, self.piece_bytes)
+                    } else {
+                        std::iter::once(0..bytes.len()).collect()
+                    };
+                    let bytes = Arc::new(bytes);
+                    for (k, range) in cuts.into_iter().enumerate() {
+                        if tx
+                            .send((sent, next_read, bytes.clone(), range.clone()))
+                            .is_err()
+                        {
+                            return Ok(false);
+                        }
+                        queue.push_back((next_read, bytes.clone(), range, k == 0));
+                        sent += 1;
                     }
                     next_read += 1;
                 }
-                let (checked, bytes, prepared) = {
+                let Some((i, bytes, range, first_piece)) = queue.pop_front() else {
+                    break;
+                };
+                let (checked, prepared) = {
                     let mut d = done.lock().unwrap();
                     loop {
-                        if let Some(x) = d.remove(&i) {
+                        if let Some(x) = d.remove(&unit) {
                             break x;
                         }
                         d = ready.wait(d).unwrap();
@@ -1146,7 +1228,8 @@ impl Journal {
                 }
                 match checked.first {
                     None => {
-                        // Only the last segment may be empty (a roll just happened).
+                        // Only the last segment may be empty (a roll just happened); a
+                        // segment with frames is never cut into an empty piece.
                         if i + 1 != n {
                             return Ok(false);
                         }
@@ -1157,7 +1240,7 @@ impl Journal {
                             None => seq == 0,
                             Some(e) => e.batch.is_none() && e.seq == seq && e.prev == first_prev,
                         };
-                        if !joins || seq != segs[i] {
+                        if !joins || (first_piece && seq != segs[i]) {
                             return Ok(false);
                         }
                     }
@@ -1165,10 +1248,17 @@ impl Journal {
                 let Some(prepared) = prepared else {
                     return Ok(false);
                 };
-                if !consume(segs[i], &bytes, prepared)? {
+                let at = Position {
+                    segment: segs[i],
+                    offset: range.start as u64,
+                };
+                if !consume(at, &bytes[range], prepared)? {
                     return Ok(false);
                 }
-                spare.push(bytes);
+                // The segment's buffer comes back once its last piece is consumed.
+                if let Ok(b) = Arc::try_unwrap(bytes) {
+                    spare.push(b);
+                }
                 prev = checked.last;
             }
             // An unfinished batch at the end is damage (see `scan_from`).

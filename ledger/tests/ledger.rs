@@ -505,7 +505,7 @@ fn seen(r: &RecordRef) -> (u64, Hash, Position, u64, u64, u64, Event) {
 fn the_pipelined_walk_hands_out_every_record_once_in_order() {
     let (d, l) = many_segments();
     drop(l);
-    let j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
+    let mut j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
     let mut sequential = Vec::new();
     j.scan_all_refs(&mut |r| {
         sequential.push(seen(r));
@@ -513,16 +513,26 @@ fn the_pipelined_walk_hands_out_every_record_once_in_order() {
     })
     .unwrap();
     assert_eq!(sequential.len(), 3001);
-    for workers in [1, 2, 5] {
-        let mut piped = Vec::new();
-        let ok = j
-            .scan_all_pipelined(workers, &mut |r| {
-                piped.push(seen(r));
-                Ok(())
-            })
-            .unwrap();
-        assert!(ok, "an intact journal walks pipelined ({workers} workers)");
-        assert!(piped == sequential, "{workers} workers: records differ");
+    // Whole segments; then the first and last ones cut into one piece per batch.
+    for piece in [1 << 20, 1] {
+        j.set_piece_bytes(piece);
+        for workers in [1, 2, 5] {
+            let mut piped = Vec::new();
+            let ok = j
+                .scan_all_pipelined(workers, &mut |r| {
+                    piped.push(seen(r));
+                    Ok(())
+                })
+                .unwrap();
+            assert!(
+                ok,
+                "an intact journal walks pipelined ({workers} workers, {piece})"
+            );
+            assert!(
+                piped == sequential,
+                "{workers} workers, {piece}: records differ"
+            );
+        }
     }
     // An error from the callback stops the walk and comes back as is.
     let mut n = 0;
@@ -563,8 +573,10 @@ fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
         let mut got = Vec::new();
         segments.clear();
         let ok = j
-            .scan_all_pipelined_with(workers, &prepare, &mut |segment, _, (made_for, seqs)| {
+            .scan_all_pipelined_with(workers, &prepare, &mut |at, _, (made_for, seqs)| {
+                let segment = at.segment;
                 assert_eq!(segment, made_for, "prepared for another segment");
+                assert_eq!(at.offset, 0, "a small segment is one piece");
                 assert_eq!(seqs.first(), Some(&segment), "a segment starts at its seq");
                 segments.push(segment);
                 got.extend(seqs);
@@ -590,6 +602,114 @@ fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
         .unwrap();
     assert!(!ok);
     assert_eq!(handed, 2);
+}
+
+/// With pieces smaller than a segment, the pipelined walks cut a segment at batch ends
+/// only (each piece starts a batch, and the pieces tile the segment) and still hand out
+/// every record once, in order, at its own position; a damaged record in a later piece
+/// stops them.
+#[test]
+fn the_pipelined_walk_cuts_segments_into_whole_batches() {
+    let (d, l) = init();
+    for b in 0..40 {
+        let batch = (0..1 + b % 7)
+            .map(|i| ev(&format!("p{b}-{i}"), "a"))
+            .collect::<Vec<_>>();
+        l.append(batch, Precondition::None).unwrap();
+    }
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    let mut j = journal_in(&dir);
+    let mut want = Vec::new();
+    j.scan_all_refs(&mut |r| {
+        want.push((r.event.seq, r.pos, r.batch_first, r.batch_last));
+        Ok(())
+    })
+    .unwrap();
+    assert!(want.iter().all(|w| w.1.segment == 0), "one segment");
+    let batch_starts: Vec<u64> = want.iter().filter(|w| w.0 == w.2).map(|w| w.0).collect();
+    assert_eq!(batch_starts.len(), 41, "the genesis batch and 40 more");
+    let segment_len = std::fs::metadata(dir.join(format!("{:020}.seg", 0)))
+        .unwrap()
+        .len();
+    // The first seq of each piece (prepared on the workers) and its bytes.
+    let first_seq = |_: u64, bytes: &[u8]| {
+        let mut first = None;
+        let ok = Journal::checked_segment_payloads(bytes, &mut |p| {
+            first.get_or_insert(EventRef::decode(p).map(|e| e.seq).ok());
+            true
+        });
+        ok.then_some(first.flatten())
+    };
+    for piece in [1, 500, 3000, 1 << 20] {
+        j.set_piece_bytes(piece);
+        for workers in [1, 3] {
+            let what = format!("pieces of {piece} bytes, {workers} workers");
+            let mut got = Vec::new();
+            let ok = j
+                .scan_all_pipelined(workers, &mut |r| {
+                    got.push((r.event.seq, r.pos, r.batch_first, r.batch_last));
+                    Ok(())
+                })
+                .unwrap();
+            assert!(ok, "{what}");
+            assert_eq!(got, want, "{what}");
+            let mut starts = Vec::new();
+            let mut next = 0u64;
+            let ok = j
+                .scan_all_pipelined_with(workers, &first_seq, &mut |at, bytes, first| {
+                    assert_eq!(
+                        at,
+                        Position {
+                            segment: 0,
+                            offset: next
+                        },
+                        "{what}"
+                    );
+                    next += bytes.len() as u64;
+                    starts.push(first.expect("no piece is empty"));
+                    Ok(true)
+                })
+                .unwrap();
+            assert!(ok, "{what}");
+            assert_eq!(next, segment_len, "{what}: the pieces cover the segment");
+            assert!(
+                starts.iter().all(|s| batch_starts.contains(s)),
+                "{what}: {starts:?}"
+            );
+            if piece == 1 {
+                assert_eq!(starts, batch_starts, "one piece per batch");
+            }
+            if piece == 1 << 20 {
+                assert_eq!(starts, [0], "the whole segment is one piece");
+            }
+        }
+    }
+    // A damaged byte in the payload of seq 100 (a later piece): both walks stop.
+    let at = want.iter().find(|w| w.0 == 100).unwrap().1;
+    let path = dir.join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at.offset as usize + FRAME_HEADER + 20] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    for piece in [1, 3000] {
+        j.set_piece_bytes(piece);
+        let mut seen = 0;
+        let ok = j
+            .scan_all_pipelined(2, &mut |r| {
+                assert!(
+                    r.event.seq < 100,
+                    "a record at or after the damage was handed out"
+                );
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert!(!ok, "pieces of {piece} bytes");
+        assert!(
+            seen > 0 || piece > 1,
+            "the pieces before the damage were handed out"
+        );
+    }
 }
 
 /// A record whose hash and links are right but whose bytes are not a canonical event
