@@ -438,12 +438,8 @@ pub fn apply_actions(
     ledger: &Ledger,
     root: &Root,
     actions: &[RevertAction],
+    sync: SyncSetting,
 ) -> CliResult<Releasing> {
-    // Staged files are made durable together by one `syncfs` when little else is
-    // waiting to be written (see [`sync_together`]), else one `fsync` each on the
-    // staging threads.
-    let setting = std::env::var_os(SYNC_VAR);
-    let together = sync_together(setting.as_deref(), actions.len(), dirty_bytes)?;
     // 1. Re-check: the workspace must still be what the plan was made from. The
     // directory handles opened here are the ones the files are then staged in.
     let mut dirs = DirCache::default();
@@ -518,6 +514,31 @@ pub fn apply_actions(
         }
     }
     drop(dirs);
+    // Staged files are made durable together, one `syncfs` per file system they are
+    // on, when that is safe and little else is waiting to be written (see
+    // [`sync_together`]), else by one `fsync` each on the staging threads.
+    let mut devices: BTreeMap<u64, Arc<OwnedFd>> = BTreeMap::new();
+    for (i, dir, _) in &jobs {
+        let st = rfs::fstat(&**dir).map_err(|e| err(&actions[*i].key, e));
+        match st {
+            Ok(st) => {
+                #[allow(clippy::unnecessary_cast)]
+                devices
+                    .entry(st.st_dev as u64)
+                    .or_insert_with(|| dir.clone());
+            }
+            Err(e) => {
+                remove_made(&made_dirs);
+                return Err(e);
+            }
+        }
+    }
+    let together = sync_together(
+        sync,
+        jobs.len(),
+        || devices.values().all(|d| syncfs_is_enough(d)),
+        dirty_bytes,
+    );
     let mut staged: Vec<Option<Staged>> = actions.iter().map(|_| None).collect();
     let results = run_parallel(jobs, |(i, dir, job)| {
         let key = &actions[i].key;
@@ -542,13 +563,22 @@ pub fn apply_actions(
         }
         remove_made(made);
     };
-    if together && failed.is_none() && staged.iter().any(Option::is_some) {
-        if let Err(e) = rfs::syncfs(&root.fd) {
-            failed = Some(CliError::new(
-                EXIT_ERROR,
-                format!("cannot sync the workspace's filesystem: {e}; nothing was written"),
-            ));
+    if together && failed.is_none() {
+        for fd in devices.values() {
+            if let Err(e) = rfs::syncfs(&**fd) {
+                failed = Some(CliError::new(
+                    EXIT_ERROR,
+                    format!("cannot sync the workspace's file system: {e}; nothing was written"),
+                ));
+                break;
+            }
         }
+    }
+    // The directories the files were staged in must still be where their paths lead
+    // (a directory moved away and replaced since the re-check would take the renames
+    // with it): each is looked up afresh once and compared.
+    if failed.is_none() {
+        failed = moved_directory(root, actions, &staged).err();
     }
     if let Some(e) = failed {
         cleanup(&mut staged, &made_dirs);
@@ -705,33 +735,115 @@ impl Drop for Releasing {
 /// file). 64 KiB a file stays on the side of the `fsync`s.
 const SYNCFS_DIRTY_PER_FILE: u64 = 64 << 10;
 
-/// How a revert makes its staged files durable: `auto` (the default), `files` (one
-/// `fsync` each) or `filesystem` (one `syncfs`).
+/// The variable that says how a revert makes its staged files durable.
 const SYNC_VAR: &str = "LEDGER_REVERT_SYNC";
 
-/// Whether `files` staged files are synced together: as [`SYNC_VAR`] says, and with
-/// `auto` only when the dirty figure is known and within [`SYNCFS_DIRTY_PER_FILE`]
-/// times `files`.
-fn sync_together(
-    setting: Option<&std::ffi::OsStr>,
-    files: usize,
-    dirty: impl FnOnce() -> Option<u64>,
-) -> CliResult<bool> {
-    match setting.map(|s| s.to_str()) {
-        None | Some(Some("auto")) | Some(Some("")) => {
-            let bound = SYNCFS_DIRTY_PER_FILE.saturating_mul(files as u64);
-            Ok(files > 1 && dirty().is_some_and(|d| d <= bound))
-        }
-        Some(Some("files")) => Ok(false),
-        Some(Some("filesystem")) => Ok(true),
-        Some(other) => Err(CliError::new(
-            crate::output::EXIT_USAGE,
-            format!(
-                "{SYNC_VAR}={} is not one of auto, files, filesystem; nothing was written",
-                other.unwrap_or("(not UTF-8)")
-            ),
-        )),
+/// How a revert makes its staged files durable (`LEDGER_REVERT_SYNC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncSetting {
+    /// One `syncfs` per file system when that is safe and cheap ([`sync_together`]),
+    /// else one `fsync` per file (the default: unset or empty).
+    Auto,
+    /// One `fsync` per file (`files`).
+    Files,
+    /// One `syncfs` per file system (`filesystem`), whatever else is dirty.
+    Filesystem,
+}
+
+impl SyncSetting {
+    /// The setting `LEDGER_REVERT_SYNC` gives; another value is refused (exit 2).
+    pub fn from_env() -> CliResult<SyncSetting> {
+        Self::parse(std::env::var_os(SYNC_VAR).as_deref())
     }
+
+    fn parse(value: Option<&std::ffi::OsStr>) -> CliResult<SyncSetting> {
+        match value.map(|s| s.to_str()) {
+            None | Some(Some("auto")) | Some(Some("")) => Ok(SyncSetting::Auto),
+            Some(Some("files")) => Ok(SyncSetting::Files),
+            Some(Some("filesystem")) => Ok(SyncSetting::Filesystem),
+            Some(other) => Err(CliError::new(
+                crate::output::EXIT_USAGE,
+                format!(
+                    "{SYNC_VAR}={} is not one of auto, files, filesystem; nothing was written",
+                    other.unwrap_or("(not UTF-8)")
+                ),
+            )),
+        }
+    }
+}
+
+/// Whether `files` staged files are synced together: as `setting` says, and with
+/// [`SyncSetting::Auto`] only for two or more files, when `syncfs` is enough on every
+/// file system they are on (`fs_ok`, see [`syncfs_is_enough`]) and the dirty figure is
+/// known and within [`SYNCFS_DIRTY_PER_FILE`] times `files`.
+fn sync_together(
+    setting: SyncSetting,
+    files: usize,
+    fs_ok: impl FnOnce() -> bool,
+    dirty: impl FnOnce() -> Option<u64>,
+) -> bool {
+    match setting {
+        SyncSetting::Files => false,
+        SyncSetting::Filesystem => true,
+        SyncSetting::Auto => {
+            let bound = SYNCFS_DIRTY_PER_FILE.saturating_mul(files as u64);
+            files > 1 && fs_ok() && dirty().is_some_and(|d| d <= bound)
+        }
+    }
+}
+
+/// Whether one `syncfs` makes the files written on `dir`'s file system as durable as an
+/// `fsync` of each, and fails when one of their writes failed: on a local file system
+/// ([`crate::walk::local_file_system`]; over FUSE or SMB `syncfs` need not reach stable
+/// storage) under Linux 5.8 or later (before it, `syncfs` did not report writeback
+/// errors).
+fn syncfs_is_enough(dir: &OwnedFd) -> bool {
+    crate::walk::local_file_system(dir) && linux_at_least(5, 8)
+}
+
+/// Whether the running kernel's release (`/proc/sys/kernel/osrelease`) is at least
+/// `major.minor`; `false` when it cannot be read.
+fn linux_at_least(major: u32, minor: u32) -> bool {
+    static RELEASE: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    RELEASE
+        .get_or_init(|| parse_release(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?))
+        .is_some_and(|r| r >= (major, minor))
+}
+
+/// `(major, minor)` of a kernel release such as `6.18.44-fc-v657`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// An error naming the first staged file whose directory is no longer the one its path
+/// leads to (each distinct directory is looked up once).
+fn moved_directory(root: &Root, actions: &[RevertAction], staged: &[Option<Staged>]) -> CliResult {
+    let mut checked: BTreeMap<(u64, u64), ()> = BTreeMap::new();
+    for (a, s) in actions.iter().zip(staged) {
+        let Some(s) = s else { continue };
+        let st = rfs::fstat(&*s.dir).map_err(|e| err(&a.key, e))?;
+        #[allow(clippy::unnecessary_cast)]
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if checked.insert(id, ()).is_some() {
+            continue;
+        }
+        let now = root
+            .parent(&a.key, false, &mut Vec::new())?
+            .map(|fd| rfs::fstat(&fd))
+            .transpose()
+            .map_err(|e| err(&a.key, e))?;
+        #[allow(clippy::unnecessary_cast)]
+        if now.map(|st| (st.st_dev as u64, st.st_ino as u64)) != Some(id) {
+            return Err(err(
+                &a.key,
+                "its directory was moved or replaced during the revert; nothing was written",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of page cache waiting to be written back, system-wide: `Dirty` plus
@@ -950,28 +1062,86 @@ mod tests {
             None,
             "not a number"
         );
-        let auto = |files: usize, dirty: Option<u64>| sync_together(None, files, || dirty).unwrap();
+        use SyncSetting::*;
+        let auto = |files: usize, fs_ok: bool, dirty: Option<u64>| {
+            sync_together(Auto, files, || fs_ok, || dirty)
+        };
         let bound = 20 * SYNCFS_DIRTY_PER_FILE;
-        assert!(auto(20, Some(0)));
-        assert!(auto(20, Some(bound)));
-        assert!(!auto(20, Some(bound + 1)));
-        assert!(!auto(19, Some(bound)));
-        assert!(!auto(20, None));
-        assert!(!auto(1, Some(0)), "one file: its own fsync");
-        let set = |v: &str, dirty: Option<u64>| sync_together(Some(v.as_ref()), 20, || dirty);
-        assert!(set("auto", Some(0)).unwrap());
-        assert!(!set("files", Some(0)).unwrap());
-        assert!(set("filesystem", None).unwrap());
-        assert!(set("filesystem", Some(u64::MAX)).unwrap());
-        let e = set("always", Some(0)).unwrap_err();
+        assert!(auto(20, true, Some(0)));
+        assert!(auto(20, true, Some(bound)));
+        assert!(!auto(20, true, Some(bound + 1)));
+        assert!(!auto(19, true, Some(bound)));
+        assert!(!auto(20, true, None));
+        assert!(
+            !auto(20, false, Some(0)),
+            "a file system syncfs is not enough on"
+        );
+        assert!(!auto(1, true, Some(0)), "one file: its own fsync");
+        assert!(!sync_together(Files, 20, || true, || Some(0)));
+        assert!(sync_together(Filesystem, 20, || false, || None));
+        let parse = |v: Option<&str>| SyncSetting::parse(v.map(std::ffi::OsStr::new));
+        assert_eq!(parse(None).unwrap(), Auto);
+        assert_eq!(parse(Some("")).unwrap(), Auto);
+        assert_eq!(parse(Some("auto")).unwrap(), Auto);
+        assert_eq!(parse(Some("files")).unwrap(), Files);
+        assert_eq!(parse(Some("filesystem")).unwrap(), Filesystem);
+        let e = parse(Some("always")).unwrap_err();
+        assert_eq!(e.code, crate::output::EXIT_USAGE);
         assert!(
             e.message.contains("LEDGER_REVERT_SYNC=always"),
             "{}",
             e.message
         );
+        assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18)));
+        assert_eq!(parse_release("5.8.0"), Some((5, 8)));
+        assert_eq!(parse_release("4.19"), Some((4, 19)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!((5, 8) <= (6, 0) && (4, 19) < (5, 8), "compared as numbers");
         assert!(
             dirty_bytes().is_some(),
             "/proc/meminfo should be readable here"
+        );
+    }
+
+    /// A staged file's directory moved away and replaced by another one at its path
+    /// is noticed before anything is renamed; one still in place is not.
+    #[test]
+    fn a_staging_directory_moved_away_is_noticed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        let root = Root::open(d.path()).unwrap();
+        let action = |path: &str| RevertAction {
+            key: ResourceKey::file(path.as_bytes()),
+            kind: ActionKind::Delete,
+            before: None,
+            after: None,
+            merged_with: Vec::new(),
+        };
+        let actions = [action("a/b/x"), action("a/b/y"), action("top")];
+        let staged_in = |path: &str| {
+            let key = ResourceKey::file(path.as_bytes());
+            let dir = root.parent(&key, false, &mut Vec::new()).unwrap().unwrap();
+            Some(Staged {
+                dir: Arc::new(dir),
+                tmp: b"t".to_vec(),
+            })
+        };
+        let staged = [staged_in("a/b/x"), staged_in("a/b/y"), staged_in("top")];
+        moved_directory(&root, &actions, &staged).unwrap();
+        std::fs::rename(d.path().join("a/b"), d.path().join("elsewhere")).unwrap();
+        std::fs::create_dir(d.path().join("a/b")).unwrap();
+        let e = moved_directory(&root, &actions, &staged).unwrap_err();
+        assert!(
+            e.message.starts_with("a/b/x: its directory was moved"),
+            "{}",
+            e.message
+        );
+        std::fs::remove_dir(d.path().join("a/b")).unwrap();
+        let e = moved_directory(&root, &actions, &staged).unwrap_err();
+        assert!(
+            e.message.contains("moved or replaced"),
+            "gone: {}",
+            e.message
         );
     }
 

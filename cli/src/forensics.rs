@@ -196,6 +196,12 @@ pub fn revert(
     json: bool,
 ) -> CliResult<i32> {
     ledger::validate_id("agent ID", agent)?;
+    // Checked before anything else: a bad value is refused before any work is done.
+    let sync = if dry_run {
+        apply::SyncSetting::Auto
+    } else {
+        apply::SyncSetting::from_env()?
+    };
     // `head-files` is read into memory while the ledger opens (see `partial_head`).
     let (ctx, ()) = context::open_then(cli, |_, dir| HeadFiles::prefetch(dir))?;
     let ledger = &ctx.ledger;
@@ -348,13 +354,16 @@ pub fn revert(
             }
         }
         ledger.commit_content(pending)?;
+        // Joined whether or not it looked for an ID, so a failure there cannot come out
+        // of the scope after the revert is done.
+        let found = ahead.map(|t| t.join());
         let new_id = match change_id {
             Some(c) => {
                 ledger::validate_id("change ID", c)?;
                 c.to_string()
             }
             // Found ahead; found here if that thread did not get to it.
-            None => match ahead.map(|t| t.join()) {
+            None => match found {
                 Some(Ok(Ok(Some(found)))) => found,
                 Some(Ok(Err(e))) => return Err(e),
                 _ => crate::commands::fresh_change_id(ledger)?,
@@ -368,7 +377,7 @@ pub fn revert(
         }
         let root = Root::open(&ctx.ws.root)?;
         // Waits, when dropped at the end, for the replaced files' inodes to be let go of.
-        let releasing = apply::apply_actions(ledger, &root, &plan.actions)?;
+        let releasing = apply::apply_actions(ledger, &root, &plan.actions, sync)?;
         let message = message
             .map(str::to_string)
             .unwrap_or_else(|| format!("Revert {id}"));

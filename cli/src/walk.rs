@@ -319,14 +319,25 @@ const DIR_CACHE_FILE_SYSTEMS: [u32; 8] = [
     0xCA45_1A4E,
 ];
 
-/// Whether listings of directories on `root`'s file system may be cached, and that
-/// file system's device number (listings on other devices below it are not used).
-pub(crate) fn dir_cache_device(root: &Path) -> Option<u64> {
-    let fs = rustix::fs::statfs(root).ok()?;
+/// Whether a `statfs` result is one of [`DIR_CACHE_FILE_SYSTEMS`].
+fn local(fs: &rustix::fs::StatFs) -> bool {
     // `f_type`'s width differs between architectures; the magic numbers are 32 bits.
     #[allow(clippy::unnecessary_cast)]
     let magic = (fs.f_type as u64 & 0xffff_ffff) as u32;
-    if !DIR_CACHE_FILE_SYSTEMS.contains(&magic) {
+    DIR_CACHE_FILE_SYSTEMS.contains(&magic)
+}
+
+/// Whether `fd` is on one of the local file systems of [`DIR_CACHE_FILE_SYSTEMS`]
+/// (`false` when `fstatfs` fails). A revert also uses this to decide whether `syncfs`
+/// is enough to make its files durable.
+pub(crate) fn local_file_system(fd: &OwnedFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|fs| local(&fs))
+}
+
+/// Whether listings of directories on `root`'s file system may be cached, and that
+/// file system's device number (listings on other devices below it are not used).
+pub(crate) fn dir_cache_device(root: &Path) -> Option<u64> {
+    if !local(&rustix::fs::statfs(root).ok()?) {
         return None;
     }
     #[allow(clippy::unnecessary_cast)]
