@@ -352,6 +352,15 @@ struct Checked {
     broken: bool,
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Bytes per piece the pipelined walk cuts a segment into, about: small enough that
 /// the workers check the first pieces of a segment while the caller consumes the ones
 /// before (a ledger of one or a few segments is otherwise checked, then consumed, one
@@ -1155,25 +1164,51 @@ impl Journal {
         // ready to consume): the read-ahead below bounds what is in flight.
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Mutex::new(rx);
+        let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| -> Result<bool> {
             for _ in 0..workers {
                 s.spawn(|| loop {
                     let Ok((unit, i, bytes, range)) = rx.lock().unwrap().recv() else {
                         return;
                     };
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue; // the caller is done: what is left is dropped unchecked
+                    }
                     let piece = &bytes[range];
-                    let checked = check_segment(piece);
-                    let prepared = if checked.broken {
-                        None
-                    } else {
-                        prepare(segs[i], piece)
-                    };
+                    // A panic (in `prepare`, say) reaches the caller as a broken piece,
+                    // which ends its wait, and then as the panic itself when the scope
+                    // joins this thread: never as a wait that does not end.
+                    let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let checked = check_segment(piece);
+                        let prepared = if checked.broken {
+                            None
+                        } else {
+                            prepare(segs[i], piece)
+                        };
+                        (checked, prepared)
+                    }));
                     drop(bytes);
-                    done.lock().unwrap().insert(unit, (checked, prepared));
+                    let (result, panicked) = match work {
+                        Ok(r) => (r, None),
+                        Err(p) => {
+                            let broken = Checked {
+                                first: None,
+                                last: None,
+                                broken: true,
+                            };
+                            ((broken, None), Some(p))
+                        }
+                    };
+                    done.lock().unwrap().insert(unit, result);
                     ready.notify_all();
+                    if let Some(p) = panicked {
+                        std::panic::resume_unwind(p);
+                    }
                 });
             }
             let tx = tx; // dropped on every return: the workers then stop
+                         // Set on every return too: pieces still queued are then not checked.
+            let _stop = StopOnDrop(&stop);
             let mut next_read = 0usize;
             let mut sent = 0usize;
             // Pieces sent, in order: segment index, its bytes, the piece's range, and

@@ -712,6 +712,32 @@ fn the_pipelined_walk_cuts_segments_into_whole_batches() {
     }
 }
 
+/// A `prepare` that panics makes the pipelined walk panic (when the scope joins its
+/// worker), never wait forever for the piece that worker did not finish.
+#[test]
+fn a_panic_in_prepare_ends_the_pipelined_walk() {
+    let (d, l) = many_segments();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let walker = std::thread::spawn(move || {
+        let j = journal_in(&dir);
+        let prepare = |segment: u64, _: &[u8]| -> Option<()> {
+            assert!(segment < 1000, "prepare fails on a later segment");
+            Some(())
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            j.scan_all_pipelined_with(2, &prepare, &mut |_, _, ()| Ok(true))
+        }));
+        let _ = done_tx.send(r.is_err());
+    });
+    let panicked = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the walk never ended");
+    assert!(panicked, "the walk should pass the panic on");
+    walker.join().unwrap();
+}
+
 /// A record whose hash and links are right but whose bytes are not a canonical event
 /// (here: one trailing byte, hashed with the rest) is refused by the pipelined walk,
 /// which hands out nothing from it on; the sequential walk names its seq.
