@@ -560,6 +560,16 @@ impl Ledger {
     /// The first seq of change `id`, if it exists (flat index: sled stays closed).
     pub fn change_exists(&self, id: &str) -> Result<Option<u64>> {
         self.sync_index()?;
+        // An ID no index record names is answered without the writer: the change index
+        // may wait for the disk, and other threads of the same command need the writer
+        // meanwhile (a revert looks for a fresh ID beside its planning). Pending first,
+        // as in `change_first_seq`.
+        if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
+            return Ok(Some(*s));
+        }
+        if self.index.change_candidates(id)?.is_empty() {
+            return Ok(None);
+        }
         let w = self.writer.lock().unwrap();
         self.change_first_seq(&w.journal, id)
     }
