@@ -517,22 +517,17 @@ pub fn apply_actions(
     // Staged files are made durable together, one `syncfs` per file system they are
     // on, when that is safe and little else is waiting to be written (see
     // [`sync_together`]), else by one `fsync` each on the staging threads.
-    let mut devices: BTreeMap<u64, Arc<OwnedFd>> = BTreeMap::new();
-    for (i, dir, _) in &jobs {
-        let st = rfs::fstat(&**dir).map_err(|e| err(&actions[*i].key, e));
-        match st {
-            Ok(st) => {
-                #[allow(clippy::unnecessary_cast)]
-                devices
-                    .entry(st.st_dev as u64)
-                    .or_insert_with(|| dir.clone());
-            }
-            Err(e) => {
-                remove_made(&made_dirs);
-                return Err(e);
-            }
+    let devices = jobs
+        .iter()
+        .map(|(i, dir, _)| identity(dir, &actions[*i].key).map(|(dev, _)| (dev, dir.clone())))
+        .collect::<CliResult<BTreeMap<u64, Arc<OwnedFd>>>>();
+    let devices = match devices {
+        Ok(d) => d,
+        Err(e) => {
+            remove_made(&made_dirs);
+            return Err(e);
         }
-    }
+    };
     let together = sync_together(
         sync,
         jobs.len(),
@@ -589,9 +584,8 @@ pub fn apply_actions(
     let mut done: Vec<&RevertAction> = Vec::new();
     let mut touched: BTreeMap<(u64, u64), (ResourceKey, Arc<OwnedFd>)> = BTreeMap::new();
     let mut note_dir = |key: &ResourceKey, fd: &Arc<OwnedFd>| -> CliResult {
-        let st = rfs::fstat(&**fd).map_err(|e| err(key, e))?;
         touched
-            .entry((st.st_dev, st.st_ino))
+            .entry(identity(fd, key)?)
             .or_insert_with(|| (key.clone(), fd.clone()));
         Ok(())
     };
@@ -821,22 +815,15 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
 /// An error naming the first staged file whose directory is no longer the one its path
 /// leads to (each distinct directory is looked up once).
 fn moved_directory(root: &Root, actions: &[RevertAction], staged: &[Option<Staged>]) -> CliResult {
-    let mut checked: BTreeMap<(u64, u64), ()> = BTreeMap::new();
+    let mut checked = std::collections::BTreeSet::new();
     for (a, s) in actions.iter().zip(staged) {
         let Some(s) = s else { continue };
-        let st = rfs::fstat(&*s.dir).map_err(|e| err(&a.key, e))?;
-        #[allow(clippy::unnecessary_cast)]
-        let id = (st.st_dev as u64, st.st_ino as u64);
-        if checked.insert(id, ()).is_some() {
+        let id = identity(&s.dir, &a.key)?;
+        if !checked.insert(id) {
             continue;
         }
-        let now = root
-            .parent(&a.key, false, &mut Vec::new())?
-            .map(|fd| rfs::fstat(&fd))
-            .transpose()
-            .map_err(|e| err(&a.key, e))?;
-        #[allow(clippy::unnecessary_cast)]
-        if now.map(|st| (st.st_dev as u64, st.st_ino as u64)) != Some(id) {
+        let now = root.parent(&a.key, false, &mut Vec::new())?;
+        if now.map(|fd| identity(&fd, &a.key)).transpose()? != Some(id) {
             return Err(err(
                 &a.key,
                 "its directory was moved or replaced during the revert; nothing was written",
@@ -844,6 +831,12 @@ fn moved_directory(root: &Root, actions: &[RevertAction], staged: &[Option<Stage
         }
     }
     Ok(())
+}
+
+/// Device and inode of what `fd` is open on (errors name `key`).
+fn identity(fd: &OwnedFd, key: &ResourceKey) -> CliResult<(u64, u64)> {
+    let st = rfs::fstat(fd).map_err(|e| err(key, e))?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Bytes of page cache waiting to be written back, system-wide: `Dirty` plus

@@ -360,21 +360,22 @@ pub fn revert(
         let new_id = match change_id {
             Some(c) => {
                 ledger::validate_id("change ID", c)?;
+                if ledger.change_exists(c)?.is_some() {
+                    return Err(CliError::new(
+                        EXIT_ERROR,
+                        format!("change ID {c:?} already exists; nothing was written"),
+                    ));
+                }
                 c.to_string()
             }
-            // Found ahead; found here if that thread did not get to it.
+            // Found ahead (`fresh_change_id` checks it is free); found here if that
+            // thread did not get to it.
             None => match found {
                 Some(Ok(Ok(Some(found)))) => found,
                 Some(Ok(Err(e))) => return Err(e),
                 _ => crate::commands::fresh_change_id(ledger)?,
             },
         };
-        if ledger.change_exists(&new_id)?.is_some() {
-            return Err(CliError::new(
-                EXIT_ERROR,
-                format!("change ID {new_id:?} already exists; nothing was written"),
-            ));
-        }
         let root = Root::open(&ctx.ws.root)?;
         // Waits, when dropped at the end, for the replaced files' inodes to be let go of.
         let releasing = apply::apply_actions(ledger, &root, &plan.actions, sync)?;

@@ -516,21 +516,37 @@ impl Ledger {
         if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
             return Ok(Some(*s));
         }
-        Ok(self
-            .checked_records(j, id, false)?
-            .first()
-            .map(|r| r.event.seq))
+        let candidates = self.candidates(id, false)?;
+        self.first_seq_of(j, id, candidates)
     }
 
-    /// The events of change `id` (`reverting`: the events reverting `id`), in seq order,
-    /// from the flat change index, each checked against its event (two IDs may share a
-    /// key).
-    fn checked_records(&self, j: &Journal, id: &str, reverting: bool) -> Result<Vec<Record>> {
-        let candidates = if reverting {
-            self.index.revert_candidates(id)?
+    /// The first of `candidates` (seqs the change index names for `id`) that is an
+    /// event of change `id`.
+    fn first_seq_of(&self, j: &Journal, id: &str, candidates: Vec<u64>) -> Result<Option<u64>> {
+        let records = self.checked_records(j, id, false, candidates)?;
+        Ok(records.first().map(|r| r.event.seq))
+    }
+
+    /// The seqs the flat change index names for change `id` (`reverting`: for the
+    /// changes reverting `id`): candidates only, two IDs may share a key. Read without
+    /// the writer lock: the lookup may wait for the disk.
+    fn candidates(&self, id: &str, reverting: bool) -> Result<Vec<u64>> {
+        if reverting {
+            self.index.revert_candidates(id)
         } else {
-            self.index.change_candidates(id)?
-        };
+            self.index.change_candidates(id)
+        }
+    }
+
+    /// The events among `candidates` ([`Ledger::candidates`]) that are events of change
+    /// `id` (`reverting`: that revert `id`), in seq order.
+    fn checked_records(
+        &self,
+        j: &Journal,
+        id: &str,
+        reverting: bool,
+        candidates: Vec<u64>,
+    ) -> Result<Vec<Record>> {
         let mut out = Vec::with_capacity(candidates.len());
         for seq in candidates {
             let pos = self
@@ -553,25 +569,30 @@ impl Ledger {
     /// [`Ledger::checked_records`] once the index writer is level.
     fn change_records(&self, id: &str, reverting: bool) -> Result<Vec<Record>> {
         self.sync_index()?;
+        let candidates = self.candidates(id, reverting)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let w = self.writer.lock().unwrap();
-        self.checked_records(&w.journal, id, reverting)
+        self.checked_records(&w.journal, id, reverting, candidates)
     }
 
     /// The first seq of change `id`, if it exists (flat index: sled stays closed).
     pub fn change_exists(&self, id: &str) -> Result<Option<u64>> {
         self.sync_index()?;
-        // An ID no index record names is answered without the writer: the change index
-        // may wait for the disk, and other threads of the same command need the writer
-        // meanwhile (a revert looks for a fresh ID beside its planning). Pending first,
-        // as in `change_first_seq`.
+        // The change index is read without the writer (its lookup may wait for the
+        // disk, and other threads of the same command need the writer meanwhile: a
+        // revert looks for a fresh ID beside its planning); the writer is taken only to
+        // read candidate events. Pending first, as in `change_first_seq`.
         if let Some(s) = self.progress.0.lock().unwrap().changes.get(id) {
             return Ok(Some(*s));
         }
-        if self.index.change_candidates(id)?.is_empty() {
+        let candidates = self.candidates(id, false)?;
+        if candidates.is_empty() {
             return Ok(None);
         }
         let w = self.writer.lock().unwrap();
-        self.change_first_seq(&w.journal, id)
+        self.first_seq_of(&w.journal, id, candidates)
     }
 
     /// The seqs of change `id`'s events, ascending (empty for an unknown ID).

@@ -151,6 +151,19 @@ fn revert_syncs_files_either_way_and_refuses_an_unknown_setting() {
     ws.ok(&["verify"]);
 }
 
+/// A revert given a change ID that is taken is refused before a file is written.
+#[test]
+fn revert_with_a_taken_change_id_is_refused_and_writes_nothing() {
+    let ws = three_changes();
+    ws.refuses(
+        &["revert", "c2", "--change-id", "c1", "--agent", "x"],
+        1,
+        &["\"c1\" already exists", "nothing was written"],
+    );
+    assert_eq!(ws.read("a.txt"), "ONE\n2\n3\n4\n5\nSIX\n");
+    assert_eq!(ws.read("dir/b.txt"), "b2\n");
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_writes_nothing() {
     let ws = three_changes();
