@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventRef, NewEvent, MAX_EVENT_BYTES};
 use crate::hash::Hash;
-use crate::storage::{read_segment, read_segment_into, SegmentStamp, Storage};
+use crate::storage::{read_segment, SegmentStamp, Storage};
 
 pub const FRAME_MAGIC: [u8; 4] = *b"LJR1";
 pub const FRAME_HEADER: usize = 24;
@@ -344,10 +344,19 @@ pub type SegmentPrepare<'a, P> = dyn Fn(u64, &[u8]) -> Option<P> + Sync + 'a;
 /// a record does not decode).
 pub type SegmentConsume<'a, P> = dyn FnMut(Position, &[u8], P) -> Result<bool> + 'a;
 
+/// The first record of a checked piece: what must join it to the record before.
+#[derive(Clone, Copy, Debug)]
+struct First {
+    seq: u64,
+    prev: Hash,
+    batch_first: u64,
+    batch_last: u64,
+}
+
 /// What a worker of [`Journal::scan_all_pipelined`] found in one piece of a segment: frames,
 /// hashes, seqs, links and batch fields checked, nothing decoded beyond `seq` and `prev`.
 struct Checked {
-    first: Option<(u64, Hash)>,
+    first: Option<First>,
     last: Option<Expect>,
     broken: bool,
 }
@@ -367,30 +376,28 @@ impl Drop for StopOnDrop<'_> {
 /// segment at a time), large enough that a piece's overhead does not matter.
 const PIECE_BYTES: usize = 1 << 20;
 
-/// Where [`Journal::scan_all_pipelined_with`] cuts a segment: after frames that end a
-/// batch (a batch never spans two pieces, as it never spans two segments), about every
-/// `target` bytes ([`PIECE_BYTES`]). Only the frame headers and the seq are read; from
-/// the first frame that does not parse on, the rest is one piece (its checks then find
-/// the problem). An empty segment is one empty piece.
-fn pieces(bytes: &[u8], target: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::with_capacity(bytes.len() / target + 1);
-    let (mut start, mut off) = (0usize, 0usize);
-    while off < bytes.len() {
-        let Ok(f) = check_frame(&bytes[off..], false) else {
-            break;
-        };
-        let Some(seq) = f.payload.get(0..8) else {
-            break;
-        };
-        let seq = u64::from_le_bytes(seq.try_into().expect("8 bytes"));
-        off += f.len;
-        if off - start >= target && seq >= f.batch_last && off < bytes.len() {
-            out.push(start..off);
-            start = off;
+/// Where the frame at the start of `bytes` ends, as far as its header tells (at least
+/// the header's length; a length past the bound tells nothing more).
+fn frame_end(bytes: &[u8]) -> usize {
+    match bytes.get(4..8) {
+        Some(len) => {
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            FRAME_HEADER + len.min(MAX_EVENT_BYTES) + FRAME_TRAILER
         }
+        None => FRAME_HEADER,
     }
-    out.push(start..bytes.len());
-    out
+}
+
+/// How many bytes at the start of `bytes` are whole frames (only the frame headers are
+/// read): where [`Journal::scan_all_pipelined_with`] ends a piece of a segment it reads
+/// one piece at a time, inside a batch or not (a batch can be several MiB: the first
+/// commit of a large tree, say; the walk checks the batch fields across each cut).
+fn whole_frames(bytes: &[u8]) -> usize {
+    let mut off = 0usize;
+    while let Ok(f) = check_frame(&bytes[off..], false) {
+        off += f.len;
+    }
+    off
 }
 
 /// The frame checks of [`walk`] without decoding events: magic, length, hash, and the
@@ -441,10 +448,12 @@ fn check_segment_frames<'b>(bytes: &'b [u8], frame: &mut dyn FnMut(&Frame<'b>)) 
             out.broken = true;
             return out;
         }
+        // A piece may start inside a batch: its first record's batch fields are taken
+        // as they are here, and the caller checks them against the record before.
         let exp = out.last.unwrap_or(Expect {
             seq,
             prev,
-            batch: None,
+            batch: (f.batch_first < seq).then_some((f.batch_first, f.batch_last)),
         });
         if exp
             .check_parts(seq, &prev, f.batch_first, f.batch_last)
@@ -454,7 +463,12 @@ fn check_segment_frames<'b>(bytes: &'b [u8], frame: &mut dyn FnMut(&Frame<'b>)) 
             return out;
         }
         frame(&f);
-        out.first.get_or_insert((seq, prev));
+        out.first.get_or_insert(First {
+            seq,
+            prev,
+            batch_first: f.batch_first,
+            batch_last: f.batch_last,
+        });
         out.last = Some(Expect::after_parts(
             seq,
             f.hash,
@@ -1104,12 +1118,13 @@ impl Journal {
         Ok(Some(out))
     }
 
-    /// The walk of [`Journal::scan_all_refs`] with the checking spread over threads: the
-    /// calling thread reads segments ahead, cuts each into pieces of about 1 MiB at batch
-    /// ends, and hands each record to `f` in seq order, while `workers` threads check the
-    /// frames, hashes, links and batch fields of the pieces read ahead (at most
-    /// `2 × (workers + 2)` pieces are handed out at once, and the segments they are cut
-    /// from are held in memory).
+    /// The walk of [`Journal::scan_all_refs`] with the checking spread over threads: a
+    /// reader thread reads segments ahead (the first and the last `workers + 1` in
+    /// pieces of about 1 MiB, cut between records, inside a batch or not), `workers`
+    /// threads check the frames, hashes, links and batch fields of each piece, and the
+    /// calling thread hands each record to `f` in seq order, checking that each piece
+    /// joins the one before (at most `2 × (workers + 2)` pieces are handed out at once,
+    /// from at most `workers + 2` segments).
     ///
     /// `Ok(false)` when anything is wrong (a bad frame, hash, link, seq, batch, segment
     /// boundary or encoding): `f` may have seen the records before the problem, so the
@@ -1137,8 +1152,8 @@ impl Journal {
         prepare: &SegmentPrepare<P>,
         consume: &mut SegmentConsume<P>,
     ) -> Result<bool> {
-        use std::collections::{BTreeMap, VecDeque};
-        use std::sync::{Arc, Condvar};
+        use std::collections::BTreeMap;
+        use std::sync::{mpsc, Arc, Condvar};
         let segs = self
             .storage
             .segments()
@@ -1154,27 +1169,38 @@ impl Journal {
         // segments are cut into pieces (see `pieces`), so that the workers check one
         // piece while the caller consumes the one before; in between, whole segments
         // keep the workers busy, and cutting them would only cost a pass over their
-        // frame headers on the calling thread.
+        // frame headers.
         let cut = |i: usize| i == 0 || i + workers + 1 >= n;
         type Done<P> = Mutex<BTreeMap<usize, (Checked, Option<P>)>>;
         let done: Done<P> = Mutex::new(BTreeMap::new());
         let ready = Condvar::new();
-        type Job = (usize, usize, Arc<Vec<u8>>, std::ops::Range<usize>);
+        type Job = (usize, usize, Arc<Vec<u8>>);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let piece_bytes = self.piece_bytes;
         // Not bounded itself (sending must not wait for the workers while pieces are
         // ready to consume): the read-ahead below bounds what is in flight.
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let rx = Mutex::new(rx);
-        let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| -> Result<bool> {
+            // Pieces sent, in order, for this thread: segment index, the piece's offset
+            // in it, its bytes, and whether it is the segment's first and its last. Bounded:
+            // the reader waits while `window` pieces are not yet consumed.
+            type Sent = (usize, u64, Arc<Vec<u8>>, bool, bool);
+            let (sent_tx, sent_rx) = mpsc::sync_channel::<Sent>(window);
+            // One token per segment read and not yet consumed: the reader waits while
+            // `held` are out.
+            let (held_tx, held_rx) = mpsc::sync_channel::<()>(held);
+            // Buffers of segments already consumed, for the reader to read into again.
+            let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    let Ok((unit, i, bytes, range)) = rx.lock().unwrap().recv() else {
+                    let Ok((unit, i, bytes)) = rx.lock().unwrap().recv() else {
                         return;
                     };
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         continue; // the caller is done: what is left is dropped unchecked
                     }
-                    let piece = &bytes[range];
+                    let piece = &bytes[..];
                     // A panic (in `prepare`, say) reaches the caller as a broken piece,
                     // which ends its wait, and then as the panic itself when the scope
                     // joins this thread: never as a wait that does not end.
@@ -1206,47 +1232,85 @@ impl Journal {
                     }
                 });
             }
-            let tx = tx; // dropped on every return: the workers then stop
-                         // Set on every return too: pieces still queued are then not checked.
-            let _stop = StopOnDrop(&stop);
-            let mut next_read = 0usize;
-            let mut sent = 0usize;
-            // Pieces sent, in order: segment index, its bytes, the piece's range, and
-            // whether it is the segment's first.
-            type Sent = (usize, Arc<Vec<u8>>, std::ops::Range<usize>, bool);
-            let mut queue: VecDeque<Sent> = VecDeque::new();
-            let mut prev: Option<Expect> = None;
-            // Buffers of segments already consumed, read into again.
-            let mut spare: Vec<Vec<u8>> = Vec::new();
-            for unit in 0.. {
-                loop {
-                    let consuming = queue.front().map_or(next_read, |q| q.0);
-                    if next_read >= n || sent >= unit + window || next_read >= consuming + held {
-                        break;
+            // The reader: reads segments ahead, hands each piece to the workers and then
+            // to this thread, which only waits and consumes. A segment that is cut is
+            // read one piece at a time, each into its own buffer, so the workers check
+            // the first piece while the next is read. The reader stops when this thread
+            // returns (its channels are then closed), and its dropping `tx` stops the
+            // workers.
+            let segs = &segs;
+            let reader = s.spawn(move || -> Result<()> {
+                let mut unit = 0usize;
+                let mut send = |sent: Sent| -> bool {
+                    let job = (unit, sent.0, sent.2.clone());
+                    unit += 1;
+                    tx.send(job).is_ok() && sent_tx.send(sent).is_ok()
+                };
+                for (i, &seg) in segs.iter().enumerate() {
+                    if held_tx.send(()).is_err() {
+                        return Ok(());
                     }
-                    let seg = segs[next_read];
-                    let mut bytes = spare.pop().unwrap_or_default();
-                    read_segment_into(self.storage.as_ref(), seg, 0, &mut bytes)
-                        .map_err(|e| self.io(seg, "reading", e))?;
-                    let cuts = if cut(next_read) {
-                        pieces(&bytes, self.piece_bytes)
-                    } else {
-                        std::iter::once(0..bytes.len()).collect()
+                    let read = |at: u64, limit: u64, buf: &mut Vec<u8>| {
+                        self.storage
+                            .read_into(seg, at, limit, buf)
+                            .map_err(|e| self.io(seg, "reading", e))
                     };
-                    let bytes = Arc::new(bytes);
-                    for (k, range) in cuts.into_iter().enumerate() {
-                        if tx
-                            .send((sent, next_read, bytes.clone(), range.clone()))
-                            .is_err()
-                        {
-                            return Ok(false);
+                    let mut bytes = spare_rx.try_recv().unwrap_or_default();
+                    bytes.clear();
+                    if !cut(i) {
+                        read(0, u64::MAX, &mut bytes)?;
+                        if !send((i, 0, Arc::new(bytes), true, true)) {
+                            return Ok(());
                         }
-                        queue.push_back((next_read, bytes.clone(), range, k == 0));
-                        sent += 1;
+                        continue;
                     }
-                    next_read += 1;
+                    // `at`: the segment's bytes read so far; `bytes` starts at `start`
+                    // with whatever of a frame the last piece did not take.
+                    let len = self
+                        .storage
+                        .len(seg)
+                        .map_err(|e| self.io(seg, "reading", e))?;
+                    let (mut at, mut start, mut first) = (0u64, 0u64, true);
+                    let mut want = piece_bytes;
+                    loop {
+                        let got = read(at, (want as u64).min(len - at), &mut bytes)?;
+                        at += got as u64;
+                        // The last piece takes all that is left, whole frames or not
+                        // (its checks find a torn one).
+                        let last = got == 0 || at >= len;
+                        let end = if last {
+                            bytes.len()
+                        } else {
+                            whole_frames(&bytes)
+                        };
+                        if end == 0 && !last {
+                            // Not one whole frame yet: read on into this piece, at least
+                            // to the end of the frame begun.
+                            want = piece_bytes.max(frame_end(&bytes).saturating_sub(bytes.len()));
+                            continue;
+                        }
+                        want = piece_bytes;
+                        let mut next = spare_rx.try_recv().unwrap_or_default();
+                        next.clear();
+                        next.extend_from_slice(&bytes[end..]);
+                        bytes.truncate(end);
+                        let taken = bytes.len() as u64;
+                        if !send((i, start, Arc::new(bytes), first, last)) {
+                            return Ok(());
+                        }
+                        if last {
+                            break;
+                        }
+                        (start, first, bytes) = (start + taken, false, next);
+                    }
                 }
-                let Some((i, bytes, range, first_piece)) = queue.pop_front() else {
+                Ok(())
+            });
+            // Set on every return: pieces still queued are then not checked.
+            let _stop = StopOnDrop(&stop);
+            let mut prev: Option<Expect> = None;
+            for unit in 0.. {
+                let Ok((i, offset, bytes, first_piece, last_piece)) = sent_rx.recv() else {
                     break;
                 };
                 let (checked, prepared) = {
@@ -1268,33 +1332,55 @@ impl Journal {
                         if i + 1 != n {
                             return Ok(false);
                         }
-                        continue;
                     }
-                    Some((seq, first_prev)) => {
-                        let joins = match &prev {
-                            None => seq == 0,
-                            Some(e) => e.batch.is_none() && e.seq == seq && e.prev == first_prev,
-                        };
-                        if !joins || (first_piece && seq != segs[i]) {
+                    Some(first) => {
+                        // The piece's first record follows the last one consumed: seq,
+                        // prev and batch fields, across a cut inside a batch too. A
+                        // segment starts a batch and its first seq is its number.
+                        let exp = prev.unwrap_or(Expect {
+                            seq: 0,
+                            prev: Hash::ZERO,
+                            batch: None,
+                        });
+                        let joins = exp
+                            .check_parts(
+                                first.seq,
+                                &first.prev,
+                                first.batch_first,
+                                first.batch_last,
+                            )
+                            .is_ok();
+                        if !joins || (first_piece && (exp.batch.is_some() || first.seq != segs[i]))
+                        {
                             return Ok(false);
                         }
+                        let Some(prepared) = prepared else {
+                            return Ok(false);
+                        };
+                        let at = Position {
+                            segment: segs[i],
+                            offset,
+                        };
+                        if !consume(at, &bytes, prepared)? {
+                            return Ok(false);
+                        }
+                        prev = checked.last;
                     }
                 }
-                let Some(prepared) = prepared else {
-                    return Ok(false);
-                };
-                let at = Position {
-                    segment: segs[i],
-                    offset: range.start as u64,
-                };
-                if !consume(at, &bytes[range], prepared)? {
-                    return Ok(false);
+                if last_piece {
+                    // The segment is consumed: the reader may read another.
+                    let _ = held_rx.recv();
                 }
-                // The segment's buffer comes back once its last piece is consumed.
+                // The piece's buffer, for the reader to read into again, once nothing
+                // else holds it (the worker has let go of it before it reported).
                 if let Ok(b) = Arc::try_unwrap(bytes) {
-                    spare.push(b);
+                    let _ = spare_tx.send(b);
                 }
-                prev = checked.last;
+            }
+            // The reader has finished, or failed to read a segment.
+            match reader.join() {
+                Ok(read) => read?,
+                Err(p) => std::panic::resume_unwind(p),
             }
             // An unfinished batch at the end is damage (see `scan_from`).
             if prev.is_some_and(|e| e.batch.is_some()) {

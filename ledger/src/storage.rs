@@ -21,7 +21,7 @@ pub struct SegmentStamp {
 }
 
 /// Segments are named by the seq of their first record.
-pub trait Storage: Send {
+pub trait Storage: Send + Sync {
     /// Where this storage lives, for messages.
     fn describe(&self, segment: u64) -> String;
     /// Existing segments, ascending.
@@ -30,6 +30,22 @@ pub trait Storage: Send {
     fn stamp(&self, segment: u64) -> io::Result<SegmentStamp>;
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read.
     fn read_at(&self, segment: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Appends the segment's bytes from `offset` on to `buf`, at most `limit` of them
+    /// and none past the length the segment has now; returns how many.
+    fn read_into(
+        &self,
+        segment: u64,
+        offset: u64,
+        limit: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let n = self.len(segment)?.saturating_sub(offset).min(limit) as usize;
+        let start = buf.len();
+        buf.resize(start + n, 0);
+        let n = self.read_at(segment, offset, &mut buf[start..])?;
+        buf.truncate(start + n);
+        Ok(n)
+    }
     /// Creates an empty segment and makes its existence durable.
     fn create(&mut self, segment: u64) -> io::Result<()>;
     /// Appends bytes at the end of the segment; not durable until [`Storage::sync`].
@@ -79,13 +95,17 @@ impl FsStorage {
     fn meta(&self, segment: u64) -> io::Result<fs::Metadata> {
         let m = fs::symlink_metadata(self.path(segment))?;
         if !m.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a regular file (a symbolic link or a directory); the ledger never follows links in its journal",
-            ));
+            return Err(not_regular());
         }
         Ok(m)
     }
+}
+
+fn not_regular() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "not a regular file (a symbolic link or a directory); the ledger never follows links in its journal",
+    )
 }
 
 /// `O_NOFOLLOW`: files the ledger writes inside `.ledger/` are never opened through a
@@ -176,6 +196,30 @@ impl Storage for FsStorage {
         }
     }
 
+    /// Without clearing the memory first: `read_to_end` reads straight into `buf`'s
+    /// spare capacity, which matters for segments of 16 MiB read one after another.
+    fn read_into(
+        &self,
+        segment: u64,
+        offset: u64,
+        limit: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(self.path(segment))
+            .map_err(not_a_link)?;
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Err(not_regular());
+        }
+        let n = m.len().saturating_sub(offset).min(limit);
+        buf.reserve_exact(n as usize);
+        std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(offset))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&f, n), buf)
+    }
+
     fn create(&mut self, segment: u64) -> io::Result<()> {
         let f = OpenOptions::new()
             .read(true)
@@ -219,28 +263,9 @@ impl Storage for FsStorage {
 
 /// Reads a whole segment (used by verification and recovery).
 pub(crate) fn read_segment(storage: &dyn Storage, segment: u64, from: u64) -> io::Result<Vec<u8>> {
-    let len = storage.len(segment)?;
-    // Zeroed memory straight from the allocator (no pass to clear it).
-    let mut buf = vec![0u8; len.saturating_sub(from) as usize];
-    let n = storage.read_at(segment, from, &mut buf)?;
-    buf.truncate(n);
+    let mut buf = Vec::new();
+    storage.read_into(segment, from, u64::MAX, &mut buf)?;
     Ok(buf)
-}
-
-/// [`read_segment`] into `buf`, reusing its memory (a walk over many segments then
-/// touches fresh pages only for its first few).
-pub(crate) fn read_segment_into(
-    storage: &dyn Storage,
-    segment: u64,
-    from: u64,
-    buf: &mut Vec<u8>,
-) -> io::Result<()> {
-    let len = storage.len(segment)?;
-    buf.clear();
-    buf.resize(len.saturating_sub(from) as usize, 0);
-    let n = storage.read_at(segment, from, buf)?;
-    buf.truncate(n);
-    Ok(())
 }
 
 /// A fault to inject into [`MemStorage`].

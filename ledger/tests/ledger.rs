@@ -604,12 +604,12 @@ fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
     assert_eq!(handed, 2);
 }
 
-/// With pieces smaller than a segment, the pipelined walks cut a segment at batch ends
-/// only (each piece starts a batch, and the pieces tile the segment) and still hand out
-/// every record once, in order, at its own position; a damaged record in a later piece
-/// stops them.
+/// With pieces smaller than a segment, the pipelined walks cut a segment between
+/// records, inside batches too (the pieces tile the segment), and still hand out every
+/// record once, in order, at its own position; a damaged record in a later piece stops
+/// them, and so do batch fields that contradict the record before across a cut.
 #[test]
-fn the_pipelined_walk_cuts_segments_into_whole_batches() {
+fn the_pipelined_walk_cuts_segments_between_records() {
     let (d, l) = init();
     for b in 0..40 {
         let batch = (0..1 + b % 7)
@@ -627,8 +627,9 @@ fn the_pipelined_walk_cuts_segments_into_whole_batches() {
     })
     .unwrap();
     assert!(want.iter().all(|w| w.1.segment == 0), "one segment");
-    let batch_starts: Vec<u64> = want.iter().filter(|w| w.0 == w.2).map(|w| w.0).collect();
-    assert_eq!(batch_starts.len(), 41, "the genesis batch and 40 more");
+    let batch_starts = want.iter().filter(|w| w.0 == w.2).count();
+    assert_eq!(batch_starts, 41, "the genesis batch and 40 more");
+    let every_seq: Vec<u64> = want.iter().map(|w| w.0).collect();
     let segment_len = std::fs::metadata(dir.join(format!("{:020}.seg", 0)))
         .unwrap()
         .len();
@@ -673,43 +674,94 @@ fn the_pipelined_walk_cuts_segments_into_whole_batches() {
                 .unwrap();
             assert!(ok, "{what}");
             assert_eq!(next, segment_len, "{what}: the pieces cover the segment");
-            assert!(
-                starts.iter().all(|s| batch_starts.contains(s)),
-                "{what}: {starts:?}"
-            );
             if piece == 1 {
-                assert_eq!(starts, batch_starts, "one piece per batch");
+                assert_eq!(starts, every_seq, "one piece per record");
+            }
+            if piece == 3000 {
+                assert!(
+                    starts.iter().any(|&s| want[s as usize].2 != s),
+                    "{what}: some piece starts inside a batch: {starts:?}"
+                );
             }
             if piece == 1 << 20 {
                 assert_eq!(starts, [0], "the whole segment is one piece");
             }
         }
     }
-    // A damaged byte in the payload of seq 100 (a later piece): both walks stop.
-    let at = want.iter().find(|w| w.0 == 100).unwrap().1;
     let path = dir.join(format!("{:020}.seg", 0));
-    let mut bytes = std::fs::read(&path).unwrap();
+    let clean = std::fs::read(&path).unwrap();
+    // Every walk stops before `bad` and hands out nothing at or after it.
+    let stops_before = |j: &mut Journal, bad: u64, what: &str| {
+        let r = j.scan_all_refs(&mut |_| Ok(()));
+        assert!(r.is_err(), "{what}: the sequential walk stops");
+        for piece in [1, 3000] {
+            j.set_piece_bytes(piece);
+            let mut seen = 0;
+            let ok = j
+                .scan_all_pipelined(2, &mut |r| {
+                    assert!(
+                        r.event.seq < bad,
+                        "{what}: a record at or after the damage was handed out"
+                    );
+                    seen += 1;
+                    Ok(())
+                })
+                .unwrap();
+            assert!(!ok, "{what}, pieces of {piece} bytes");
+            assert!(
+                seen > 0 || piece > 1,
+                "{what}: the pieces before the damage were handed out"
+            );
+        }
+    };
+    // A damaged byte in the payload of seq 100 (a later piece).
+    let at = want.iter().find(|w| w.0 == 100).unwrap().1;
+    let mut bytes = clean.clone();
     bytes[at.offset as usize + FRAME_HEADER + 20] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    for piece in [1, 3000] {
-        j.set_piece_bytes(piece);
-        let mut seen = 0;
-        let ok = j
-            .scan_all_pipelined(2, &mut |r| {
-                assert!(
-                    r.event.seq < 100,
-                    "a record at or after the damage was handed out"
-                );
-                seen += 1;
-                Ok(())
-            })
-            .unwrap();
-        assert!(!ok, "pieces of {piece} bytes");
-        assert!(
-            seen > 0 || piece > 1,
-            "the pieces before the damage were handed out"
-        );
-    }
+    stops_before(&mut j, 100, "damaged payload");
+    // A record inside a batch whose batch_last (frame header, not hashed) differs from
+    // the record before: with 1-byte pieces, only the check across the cut sees it.
+    let inside = want
+        .iter()
+        .find(|w| w.0 > 100 && w.0 > w.2 && w.0 < w.3)
+        .expect("a record in the middle of a batch");
+    let mut bytes = clean.clone();
+    let field = inside.1.offset as usize + 16;
+    let last = u64::from_le_bytes(bytes[field..field + 8].try_into().unwrap());
+    bytes[field..field + 8].copy_from_slice(&(last + 1).to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    stops_before(&mut j, inside.0, "batch fields across a cut");
+}
+
+/// A segment that cannot be read (here a directory where a segment file was) makes the
+/// pipelined walk fail with an error naming it, after handing out only what came before.
+#[test]
+fn the_pipelined_walk_reports_a_segment_it_cannot_read() {
+    let (d, l) = many_segments();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    let j = journal_in(&dir);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 10, "many segments: {names:?}");
+    let bad = &names[names.len() / 2];
+    let first_bad: u64 = bad.trim_end_matches(".seg").parse().unwrap();
+    std::fs::remove_file(dir.join(bad)).unwrap();
+    std::fs::create_dir(dir.join(bad)).unwrap();
+    let mut last = None;
+    let err = j
+        .scan_all_pipelined(2, &mut |r| {
+            last = Some(r.event.seq);
+            Ok(())
+        })
+        .expect_err("a segment that cannot be read");
+    assert!(err.to_string().contains(bad.as_str()), "{err}");
+    assert!(last.is_none_or(|s| s < first_bad), "{last:?} {first_bad}");
 }
 
 /// A `prepare` that panics makes the pipelined walk panic (when the scope joins its
