@@ -1119,12 +1119,11 @@ impl Journal {
     }
 
     /// The walk of [`Journal::scan_all_refs`] with the checking spread over threads: a
-    /// reader thread reads segments ahead (the first and the last `workers + 1` in
-    /// pieces of about 1 MiB, cut between records, inside a batch or not), `workers`
-    /// threads check the frames, hashes, links and batch fields of each piece, and the
-    /// calling thread hands each record to `f` in seq order, checking that each piece
-    /// joins the one before (at most `2 × (workers + 2)` pieces are handed out at once,
-    /// from at most `workers + 2` segments).
+    /// reader thread reads the segments ahead in pieces of about 1 MiB, cut between
+    /// records (inside a batch or not), `workers` threads check the frames, hashes,
+    /// links and batch fields of each piece, and the calling thread hands each record to
+    /// `f` in seq order, checking that each piece joins the one before (at most
+    /// `2 × (workers + 2)` pieces are read and not yet consumed).
     ///
     /// `Ok(false)` when anything is wrong (a bad frame, hash, link, seq, batch, segment
     /// boundary or encoding): `f` may have seen the records before the problem, so the
@@ -1163,14 +1162,8 @@ impl Journal {
         }
         let n = segs.len();
         let workers = workers.max(1);
-        // Segments held at once, at most, and pieces handed out and not yet consumed.
-        let (held, window) = (workers + 2, 2 * (workers + 2));
-        // Where the pipeline fills (the first segment) and drains (the last ones), the
-        // segments are cut into pieces (see `pieces`), so that the workers check one
-        // piece while the caller consumes the one before; in between, whole segments
-        // keep the workers busy, and cutting them would only cost a pass over their
-        // frame headers.
-        let cut = |i: usize| i == 0 || i + workers + 1 >= n;
+        // Pieces handed out and not yet consumed, at most.
+        let window = 2 * (workers + 2);
         type Done<P> = Mutex<BTreeMap<usize, (Checked, Option<P>)>>;
         let done: Done<P> = Mutex::new(BTreeMap::new());
         let ready = Condvar::new();
@@ -1183,14 +1176,11 @@ impl Journal {
         let rx = Mutex::new(rx);
         std::thread::scope(|s| -> Result<bool> {
             // Pieces sent, in order, for this thread: segment index, the piece's offset
-            // in it, its bytes, and whether it is the segment's first and its last. Bounded:
-            // the reader waits while `window` pieces are not yet consumed.
-            type Sent = (usize, u64, Arc<Vec<u8>>, bool, bool);
+            // in it, its bytes, and whether it is the segment's first. Bounded: the
+            // reader waits while `window` pieces are not yet consumed.
+            type Sent = (usize, u64, Arc<Vec<u8>>, bool);
             let (sent_tx, sent_rx) = mpsc::sync_channel::<Sent>(window);
-            // One token per segment read and not yet consumed: the reader waits while
-            // `held` are out.
-            let (held_tx, held_rx) = mpsc::sync_channel::<()>(held);
-            // Buffers of segments already consumed, for the reader to read into again.
+            // Buffers of pieces already consumed, for the reader to read into again.
             let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
             for _ in 0..workers {
                 s.spawn(|| loop {
@@ -1232,12 +1222,11 @@ impl Journal {
                     }
                 });
             }
-            // The reader: reads segments ahead, hands each piece to the workers and then
-            // to this thread, which only waits and consumes. A segment that is cut is
-            // read one piece at a time, each into its own buffer, so the workers check
-            // the first piece while the next is read. The reader stops when this thread
-            // returns (its channels are then closed), and its dropping `tx` stops the
-            // workers.
+            // The reader: reads each segment in pieces of about `piece_bytes`, cut
+            // between records, each into its own buffer, and hands each piece to the
+            // workers and then to this thread, which only waits and consumes. It stops
+            // when this thread returns (its channels are then closed), and its dropping
+            // `tx` stops the workers.
             let segs = &segs;
             let reader = s.spawn(move || -> Result<()> {
                 let mut unit = 0usize;
@@ -1247,9 +1236,6 @@ impl Journal {
                     tx.send(job).is_ok() && sent_tx.send(sent).is_ok()
                 };
                 for (i, &seg) in segs.iter().enumerate() {
-                    if held_tx.send(()).is_err() {
-                        return Ok(());
-                    }
                     let read = |at: u64, limit: u64, buf: &mut Vec<u8>| {
                         self.storage
                             .read_into(seg, at, limit, buf)
@@ -1257,13 +1243,6 @@ impl Journal {
                     };
                     let mut bytes = spare_rx.try_recv().unwrap_or_default();
                     bytes.clear();
-                    if !cut(i) {
-                        read(0, u64::MAX, &mut bytes)?;
-                        if !send((i, 0, Arc::new(bytes), true, true)) {
-                            return Ok(());
-                        }
-                        continue;
-                    }
                     // `at`: the segment's bytes read so far; `bytes` starts at `start`
                     // with whatever of a frame the last piece did not take.
                     let len = self
@@ -1295,7 +1274,7 @@ impl Journal {
                         next.extend_from_slice(&bytes[end..]);
                         bytes.truncate(end);
                         let taken = bytes.len() as u64;
-                        if !send((i, start, Arc::new(bytes), first, last)) {
+                        if !send((i, start, Arc::new(bytes), first)) {
                             return Ok(());
                         }
                         if last {
@@ -1310,7 +1289,7 @@ impl Journal {
             let _stop = StopOnDrop(&stop);
             let mut prev: Option<Expect> = None;
             for unit in 0.. {
-                let Ok((i, offset, bytes, first_piece, last_piece)) = sent_rx.recv() else {
+                let Ok((i, offset, bytes, first_piece)) = sent_rx.recv() else {
                     break;
                 };
                 let (checked, prepared) = {
@@ -1366,10 +1345,6 @@ impl Journal {
                         }
                         prev = checked.last;
                     }
-                }
-                if last_piece {
-                    // The segment is consumed: the reader may read another.
-                    let _ = held_rx.recv();
                 }
                 // The piece's buffer, for the reader to read into again, once nothing
                 // else holds it (the worker has let go of it before it reported).
