@@ -214,7 +214,9 @@ impl Expect {
     fn after_parts(seq: u64, hash: Hash, batch_first: u64, batch_last: u64) -> Expect {
         let batch = (seq < batch_last).then_some((batch_first, batch_last));
         Expect {
-            seq: seq + 1,
+            // Wrapping: a forged seq of u64::MAX expects seq 0 next, which no record
+            // after it can be (seq 0 has the zero prev hash), so the walk still stops.
+            seq: seq.wrapping_add(1),
             prev: hash,
             batch,
         }
@@ -335,8 +337,8 @@ fn walk_frames(
 }
 
 /// The per-piece step of [`Journal::scan_all_pipelined_with`] on the workers: segment
-/// number and the piece's bytes (whole frames, whole batches) in, what the caller needs
-/// of them out (`None`: a record does not decode).
+/// number and the piece's bytes (whole frames, cut between records and possibly inside
+/// a batch) in, what the caller needs of them out (`None`: a record does not decode).
 pub type SegmentPrepare<'a, P> = dyn Fn(u64, &[u8]) -> Option<P> + Sync + 'a;
 
 /// The calling thread's step of [`Journal::scan_all_pipelined_with`]: where the piece
@@ -963,6 +965,14 @@ impl Journal {
                         reason: format!("segment starts at seq {seg}, expected {}", e.seq),
                     });
                 }
+                // A segment starts a batch: the writer rolls only between batches.
+                if let (0, Some((first, last))) = (start, e.batch) {
+                    return Err(Error::Damaged {
+                        seq: e.seq,
+                        location: self.storage.describe(seg),
+                        reason: format!("segment starts inside the batch of seqs {first}..={last}"),
+                    });
+                }
             }
             let bytes = read_segment(self.storage.as_ref(), seg, start)
                 .map_err(|e| self.io(seg, "reading", e))?;
@@ -1123,7 +1133,9 @@ impl Journal {
     /// records (inside a batch or not), `workers` threads check the frames, hashes,
     /// links and batch fields of each piece, and the calling thread hands each record to
     /// `f` in seq order, checking that each piece joins the one before (at most
-    /// `2 × (workers + 2)` pieces are read and not yet consumed).
+    /// `2 × (workers + 2) + 2` pieces are read and not yet consumed; a piece is one whole
+    /// frame when a frame is larger, and the rest of the segment from a frame header
+    /// that does not parse).
     ///
     /// `Ok(false)` when anything is wrong (a bad frame, hash, link, seq, batch, segment
     /// boundary or encoding): `f` may have seen the records before the problem, so the
@@ -1269,10 +1281,13 @@ impl Journal {
                             continue;
                         }
                         want = piece_bytes;
-                        let mut next = spare_rx.try_recv().unwrap_or_default();
-                        next.clear();
-                        next.extend_from_slice(&bytes[end..]);
-                        bytes.truncate(end);
+                        let mut next = Vec::new();
+                        if !last {
+                            next = spare_rx.try_recv().unwrap_or_default();
+                            next.clear();
+                            next.extend_from_slice(&bytes[end..]);
+                            bytes.truncate(end);
+                        }
                         let taken = bytes.len() as u64;
                         if !send((i, start, Arc::new(bytes), first)) {
                             return Ok(());
@@ -1306,9 +1321,12 @@ impl Journal {
                 }
                 match checked.first {
                     None => {
-                        // Only the last segment may be empty (a roll just happened); a
-                        // segment with frames is never cut into an empty piece.
-                        if i + 1 != n {
+                        // Only the last segment may be empty (a roll just happened), and
+                        // then it is named for the seq that comes next; a segment with
+                        // frames is never cut into an empty piece.
+                        let next = prev.map_or(0, |e| e.seq);
+                        let rolled = prev.is_none_or(|e| e.batch.is_none());
+                        if i + 1 != n || !first_piece || segs[i] != next || !rolled {
                             return Ok(false);
                         }
                     }
@@ -1365,7 +1383,7 @@ impl Journal {
         })
     }
 
-    /// The payloads (canonical event bytes) of a segment that
+    /// The payloads (canonical event bytes) of a piece that
     /// [`Journal::scan_all_pipelined_with`] checked, in order, for a `prepare` that reads
     /// them itself (nothing is decoded or hashed here). `false`: a frame does not parse
     /// or `f` returned `false`.

@@ -1158,7 +1158,7 @@ impl Ledger {
             .scan_all_pipelined(pipeline_workers(), f)
     }
 
-    /// [`Ledger::scan_all_pipelined`] with a per-segment `prepare` step on the workers
+    /// [`Ledger::scan_all_pipelined`] with a per-piece `prepare` step on the workers
     /// (`Journal::scan_all_pipelined_with`).
     pub fn scan_all_pipelined_with<P: Send>(
         &self,

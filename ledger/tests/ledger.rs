@@ -513,7 +513,7 @@ fn the_pipelined_walk_hands_out_every_record_once_in_order() {
     })
     .unwrap();
     assert_eq!(sequential.len(), 3001);
-    // Whole segments; then the first and last ones cut into one piece per batch.
+    // Pieces of 1 MiB (each segment here is one); then one piece per record.
     for piece in [1 << 20, 1] {
         j.set_piece_bytes(piece);
         for workers in [1, 2, 5] {
@@ -604,12 +604,38 @@ fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
     assert_eq!(handed, 2);
 }
 
-/// With pieces smaller than a segment, the pipelined walks cut a segment between
-/// records, inside batches too (the pieces tile the segment), and still hand out every
-/// record once, in order, at its own position; a damaged record in a later piece stops
-/// them, and so do batch fields that contradict the record before across a cut.
-#[test]
-fn the_pipelined_walk_cuts_segments_between_records() {
+/// Every walk of `j` stops before seq `bad`: the sequential one with an error, the
+/// pipelined one (pieces of 1 and 3,000 bytes) with `Ok(false)` or an error, handing out
+/// nothing at or after `bad`, and with 1-byte pieces the records before it.
+fn walks_stop_before(j: &mut Journal, bad: u64, what: &str) {
+    let r = j.scan_all_refs(&mut |_| Ok(()));
+    assert!(r.is_err(), "{what}: the sequential walk stops");
+    for piece in [1, 3000] {
+        j.set_piece_bytes(piece);
+        let mut seen = 0;
+        let r = j.scan_all_pipelined(2, &mut |r| {
+            assert!(
+                r.event.seq < bad,
+                "{what}: a record at or after the damage was handed out"
+            );
+            seen += 1;
+            Ok(())
+        });
+        assert!(!r.unwrap_or(false), "{what}, pieces of {piece} bytes");
+        assert!(
+            seen > 0 || piece > 1 || bad == 0,
+            "{what}: the pieces before the damage were handed out"
+        );
+    }
+}
+
+/// A record's seq, position, and batch first and last seq.
+type Placed = (u64, Position, u64, u64);
+
+/// One segment of 41 batches of 1 to 7 records (the journal opened before any damage
+/// is done to it, so opening does not repair it), its records (seq, position, batch
+/// first and last) and the segment file's path.
+fn one_segment_of_batches() -> (tempfile::TempDir, Journal, Vec<Placed>, std::path::PathBuf) {
     let (d, l) = init();
     for b in 0..40 {
         let batch = (0..1 + b % 7)
@@ -619,20 +645,29 @@ fn the_pipelined_walk_cuts_segments_between_records() {
     }
     drop(l);
     let dir = d.path().join(LEDGER_DIR).join("journal");
-    let mut j = journal_in(&dir);
-    let mut want = Vec::new();
+    let j = journal_in(&dir);
+    let mut records = Vec::new();
     j.scan_all_refs(&mut |r| {
-        want.push((r.event.seq, r.pos, r.batch_first, r.batch_last));
+        records.push((r.event.seq, r.pos, r.batch_first, r.batch_last));
         Ok(())
     })
     .unwrap();
-    assert!(want.iter().all(|w| w.1.segment == 0), "one segment");
+    assert!(records.iter().all(|w| w.1.segment == 0), "one segment");
+    let path = dir.join(format!("{:020}.seg", 0));
+    (d, j, records, path)
+}
+
+/// With pieces smaller than a segment, the pipelined walks cut a segment between
+/// records, inside batches too (the pieces tile the segment), and still hand out every
+/// record once, in order, at its own position; a damaged record in a later piece stops
+/// them, and so do batch fields that contradict the record before across a cut.
+#[test]
+fn the_pipelined_walk_cuts_segments_between_records() {
+    let (_d, mut j, want, path) = one_segment_of_batches();
     let batch_starts = want.iter().filter(|w| w.0 == w.2).count();
     assert_eq!(batch_starts, 41, "the genesis batch and 40 more");
     let every_seq: Vec<u64> = want.iter().map(|w| w.0).collect();
-    let segment_len = std::fs::metadata(dir.join(format!("{:020}.seg", 0)))
-        .unwrap()
-        .len();
+    let segment_len = std::fs::metadata(&path).unwrap().len();
     // The first seq of each piece (prepared on the workers) and its bytes.
     let first_seq = |_: u64, bytes: &[u8]| {
         let mut first = None;
@@ -688,38 +723,13 @@ fn the_pipelined_walk_cuts_segments_between_records() {
             }
         }
     }
-    let path = dir.join(format!("{:020}.seg", 0));
     let clean = std::fs::read(&path).unwrap();
-    // Every walk stops before `bad` and hands out nothing at or after it.
-    let stops_before = |j: &mut Journal, bad: u64, what: &str| {
-        let r = j.scan_all_refs(&mut |_| Ok(()));
-        assert!(r.is_err(), "{what}: the sequential walk stops");
-        for piece in [1, 3000] {
-            j.set_piece_bytes(piece);
-            let mut seen = 0;
-            let ok = j
-                .scan_all_pipelined(2, &mut |r| {
-                    assert!(
-                        r.event.seq < bad,
-                        "{what}: a record at or after the damage was handed out"
-                    );
-                    seen += 1;
-                    Ok(())
-                })
-                .unwrap();
-            assert!(!ok, "{what}, pieces of {piece} bytes");
-            assert!(
-                seen > 0 || piece > 1,
-                "{what}: the pieces before the damage were handed out"
-            );
-        }
-    };
     // A damaged byte in the payload of seq 100 (a later piece).
     let at = want.iter().find(|w| w.0 == 100).unwrap().1;
     let mut bytes = clean.clone();
     bytes[at.offset as usize + FRAME_HEADER + 20] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    stops_before(&mut j, 100, "damaged payload");
+    walks_stop_before(&mut j, 100, "damaged payload");
     // A record inside a batch whose batch_last (frame header, not hashed) differs from
     // the record before: with 1-byte pieces, only the check across the cut sees it.
     let inside = want
@@ -731,7 +741,7 @@ fn the_pipelined_walk_cuts_segments_between_records() {
     let last = u64::from_le_bytes(bytes[field..field + 8].try_into().unwrap());
     bytes[field..field + 8].copy_from_slice(&(last + 1).to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
-    stops_before(&mut j, inside.0, "batch fields across a cut");
+    walks_stop_before(&mut j, inside.0, "batch fields across a cut");
 }
 
 /// A segment that cannot be read (here a directory where a segment file was) makes the
@@ -762,6 +772,207 @@ fn the_pipelined_walk_reports_a_segment_it_cannot_read() {
         .expect_err("a segment that cannot be read");
     assert!(err.to_string().contains(bad.as_str()), "{err}");
     assert!(last.is_none_or(|s| s < first_bad), "{last:?} {first_bad}");
+}
+
+/// Damage at the end or in the middle of a journal read in small pieces stops every
+/// walk: a torn last frame, a last batch without its last record, a frame length past
+/// the bound (no piece boundary can be found after it), and an empty last segment that
+/// is not named for the next seq (an empty one that is, a roll, is whole).
+#[test]
+fn the_pipelined_walk_stops_at_damage_read_in_small_pieces() {
+    let (d, mut j, records, path) = one_segment_of_batches();
+    let clean = std::fs::read(&path).unwrap();
+    let last = *records.last().unwrap();
+    // A torn last frame.
+    std::fs::write(&path, &clean[..clean.len() - 10]).unwrap();
+    walks_stop_before(&mut j, last.0, "torn last frame");
+    // The last batch without its last record: its records are whole, the batch is not.
+    assert!(last.2 < last.0, "the last batch has several records");
+    std::fs::write(&path, &clean[..last.1.offset as usize]).unwrap();
+    assert!(
+        j.scan_all_refs(&mut |_| Ok(())).is_err(),
+        "unfinished batch"
+    );
+    for piece in [1, 3000] {
+        j.set_piece_bytes(piece);
+        let r = j.scan_all_pipelined(2, &mut |_| Ok(()));
+        assert!(
+            !r.unwrap_or(false),
+            "unfinished batch, pieces of {piece} bytes"
+        );
+    }
+    // A frame length past the bound at seq 100.
+    let at = records.iter().find(|w| w.0 == 100).unwrap().1.offset as usize;
+    let mut bytes = clean.clone();
+    bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    walks_stop_before(&mut j, 100, "frame length past the bound");
+    // An empty last segment: named for the next seq it is a roll, otherwise damage.
+    std::fs::write(&path, &clean).unwrap();
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    let rolled = dir.join(format!("{:020}.seg", last.0 + 1));
+    std::fs::write(&rolled, b"").unwrap();
+    for piece in [1, 1 << 20] {
+        j.set_piece_bytes(piece);
+        let mut n = 0;
+        let ok = j.scan_all_pipelined(2, &mut |_| {
+            n += 1;
+            Ok(())
+        });
+        assert!(ok.unwrap(), "an empty segment after a roll");
+        assert_eq!(n, records.len());
+    }
+    std::fs::remove_file(&rolled).unwrap();
+    std::fs::write(dir.join(format!("{:020}.seg", last.0 + 5)), b"").unwrap();
+    for piece in [1, 1 << 20] {
+        j.set_piece_bytes(piece);
+        let ok = j.scan_all_pipelined(2, &mut |_| Ok(()));
+        assert!(!ok.unwrap(), "an empty last segment named for another seq");
+    }
+}
+
+/// A segment that starts inside a batch (the writer rolls only between batches): the
+/// sequential walk names it, the pipelined walk stops before it.
+#[test]
+fn a_segment_that_starts_inside_a_batch_stops_every_walk() {
+    let (d, mut j, records, path) = one_segment_of_batches();
+    let inside = *records
+        .iter()
+        .find(|w| w.0 > 100 && w.0 > w.2 && w.0 < w.3)
+        .expect("a record in the middle of a batch");
+    let clean = std::fs::read(&path).unwrap();
+    let cut = inside.1.offset as usize;
+    std::fs::write(&path, &clean[..cut]).unwrap();
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    std::fs::write(dir.join(format!("{:020}.seg", inside.0)), &clean[cut..]).unwrap();
+    let err = j.scan_all_refs(&mut |_| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("inside the batch"), "{err}");
+    for piece in [1, 3000, 1 << 20] {
+        j.set_piece_bytes(piece);
+        let r = j.scan_all_pipelined(2, &mut |r| {
+            assert!(r.event.seq < inside.0, "a record of the second segment");
+            Ok(())
+        });
+        assert!(!r.unwrap_or(false), "pieces of {piece} bytes");
+    }
+}
+
+/// Storage whose `read_into` fails from the `fail_at`th call on (counting `calls` from
+/// 0), remembering where the first failing read was: a disk that stops reading partway
+/// through a walk.
+struct FailingReads {
+    inner: FsStorage,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: Arc<std::sync::atomic::AtomicUsize>,
+    failed_at: Arc<std::sync::Mutex<Option<(u64, u64)>>>,
+}
+
+impl Storage for FailingReads {
+    fn describe(&self, segment: u64) -> String {
+        self.inner.describe(segment)
+    }
+    fn segments(&self) -> std::io::Result<Vec<u64>> {
+        self.inner.segments()
+    }
+    fn len(&self, segment: u64) -> std::io::Result<u64> {
+        self.inner.len(segment)
+    }
+    fn stamp(&self, segment: u64) -> std::io::Result<SegmentStamp> {
+        self.inner.stamp(segment)
+    }
+    fn read_at(&self, segment: u64, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(segment, offset, buf)
+    }
+    fn read_into(
+        &self,
+        segment: u64,
+        offset: u64,
+        limit: u64,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.calls.fetch_add(1, SeqCst) >= self.fail_at.load(SeqCst) {
+            let mut at = self.failed_at.lock().unwrap();
+            at.get_or_insert((segment, offset));
+            return Err(std::io::Error::other("the disk stopped reading"));
+        }
+        self.inner.read_into(segment, offset, limit, buf)
+    }
+    fn create(&mut self, segment: u64) -> std::io::Result<()> {
+        self.inner.create(segment)
+    }
+    fn append(&mut self, segment: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.append(segment, bytes)
+    }
+    fn sync(&mut self, segment: u64) -> std::io::Result<()> {
+        self.inner.sync(segment)
+    }
+    fn truncate(&mut self, segment: u64, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(segment, len)
+    }
+    fn remove(&mut self, segment: u64) -> std::io::Result<()> {
+        self.inner.remove(segment)
+    }
+}
+
+/// A read that fails partway through a walk in small pieces: the pipelined walk returns
+/// the error, naming the segment, after handing out every record before the piece that
+/// read was for and none from it on.
+#[test]
+fn a_read_that_fails_partway_ends_the_pipelined_walk_with_its_error() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (d, l) = many_segments();
+    drop(l);
+    let dir = d.path().join(LEDGER_DIR).join("journal");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fail_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let failed_at = Arc::new(std::sync::Mutex::new(None));
+    let storage = FailingReads {
+        inner: FsStorage::new(&dir).unwrap(),
+        calls: calls.clone(),
+        fail_at: fail_at.clone(),
+        failed_at: failed_at.clone(),
+    };
+    let mut j = open_journal(Box::new(storage)).unwrap().0;
+    let mut all = Vec::new();
+    j.scan_all_refs(&mut |r| {
+        all.push((r.event.seq, r.pos));
+        Ok(())
+    })
+    .unwrap();
+    j.set_piece_bytes(2000);
+    for nth in [0usize, 7, 40] {
+        calls.store(0, SeqCst);
+        fail_at.store(nth, SeqCst);
+        let mut handed = Vec::new();
+        let err = j
+            .scan_all_pipelined(2, &mut |r| {
+                handed.push((r.event.seq, r.pos));
+                Ok(())
+            })
+            .expect_err("a read failed");
+        fail_at.store(usize::MAX, SeqCst);
+        let (segment, offset) = failed_at.lock().unwrap().take().expect("a read failed");
+        let what = format!("read {nth} failed at segment {segment} offset {offset}");
+        assert!(
+            err.to_string().contains(&format!("{segment:020}.seg")),
+            "{what}: {err}"
+        );
+        assert!(nth == 0 || !handed.is_empty(), "{what}");
+        assert_eq!(handed[..], all[..handed.len()], "{what}: in order");
+        // The first record not handed out starts the piece that read was for: at the
+        // failed read, or before it by the part of a frame read for that piece already.
+        let next = all[handed.len()].1;
+        assert!(
+            next.segment == segment && next.offset <= offset && offset - next.offset < 4096,
+            "{what}: the records before the failed piece were handed out (next {next:?})"
+        );
+        let after = all
+            .iter()
+            .filter(|(_, p)| (p.segment, p.offset) >= (segment, offset))
+            .count();
+        assert!(after > 0 && handed.len() + after <= all.len(), "{what}");
+    }
 }
 
 /// A `prepare` that panics makes the pipelined walk panic (when the scope joins its
