@@ -162,16 +162,23 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Rebuilt> {
     }
 }
 
-/// One rebuild walk; `None` when the pipelined walk found a problem. Kept snapshots are
-/// encoded here and stored (hashed, written, renamed) on a second thread.
+/// One rebuild walk; `None` when the pipelined walk found a problem. Snapshots are
+/// encoded here and stored (hashed, written, renamed) on a second thread: the kept ones
+/// while the walk goes on, the head's while the fold is dropped.
 fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+    // (seq, bytes, as the head snapshot, as a kept snapshot)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool, bool)>(2);
     std::thread::scope(|s| {
         let store = s.spawn(move || -> ledger::Result<()> {
-            for (seq, bytes) in rx {
-                ledger
-                    .index_unsynced()
-                    .put_snapshot(KEPT_SNAPSHOT, seq, &bytes)?;
+            let index = ledger.index_unsynced();
+            for (seq, bytes, head, kept) in rx {
+                if head {
+                    index.put_snapshot(HEAD_SNAPSHOT, seq, &bytes)?;
+                    index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
+                }
+                if kept {
+                    index.put_snapshot(KEPT_SNAPSHOT, seq, &bytes)?;
+                }
             }
             Ok(())
         });
@@ -182,7 +189,10 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
         // storing thread failed: its error comes back when it is joined below.
         let mut keep = |fold: &TreeFold, seq: u64| -> ledger::Result<()> {
             if last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len())) {
-                if tx.send((seq, fold.to_snapshot_bytes())).is_err() {
+                if tx
+                    .send((seq, fold.to_snapshot_bytes(), false, true))
+                    .is_err()
+                {
                     return Err(ledger::Error::Stopped);
                 }
                 last_kept = Some(seq);
@@ -222,6 +232,18 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                 })
                 .map(|()| true)
         };
+        // A whole walk: the head snapshot (a kept one too when due) goes to the storing
+        // thread, which writes it while the fold is dropped here. A closed channel means
+        // that thread failed: its error comes back when it is joined.
+        if let (Ok(true), Some(seq)) = (&scanned, fold.seq()) {
+            let kept = last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len()));
+            let _ = tx.send((seq, fold.to_snapshot_bytes(), true, kept));
+        }
+        let t = Rebuilt {
+            seq: fold.seq(),
+            files: fold.files(),
+        };
+        drop(fold);
         drop(tx);
         let stored = store.join().expect("the snapshot thread does not panic");
         stored?;
@@ -236,14 +258,6 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                 e.to_string(),
             ));
         }
-        // The head snapshot from the fold's own encoder, before it becomes a `Tree`.
-        save_snapshot_bytes(ledger, fold.seq(), fold.len(), None, || {
-            fold.to_snapshot_bytes()
-        })?;
-        let t = Rebuilt {
-            seq: fold.seq(),
-            files: fold.files(),
-        };
         Ok(Some(t))
     })
 }
