@@ -200,10 +200,12 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
             Ok(())
         };
         let scanned = if pipelined {
-            // Workers check each segment and read its events into what the fold needs
-            // (`Change` events skimmed, others decoded); this thread only folds.
+            // Workers check each piece and read its events into what the fold needs
+            // (`Change` events skimmed, others decoded, each key's hash computed for the
+            // fold's key map); this thread only folds.
+            let keys = fold.key_hasher();
             let prepare = |_segment: u64, bytes: &[u8]| {
-                let mut p = replay::Prepared::for_bytes(bytes.len());
+                let mut p = replay::Prepared::for_bytes(bytes.len()).hashing_keys(keys);
                 ledger::Journal::checked_segment_payloads(bytes, &mut |payload| {
                     p.push_encoded(bytes, payload)
                 })

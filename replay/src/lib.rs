@@ -42,7 +42,7 @@ pub use revert::{
     ContentSource, LaterChanges, Payload, RevertAction, RevertPlan,
 };
 pub use text::{is_text, text_diff};
-pub use tree::{diff, state_at, DiffKind, Entry, Prepared, Tree, TreeDiff, TreeFold};
+pub use tree::{diff, state_at, DiffKind, Entry, KeyHasher, Prepared, Tree, TreeDiff, TreeFold};
 
 use ledger::ResourceKey;
 

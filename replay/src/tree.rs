@@ -142,37 +142,73 @@ pub struct TreeFold {
     start_key: ResourceKey,
     slab: Vec<Entry>,
     free: Vec<usize>,
-    /// Key ([`flat_key`]) -> slab index, for lookups: one allocation per key, so a
-    /// lookup reads one key's bytes. Never hashed into anything stored or compared:
-    /// iteration order does not matter here. foldhash with a per-process random seed:
-    /// several times cheaper than SipHash on short keys, still seeded so crafted paths
-    /// cannot be made to collide in advance.
-    by_key: std::collections::HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    /// Key -> slab index, for lookups ([`Slot`]: one allocation per key, so a lookup
+    /// reads one key's bytes). Never iterated into anything stored or compared.
+    by_key: hashbrown::HashTable<Slot>,
+    /// Seeds the hashes of `by_key` (workers preparing events compute them too).
+    keys: KeyHasher,
     /// Key -> slab index, in key order (snapshots and the final tree).
     order: BTreeMap<ResourceKey, usize>,
     seq: Option<u64>,
-    /// Reused lookup buffer ([`flat_key`]).
-    key: Vec<u8>,
     /// Size of the last snapshot encoded, to size the next one's buffer.
     snapshot_len: std::cell::Cell<usize>,
 }
 
-/// A resource key as one byte string: the namespace's length (LEB128), the namespace,
-/// then the name. The length prefix keeps distinct (namespace, name) pairs distinct.
-fn flat_key(out: &mut Vec<u8>, namespace: &str, name: &[u8]) {
-    out.clear();
-    let mut n = namespace.len();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
+/// Seeds the hashes of a [`TreeFold`]'s key map. Workers that prepare events for the
+/// fold compute their keys' hashes with it ([`Prepared::hashing_keys`]), so the folding
+/// thread does not. foldhash with a random seed: several times cheaper than SipHash on
+/// short keys, still seeded so crafted paths cannot be made to collide in advance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn random() -> KeyHasher {
+        use std::hash::BuildHasher;
+        KeyHasher(std::hash::RandomState::new().hash_one(0x5eed_u64))
     }
-    out.extend_from_slice(namespace.as_bytes());
-    out.extend_from_slice(name);
+
+    /// The hash of the resource key (`namespace`, `name`): the namespace's length, its
+    /// bytes, then the name's bytes, so distinct pairs are distinct inputs.
+    pub fn hash(self, namespace: &[u8], name: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::with_seed(self.0).build_hasher();
+        h.write_usize(namespace.len());
+        h.write(namespace);
+        h.write(name);
+        h.finish()
+    }
+}
+
+/// An entry of [`TreeFold`]'s key map: the key's hash, the namespace and name bytes in
+/// one allocation (and where the name starts), and the resource's slab index.
+struct Slot {
+    hash: u64,
+    namespace_len: usize,
+    key: Box<[u8]>,
+    index: usize,
+}
+
+impl Slot {
+    fn new(hash: u64, namespace: &[u8], name: &[u8], index: usize) -> Slot {
+        let mut key = Vec::with_capacity(namespace.len() + name.len());
+        key.extend_from_slice(namespace);
+        key.extend_from_slice(name);
+        Slot {
+            hash,
+            namespace_len: namespace.len(),
+            key: key.into_boxed_slice(),
+            index,
+        }
+    }
+
+    /// Whether this is the key (`namespace`, `name`), whose hash is `hash`.
+    fn is(&self, hash: u64, namespace: &[u8], name: &[u8]) -> bool {
+        self.hash == hash
+            && self.namespace_len == namespace.len()
+            && self.key.len() == namespace.len() + name.len()
+            && self.key[..namespace.len()] == *namespace
+            && self.key[namespace.len()..] == *name
+    }
 }
 
 impl TreeFold {
@@ -188,9 +224,9 @@ impl TreeFold {
             },
             slab: Vec::new(),
             free: Vec::new(),
-            by_key: Default::default(),
+            by_key: hashbrown::HashTable::new(),
+            keys: KeyHasher::random(),
             order: BTreeMap::new(),
-            key: Vec::new(),
             snapshot_len: std::cell::Cell::new(0),
         }
     }
@@ -198,6 +234,12 @@ impl TreeFold {
     /// Seq of the last event folded in (or of the starting tree).
     pub fn seq(&self) -> Option<u64> {
         self.seq
+    }
+
+    /// What seeds the hashes of this fold's key map: [`Prepared::hashing_keys`] with it
+    /// computes them ahead, on the threads that prepare events.
+    pub fn key_hasher(&self) -> KeyHasher {
+        self.keys
     }
 
     /// Resources in the tree.
@@ -291,10 +333,10 @@ impl TreeFold {
     fn unpack(&mut self) {
         let Some(t) = self.start.take() else { return };
         self.slab.reserve(t.entries.len());
-        self.by_key.reserve(t.entries.len());
+        self.by_key.reserve(t.entries.len(), |s| s.hash);
         let slab = &mut self.slab;
         let by_key = &mut self.by_key;
-        let key = &mut self.key;
+        let keys = self.keys;
         // Collected in key order: the ordered map is built in one pass.
         self.order = t
             .entries
@@ -302,8 +344,9 @@ impl TreeFold {
             .map(|(k, e)| {
                 let i = slab.len();
                 slab.push(e);
-                flat_key(key, &k.namespace, k.name.as_bytes());
-                by_key.insert(key.as_slice().into(), i);
+                let (namespace, name) = (k.namespace.as_bytes(), k.name.as_bytes());
+                let hash = keys.hash(namespace, name);
+                by_key.insert_unique(hash, Slot::new(hash, namespace, name, i), |s| s.hash);
                 (k, i)
             })
             .collect();
@@ -332,11 +375,13 @@ impl TreeFold {
         }
     }
 
-    /// Sets (or with `None` removes) one resource.
+    /// Sets (or with `None` removes) one resource. `hash`: the key's hash by
+    /// [`TreeFold::key_hasher`] when it was computed ahead.
     fn set(
         &mut self,
         namespace: &str,
         name: &[u8],
+        hash: Option<u64>,
         new: Option<Content>,
         seq: u64,
         change_id: &str,
@@ -376,10 +421,12 @@ impl TreeFold {
             }
             return;
         }
-        flat_key(&mut self.key, namespace, name);
+        let ns = namespace.as_bytes();
+        let hash = hash.unwrap_or_else(|| self.keys.hash(ns, name));
+        let is = |s: &Slot| s.is(hash, ns, name);
         match new {
-            Some(content) => match self.by_key.get(self.key.as_slice()) {
-                Some(&i) => put(&mut self.slab[i], content),
+            Some(content) => match self.by_key.find(hash, is) {
+                Some(s) => put(&mut self.slab[s.index], content),
                 None => {
                     let entry = fresh(content);
                     let i = match self.free.pop() {
@@ -392,16 +439,18 @@ impl TreeFold {
                             self.slab.len() - 1
                         }
                     };
-                    self.by_key.insert(self.key.as_slice().into(), i);
+                    let slot = Slot::new(hash, ns, name, i);
+                    self.by_key.insert_unique(hash, slot, |s| s.hash);
                     fill(key);
                     self.order.insert(key.clone(), i);
                 }
             },
             None => {
-                if let Some(i) = self.by_key.remove(self.key.as_slice()) {
+                if let Ok(found) = self.by_key.find_entry(hash, is) {
+                    let (slot, _) = found.remove();
                     fill(key);
                     self.order.remove(key);
-                    self.free.push(i);
+                    self.free.push(slot.index);
                 }
             }
         }
@@ -413,7 +462,14 @@ impl TreeFold {
         self.check(ev.seq)?;
         if let BodyRef::Change(change) = &ev.body {
             for rc in &change.resources {
-                self.set(rc.key.namespace, rc.key.name, rc.new, ev.seq, ev.change_id);
+                self.set(
+                    rc.key.namespace,
+                    rc.key.name,
+                    None,
+                    rc.new,
+                    ev.seq,
+                    ev.change_id,
+                );
             }
         }
         self.done(ev.seq);
@@ -439,10 +495,13 @@ impl TreeFold {
         } else {
             prepared.events[i - 1].res_end as usize
         };
+        // The hashes computed ahead are used only if they were computed for this fold.
+        let hashed = prepared.keys == Some(self.keys);
         for r in &prepared.res[from..ev.res_end as usize] {
             self.set(
                 text(r.namespace)?,
                 r.name.of(bytes),
+                hashed.then_some(r.hash),
                 r.new,
                 ev.seq,
                 change_id,
@@ -488,6 +547,8 @@ struct PreparedEvent {
 struct PreparedResource {
     namespace: Span,
     name: Span,
+    /// The key's hash by [`Prepared::keys`] (0 without).
+    hash: u64,
     new: Option<Content>,
 }
 
@@ -498,6 +559,8 @@ struct PreparedResource {
 pub struct Prepared {
     events: Vec<PreparedEvent>,
     res: Vec<PreparedResource>,
+    /// The fold's key hasher, when the keys' hashes are computed here.
+    keys: Option<KeyHasher>,
 }
 
 impl Prepared {
@@ -507,7 +570,15 @@ impl Prepared {
         Prepared {
             events: Vec::with_capacity(bytes / 256),
             res: Vec::with_capacity(bytes / 128),
+            keys: None,
         }
+    }
+
+    /// Computes each resource key's hash with `keys` (from [`TreeFold::key_hasher`]) as
+    /// events are added, so that the fold with that hasher need not.
+    pub fn hashing_keys(mut self, keys: KeyHasher) -> Prepared {
+        self.keys = Some(keys);
+        self
     }
 
     /// Adds `ev`, decoded from `bytes` (its strings borrowed from it). `false` if a field
@@ -527,6 +598,9 @@ impl Prepared {
                 self.res.push(PreparedResource {
                     namespace,
                     name,
+                    hash: self
+                        .keys
+                        .map_or(0, |k| k.hash(rc.key.namespace.as_bytes(), rc.key.name)),
                     new: rc.new,
                 });
             }
@@ -547,15 +621,16 @@ impl Prepared {
     /// does not decode or a field does not lie in `bytes`.
     pub fn push_encoded(&mut self, bytes: &[u8], payload: &[u8]) -> bool {
         let start = self.res.len();
-        let res = &mut self.res;
+        let (res, keys) = (&mut self.res, self.keys);
         let mut within = true;
         let skimmed = ledger::skim_change(payload, &mut |namespace, name, new| match (
             Span::within(bytes, namespace.as_bytes()),
             Span::within(bytes, name),
         ) {
-            (Some(namespace), Some(name)) => res.push(PreparedResource {
-                namespace,
-                name,
+            (Some(span), Some(name_span)) => res.push(PreparedResource {
+                namespace: span,
+                name: name_span,
+                hash: keys.map_or(0, |k| k.hash(namespace.as_bytes(), name)),
                 new,
             }),
             _ => within = false,
@@ -700,19 +775,20 @@ mod tests {
                 f.check(1).unwrap();
                 assert!(f.start.is_none());
             }
-            f.set("file", b"a", Some(c), 1, "c");
-            f.set("file", b"b", Some(c), 1, "c");
-            f.set("flag", b"a", Some(c), 1, "c");
-            f.set("deploy", b"x", Some(c), 1, "c");
-            f.set("file", b"b", None, 1, "c");
+            f.set("file", b"a", None, Some(c), 1, "c");
+            f.set("file", b"b", None, Some(c), 1, "c");
+            f.set("flag", b"a", None, Some(c), 1, "c");
+            f.set("deploy", b"x", None, Some(c), 1, "c");
+            f.set("file", b"b", None, None, 1, "c");
             assert_eq!((f.len(), f.files()), (3, 1), "unpacked: {unpacked}");
         }
     }
 
-    /// Distinct (namespace, name) pairs never share a lookup key, whatever the lengths
-    /// (the namespace's length is written in full, also past one LEB128 byte).
+    /// Distinct (namespace, name) pairs are distinct keys of the fold's key map even
+    /// where their bytes run together the same (the namespace's length is part of the
+    /// key and of its hash), and each is found again by its own hash.
     #[test]
-    fn flat_keys_of_distinct_resources_differ() {
+    fn distinct_resources_are_distinct_keys() {
         let long = "n".repeat(300);
         let longer = "n".repeat(301);
         let pairs: Vec<(&str, &[u8])> = vec![
@@ -726,14 +802,27 @@ mod tests {
             (&longer, b""),
             (&long, b""),
         ];
-        let mut seen = BTreeMap::new();
-        for (ns, name) in pairs {
-            let mut k = Vec::new();
-            flat_key(&mut k, ns, name);
-            assert!(
-                seen.insert(k, (ns, name)).is_none(),
-                "{ns:?} {name:?} collides"
-            );
+        let keys = KeyHasher::random();
+        let mut hashes = BTreeMap::new();
+        for (i, &(ns, name)) in pairs.iter().enumerate() {
+            let hash = keys.hash(ns.as_bytes(), name);
+            let slot = Slot::new(hash, ns.as_bytes(), name, i);
+            for (j, &(ns2, name2)) in pairs.iter().enumerate() {
+                let hash2 = keys.hash(ns2.as_bytes(), name2);
+                assert_eq!(
+                    slot.is(hash2, ns2.as_bytes(), name2),
+                    i == j,
+                    "{ns:?} {name:?} / {ns2:?} {name2:?}"
+                );
+            }
+            hashes.insert(hash, i);
         }
+        // The pairs hash apart too (with a 64-bit hash, a collision among nine would
+        // point at the hashing, not at chance).
+        assert_eq!(hashes.len(), pairs.len());
+        // Another fold's hasher gives other hashes: prepared hashes are tied to a fold.
+        let other = KeyHasher::random();
+        assert_ne!(other, keys);
+        assert_ne!(other.hash(b"file", b"x"), keys.hash(b"file", b"x"));
     }
 }

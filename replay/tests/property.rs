@@ -265,28 +265,36 @@ fn run(seed: u64, steps: usize) -> Stats {
                 let mut fold = TreeFold::new(start.clone());
                 let mut prepared = TreeFold::new(start.clone());
                 // Prepared from the canonical bytes (`Change` events skimmed, others
-                // decoded), as projection rebuilds prepare them.
-                let mut skimmed = TreeFold::new(start);
+                // decoded), as projection rebuilds prepare them, with the keys' hashes
+                // computed ahead for this fold.
+                let mut skimmed = TreeFold::new(start.clone());
+                // The same with hashes computed for another fold: they must be ignored.
+                let mut foreign = TreeFold::new(start);
+                let other_keys = TreeFold::new(replay::Tree::new()).key_hasher();
                 let all: Vec<u8> = encoded[split + 1..].concat();
                 let mut p = replay::Prepared::default();
-                let mut ps = replay::Prepared::default();
+                let mut ps = replay::Prepared::default().hashing_keys(skimmed.key_hasher());
+                let mut po = replay::Prepared::default().hashing_keys(other_keys);
                 let mut at = 0;
                 for bytes in &encoded[split + 1..] {
                     fold.apply(&EventRef::decode(bytes).unwrap()).unwrap();
                     let ev = EventRef::decode(&all[at..at + bytes.len()]).unwrap();
                     assert!(p.push(&all, &ev));
                     assert!(ps.push_encoded(&all, &all[at..at + bytes.len()]));
+                    assert!(po.push(&all, &ev));
                     at += bytes.len();
                 }
                 assert_eq!(ps.len(), p.len());
                 for i in 0..p.len() {
                     prepared.apply_prepared(&all, &p, i).unwrap();
                     skimmed.apply_prepared(&all, &ps, i).unwrap();
+                    foreign.apply_prepared(&all, &po, i).unwrap();
                 }
                 let ctx = format!("{} (fold from event {split})", w.ctx());
                 assert_eq!(fold.to_snapshot_bytes(), want, "{ctx}");
                 assert_eq!(prepared.to_snapshot_bytes(), want, "{ctx}");
                 assert_eq!(skimmed.to_snapshot_bytes(), want, "{ctx}");
+                assert_eq!(foreign.to_snapshot_bytes(), want, "{ctx}");
                 assert_eq!(skimmed.into_tree(), w.sim.proj.tree, "{ctx}");
                 let last = encoded.last().unwrap();
                 assert!(matches!(
