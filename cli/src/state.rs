@@ -234,12 +234,12 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                 })
                 .map(|()| true)
         };
-        // A whole walk: the head snapshot (a kept one too when due) goes to the storing
-        // thread, which writes it while the fold is dropped here. A closed channel means
-        // that thread failed: its error comes back when it is joined.
+        // A whole walk: the head snapshot goes to the storing thread, which writes it
+        // while the fold is dropped here (a kept snapshot due at the head was sent by
+        // `keep` after the last event). A closed channel means that thread failed: its
+        // error comes back when it is joined.
         if let (Ok(true), Some(seq)) = (&scanned, fold.seq()) {
-            let kept = last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len()));
-            let _ = tx.send((seq, fold.to_snapshot_bytes(), true, kept));
+            let _ = tx.send((seq, fold.to_snapshot_bytes(), true, false));
         }
         let t = Rebuilt {
             seq: fold.seq(),

@@ -156,7 +156,9 @@ pub struct TreeFold {
 
 /// Seeds the hashes of a [`TreeFold`]'s key map. Workers that prepare events for the
 /// fold compute their keys' hashes with it ([`Prepared::hashing_keys`]), so the folding
-/// thread does not. foldhash with a random seed: several times cheaper than SipHash on
+/// thread does not. foldhash with a random per-fold seed and the process's random
+/// shared seed (the constants it mixes with; with foldhash's fixed ones, names ending
+/// in one of them hash alike under every seed): several times cheaper than SipHash on
 /// short keys, still seeded so crafted paths cannot be made to collide in advance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyHasher(u64);
@@ -171,7 +173,8 @@ impl KeyHasher {
     /// bytes, then the name's bytes, so distinct pairs are distinct inputs.
     pub fn hash(self, namespace: &[u8], name: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
-        let mut h = foldhash::fast::FixedState::with_seed(self.0).build_hasher();
+        let shared = foldhash::SharedSeed::global_random();
+        let mut h = foldhash::fast::SeedableRandomState::with_seed(self.0, shared).build_hasher();
         h.write_usize(namespace.len());
         h.write(namespace);
         h.write(name);
@@ -442,7 +445,11 @@ impl TreeFold {
                     let slot = Slot::new(hash, ns, name, i);
                     self.by_key.insert_unique(hash, slot, |s| s.hash);
                     fill(key);
-                    self.order.insert(key.clone(), i);
+                    let was = self.order.insert(key.clone(), i);
+                    // A key the table missed (a hash that is not this fold's) would be
+                    // here already.
+                    debug_assert!(was.is_none(), "{key:?} was in the key table twice");
+                    debug_assert_eq!(self.by_key.len(), self.order.len());
                 }
             },
             None => {
@@ -575,8 +582,13 @@ impl Prepared {
     }
 
     /// Computes each resource key's hash with `keys` (from [`TreeFold::key_hasher`]) as
-    /// events are added, so that the fold with that hasher need not.
+    /// events are added, so that the fold with that hasher need not. Before any event is
+    /// added (a panic otherwise: the hashes of events already added are not computed).
     pub fn hashing_keys(mut self, keys: KeyHasher) -> Prepared {
+        assert!(
+            self.events.is_empty() && self.res.is_empty(),
+            "hashing_keys on a Prepared that already holds events"
+        );
         self.keys = Some(keys);
         self
     }
@@ -808,11 +820,14 @@ mod tests {
             let hash = keys.hash(ns.as_bytes(), name);
             let slot = Slot::new(hash, ns.as_bytes(), name, i);
             for (j, &(ns2, name2)) in pairs.iter().enumerate() {
-                let hash2 = keys.hash(ns2.as_bytes(), name2);
+                // Its own hash with another pair's bytes: only the bytes can tell.
                 assert_eq!(
-                    slot.is(hash2, ns2.as_bytes(), name2),
+                    slot.is(hash, ns2.as_bytes(), name2),
                     i == j,
                     "{ns:?} {name:?} / {ns2:?} {name2:?}"
+                );
+                assert!(
+                    i == j || !slot.is(keys.hash(ns2.as_bytes(), name2), ns2.as_bytes(), name2)
                 );
             }
             hashes.insert(hash, i);
@@ -824,5 +839,50 @@ mod tests {
         let other = KeyHasher::random();
         assert_ne!(other, keys);
         assert_ne!(other.hash(b"file", b"x"), keys.hash(b"file", b"x"));
+        // Through a fold's key map, with hashes computed ahead and without: each pair is
+        // one resource, found again (updated, not added) and removed by its own key, both
+        // when it was added to the key map by `set` and when it came in with a starting
+        // tree (put in the key map when that tree is taken apart).
+        let c = |size| Content {
+            hash: ledger::Hash::ZERO,
+            mode: Mode::Regular,
+            size,
+        };
+        for ahead in [false, true] {
+            let mut f = TreeFold::new(Tree::new());
+            f.check(1).unwrap();
+            assert!(f.start.is_none(), "taken apart at once");
+            let keys = f.key_hasher();
+            let hash = |ns: &str, name: &[u8]| ahead.then(|| keys.hash(ns.as_bytes(), name));
+            for size in [1, 2] {
+                for &(ns, name) in &pairs {
+                    f.set(ns, name, hash(ns, name), Some(c(size)), 1, "c");
+                }
+                assert_eq!(f.len(), pairs.len(), "ahead {ahead}, size {size}");
+            }
+            let tree = f.into_tree();
+            assert!(tree.entries.values().all(|e| e.content.size == 2));
+            let mut f = TreeFold::new(tree);
+            // One event per starting entry is folded into the tree directly; the next
+            // takes it apart.
+            for seq in 2..2 + pairs.len() as u64 + 1 {
+                f.check(seq).unwrap();
+            }
+            assert!(f.start.is_none(), "taken apart");
+            let keys = f.key_hasher();
+            let hash = |ns: &str, name: &[u8]| ahead.then(|| keys.hash(ns.as_bytes(), name));
+            for &(ns, name) in &pairs {
+                f.set(ns, name, hash(ns, name), Some(c(3)), 20, "d");
+            }
+            assert_eq!(f.len(), pairs.len(), "ahead {ahead}: updated, not added");
+            for (i, &(ns, name)) in pairs.iter().enumerate() {
+                f.set(ns, name, hash(ns, name), None, 20, "d");
+                assert_eq!(
+                    f.len(),
+                    pairs.len() - i - 1,
+                    "ahead {ahead}: {ns:?} {name:?}"
+                );
+            }
+        }
     }
 }
