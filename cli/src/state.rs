@@ -166,17 +166,16 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Rebuilt> {
 /// encoded here and stored (hashed, written, renamed) on a second thread: the kept ones
 /// while the walk goes on, the head's while the fold is dropped.
 fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> {
-    // (seq, bytes, as the head snapshot, as a kept snapshot)
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool, bool)>(2);
+    // (seq, bytes, whether it is the head snapshot rather than a kept one)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool)>(2);
     std::thread::scope(|s| {
         let store = s.spawn(move || -> ledger::Result<()> {
             let index = ledger.index_unsynced();
-            for (seq, bytes, head, kept) in rx {
+            for (seq, bytes, head) in rx {
                 if head {
                     index.put_snapshot(HEAD_SNAPSHOT, seq, &bytes)?;
                     index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
-                }
-                if kept {
+                } else {
                     index.put_snapshot(KEPT_SNAPSHOT, seq, &bytes)?;
                 }
             }
@@ -189,10 +188,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
         // storing thread failed: its error comes back when it is joined below.
         let mut keep = |fold: &TreeFold, seq: u64| -> ledger::Result<()> {
             if last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len())) {
-                if tx
-                    .send((seq, fold.to_snapshot_bytes(), false, true))
-                    .is_err()
-                {
+                if tx.send((seq, fold.to_snapshot_bytes(), false)).is_err() {
                     return Err(ledger::Error::Stopped);
                 }
                 last_kept = Some(seq);
@@ -239,7 +235,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
         // `keep` after the last event). A closed channel means that thread failed: its
         // error comes back when it is joined.
         if let (Ok(true), Some(seq)) = (&scanned, fold.seq()) {
-            let _ = tx.send((seq, fold.to_snapshot_bytes(), true, false));
+            let _ = tx.send((seq, fold.to_snapshot_bytes(), true));
         }
         let t = Rebuilt {
             seq: fold.seq(),

@@ -1242,6 +1242,12 @@ impl Journal {
             let segs = &segs;
             let reader = s.spawn(move || -> Result<()> {
                 let mut unit = 0usize;
+                // An empty buffer, one already consumed when there is one.
+                let spare = || {
+                    let mut b = spare_rx.try_recv().unwrap_or_default();
+                    b.clear();
+                    b
+                };
                 let mut send = |sent: Sent| -> bool {
                     let job = (unit, sent.0, sent.2.clone());
                     unit += 1;
@@ -1253,8 +1259,7 @@ impl Journal {
                             .read_into(seg, at, limit, buf)
                             .map_err(|e| self.io(seg, "reading", e))
                     };
-                    let mut bytes = spare_rx.try_recv().unwrap_or_default();
-                    bytes.clear();
+                    let mut bytes = spare();
                     // `at`: the segment's bytes read so far; `bytes` starts at `start`
                     // with whatever of a frame the last piece did not take.
                     let len = self
@@ -1283,8 +1288,7 @@ impl Journal {
                         want = piece_bytes;
                         let mut next = Vec::new();
                         if !last {
-                            next = spare_rx.try_recv().unwrap_or_default();
-                            next.clear();
+                            next = spare();
                             next.extend_from_slice(&bytes[end..]);
                             bytes.truncate(end);
                         }
