@@ -63,6 +63,11 @@ pub enum Error {
     #[error("prepared events do not match their bytes: {0}")]
     Prepared(&'static str),
 
+    /// A resource key or change ID of 4 GiB or more, past what a [`TreeFold`] counts
+    /// (journal records are at most 16 MiB).
+    #[error("{0} is too large to fold")]
+    TooLarge(&'static str),
+
     /// Only `Change` events can be reverted (not the genesis event, checks, ...).
     #[error("event seq {seq} is a {kind} event, not a change; only changes can be reverted")]
     NotAChange { seq: u64, kind: &'static str },

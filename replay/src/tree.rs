@@ -126,13 +126,16 @@ impl Projection for Tree {
 /// [`Prepared`] ones) into a [`Tree`]: the same result as [`Projection::apply`], made
 /// for long folds (projection rebuilds, the state at a point).
 ///
-/// For a long fold, entries live in a slab found through a hash map, so updating a
-/// resource the tree already holds is one hash lookup and no allocation; the key order
-/// is kept in a separate ordered map that only changes when a resource comes or goes.
-/// Taking a tree apart that way costs about as much as folding as many events as it
-/// has entries into it directly, so a fold that starts from a non-empty tree (the state
-/// at a point: a snapshot plus the events after it) updates that tree in place until it
-/// has folded that many events, and only then switches.
+/// For a long fold, resources live in a slab of [`Cell`]s found through a hash table of
+/// small slots (a key's hash and its cell's index), so updating a resource the tree
+/// already holds is one hash lookup, one cell read and written (its key, when short,
+/// lies in the cell), and no allocation; change IDs are kept once per event in an
+/// arena the cells point into. The key order is kept in a separate ordered map that
+/// only changes when a resource comes or goes. Taking a tree apart that way costs
+/// about as much as folding as many events as it has entries into it directly, so a
+/// fold that starts from a non-empty tree (the state at a point: a snapshot plus the
+/// events after it) updates that tree in place until it has folded that many events,
+/// and only then switches.
 pub struct TreeFold {
     /// The starting tree, folded into directly until `direct_left` runs out.
     start: Option<Tree>,
@@ -140,19 +143,33 @@ pub struct TreeFold {
     direct_left: usize,
     /// Reused key buffer for `start` and `order`.
     start_key: ResourceKey,
-    slab: Vec<Entry>,
+    slab: Vec<Cell>,
     free: Vec<usize>,
-    /// Key -> slab index, for lookups ([`Slot`]: one allocation per key, so a lookup
-    /// reads one key's bytes). Never iterated into anything stored or compared.
+    /// Key -> slab index, for lookups ([`Slot`]). Never iterated into anything stored
+    /// or compared.
     by_key: hashbrown::HashTable<Slot>,
     /// Seeds the hashes of `by_key` (workers preparing events compute them too).
     keys: KeyHasher,
     /// Key -> slab index, in key order (snapshots and the final tree).
     order: BTreeMap<ResourceKey, usize>,
+    /// The change IDs the cells name, one copy per event that set something (see
+    /// [`TreeFold::intern`]); compacted when it reaches `ids_compact_at` bytes.
+    ids: String,
+    ids_compact_at: usize,
+    /// [`IDS_COMPACT_MIN`] (smaller in tests).
+    ids_compact_min: usize,
     seq: Option<u64>,
     /// Size of the last snapshot encoded, to size the next one's buffer.
     snapshot_len: std::cell::Cell<usize>,
 }
+
+/// Key bytes (namespace and name together) a [`Cell`] holds without an allocation of
+/// their own.
+const KEY_INLINE: usize = 48;
+
+/// [`TreeFold::ids`] is compacted once it holds at least this many bytes and four times
+/// what it held after the last compaction.
+const IDS_COMPACT_MIN: usize = 4 << 20;
 
 /// Seeds the hashes of a [`TreeFold`]'s key map. Workers that prepare events for the
 /// fold compute their keys' hashes with it ([`Prepared::hashing_keys`]), so the folding
@@ -182,36 +199,70 @@ impl KeyHasher {
     }
 }
 
-/// An entry of [`TreeFold`]'s key map: the key's hash, the namespace and name bytes in
-/// one allocation (and where the name starts), and the resource's slab index.
+/// An entry of [`TreeFold`]'s key map: the key's hash and where its [`Cell`] is.
 struct Slot {
     hash: u64,
-    namespace_len: usize,
-    key: Box<[u8]>,
     index: usize,
 }
 
-impl Slot {
-    fn new(hash: u64, namespace: &[u8], name: &[u8], index: usize) -> Slot {
-        let mut key = Vec::with_capacity(namespace.len() + name.len());
+/// One resource of a [`TreeFold`] (an element of its slab): its key, its content, and
+/// the seq and ID (a range of [`TreeFold::ids`]) of the change that set it. Two cache
+/// lines, the key in the first (what a lookup reads), the rest in the second (what an
+/// update writes).
+#[repr(C, align(64))]
+struct Cell {
+    namespace_len: u32,
+    id_len: u32,
+    /// The namespace's bytes, then the name's (inline up to [`KEY_INLINE`] bytes).
+    key: smallvec::SmallVec<[u8; KEY_INLINE]>,
+    content: Content,
+    seq: u64,
+    id_start: usize,
+}
+
+impl Cell {
+    /// A cell for the key (`namespace`, `name`), or `None` when the namespace is
+    /// longer than a `u32` counts.
+    fn new(namespace: &[u8], name: &[u8], content: Content, seq: u64, id: IdSpan) -> Option<Cell> {
+        let mut key = smallvec::SmallVec::with_capacity(namespace.len() + name.len());
         key.extend_from_slice(namespace);
         key.extend_from_slice(name);
-        Slot {
-            hash,
-            namespace_len: namespace.len(),
-            key: key.into_boxed_slice(),
-            index,
-        }
+        Some(Cell {
+            namespace_len: u32::try_from(namespace.len()).ok()?,
+            id_len: id.len,
+            key,
+            content,
+            seq,
+            id_start: id.start,
+        })
     }
 
-    /// Whether this is the key (`namespace`, `name`), whose hash is `hash`.
-    fn is(&self, hash: u64, namespace: &[u8], name: &[u8]) -> bool {
-        self.hash == hash
-            && self.namespace_len == namespace.len()
+    /// Whether this is the key (`namespace`, `name`).
+    fn is(&self, namespace: &[u8], name: &[u8]) -> bool {
+        self.namespace_len as usize == namespace.len()
             && self.key.len() == namespace.len() + name.len()
             && self.key[..namespace.len()] == *namespace
             && self.key[namespace.len()..] == *name
     }
+
+    fn id(&self) -> IdSpan {
+        IdSpan {
+            start: self.id_start,
+            len: self.id_len,
+        }
+    }
+
+    fn set_id(&mut self, id: IdSpan) {
+        self.id_start = id.start;
+        self.id_len = id.len;
+    }
+}
+
+/// Where a change ID lies in [`TreeFold::ids`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IdSpan {
+    start: usize,
+    len: u32,
 }
 
 impl TreeFold {
@@ -230,6 +281,9 @@ impl TreeFold {
             by_key: hashbrown::HashTable::new(),
             keys: KeyHasher::random(),
             order: BTreeMap::new(),
+            ids: String::new(),
+            ids_compact_at: IDS_COMPACT_MIN,
+            ids_compact_min: IDS_COMPACT_MIN,
             snapshot_len: std::cell::Cell::new(0),
         }
     }
@@ -265,18 +319,29 @@ impl TreeFold {
         }
     }
 
+    /// The change ID at `id`.
+    fn id(&self, id: IdSpan) -> &str {
+        &self.ids[id.start..id.start + id.len as usize]
+    }
+
     /// The tree so far.
     pub fn into_tree(self) -> Tree {
         if let Some(t) = self.start {
             // `start.seq` follows `self.seq` (see `done`).
             return t;
         }
-        let slab = self.slab;
-        let mut slab: Vec<Option<Entry>> = slab.into_iter().map(Some).collect();
         let entries = self
             .order
-            .into_iter()
-            .map(|(k, i)| (k, slab[i].take().expect("each slot is in the order once")))
+            .iter()
+            .map(|(k, &i)| {
+                let c = &self.slab[i];
+                let entry = Entry {
+                    content: c.content,
+                    seq: c.seq,
+                    change_id: self.id(c.id()).to_string(),
+                };
+                (k.clone(), entry)
+            })
             .collect();
         Tree {
             entries,
@@ -303,23 +368,27 @@ impl TreeFold {
         );
         let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
         len(&mut out, self.order.len());
-        for (k, &i) in &self.order {
-            let e = &self.slab[i];
-            len(&mut out, k.namespace.len());
-            out.extend_from_slice(k.namespace.as_bytes());
-            len(&mut out, k.name.0.len());
-            out.extend_from_slice(&k.name.0);
-            out.extend_from_slice(e.content.hash.as_bytes());
-            let mode: u32 = match e.content.mode {
+        // The key bytes from the cell, which is read anyway (not from the order map's
+        // keys, two more allocations apart).
+        for &i in self.order.values() {
+            let c = &self.slab[i];
+            let (namespace, name) = c.key.split_at(c.namespace_len as usize);
+            len(&mut out, namespace.len());
+            out.extend_from_slice(namespace);
+            len(&mut out, name.len());
+            out.extend_from_slice(name);
+            out.extend_from_slice(c.content.hash.as_bytes());
+            let mode: u32 = match c.content.mode {
                 Mode::Regular => 0,
                 Mode::Executable => 1,
                 Mode::Symlink => 2,
             };
             out.extend_from_slice(&mode.to_le_bytes());
-            out.extend_from_slice(&e.content.size.to_le_bytes());
-            out.extend_from_slice(&e.seq.to_le_bytes());
-            len(&mut out, e.change_id.len());
-            out.extend_from_slice(e.change_id.as_bytes());
+            out.extend_from_slice(&c.content.size.to_le_bytes());
+            out.extend_from_slice(&c.seq.to_le_bytes());
+            let id = self.id(c.id());
+            len(&mut out, id.len());
+            out.extend_from_slice(id.as_bytes());
         }
         match self.seq {
             None => out.push(0),
@@ -333,26 +402,33 @@ impl TreeFold {
     }
 
     /// Takes the starting tree apart into the slab and maps.
-    fn unpack(&mut self) {
-        let Some(t) = self.start.take() else { return };
+    fn unpack(&mut self) -> Result<(), Error> {
+        let Some(t) = self.start.take() else {
+            return Ok(());
+        };
         self.slab.reserve(t.entries.len());
         self.by_key.reserve(t.entries.len(), |s| s.hash);
-        let slab = &mut self.slab;
-        let by_key = &mut self.by_key;
-        let keys = self.keys;
+        let mut last: Option<(u64, IdSpan)> = None;
+        let mut order = Vec::with_capacity(t.entries.len());
+        for (k, e) in t.entries {
+            // Entries set by one change (one seq) share its ID.
+            let id = match last {
+                Some((seq, id)) if seq == e.seq && self.id(id) == e.change_id => id,
+                _ => self.intern(&e.change_id)?,
+            };
+            last = Some((e.seq, id));
+            let (namespace, name) = (k.namespace.as_bytes(), k.name.as_bytes());
+            let hash = self.keys.hash(namespace, name);
+            let i = self.slab.len();
+            self.slab
+                .push(Cell::new(namespace, name, e.content, e.seq, id).ok_or(TOO_LONG)?);
+            self.by_key
+                .insert_unique(hash, Slot { hash, index: i }, |s| s.hash);
+            order.push((k, i));
+        }
         // Collected in key order: the ordered map is built in one pass.
-        self.order = t
-            .entries
-            .into_iter()
-            .map(|(k, e)| {
-                let i = slab.len();
-                slab.push(e);
-                let (namespace, name) = (k.namespace.as_bytes(), k.name.as_bytes());
-                let hash = keys.hash(namespace, name);
-                by_key.insert_unique(hash, Slot::new(hash, namespace, name, i), |s| s.hash);
-                (k, i)
-            })
-            .collect();
+        self.order = order.into_iter().collect();
+        Ok(())
     }
 
     /// Checks the order of the next event and picks where it is folded.
@@ -363,7 +439,7 @@ impl TreeFold {
             }
         }
         if self.direct_left == 0 {
-            self.unpack();
+            self.unpack()?;
         } else {
             self.direct_left -= 1;
         }
@@ -378,89 +454,142 @@ impl TreeFold {
         }
     }
 
-    /// Sets (or with `None` removes) one resource. `hash`: the key's hash by
-    /// [`TreeFold::key_hasher`] when it was computed ahead.
+    /// Adds `change_id` to [`TreeFold::ids`] (compacting it first when it is due).
+    fn intern(&mut self, change_id: &str) -> Result<IdSpan, Error> {
+        let len = u32::try_from(change_id.len()).map_err(|_| TOO_LONG)?;
+        if self.ids.len() + change_id.len() > self.ids_compact_at {
+            self.compact_ids();
+        }
+        let start = self.ids.len();
+        self.ids.push_str(change_id);
+        Ok(IdSpan { start, len })
+    }
+
+    /// Rewrites [`TreeFold::ids`] with only the IDs that cells in the tree name, once
+    /// each.
+    fn compact_ids(&mut self) {
+        let mut ids = String::new();
+        let mut moved: hashbrown::HashMap<usize, usize, foldhash::fast::RandomState> =
+            hashbrown::HashMap::default();
+        let mut free = vec![false; self.slab.len()];
+        for &i in &self.free {
+            free[i] = true;
+        }
+        for (cell, _) in self.slab.iter_mut().zip(&free).filter(|(_, &f)| !f) {
+            let id = cell.id();
+            let start = *moved.entry(id.start).or_insert_with(|| {
+                let start = ids.len();
+                ids.push_str(&self.ids[id.start..id.start + id.len as usize]);
+                start
+            });
+            cell.set_id(IdSpan { start, len: id.len });
+        }
+        self.ids = ids;
+        self.ids_compact_at = self.ids_compact_min.max(4 * self.ids.len());
+    }
+
+    /// Sets (or with `None` removes) one resource, for the event at `seq` whose change
+    /// ID is `change_id` (`id`: where this fold keeps it, once a resource of the event
+    /// put it there). `hash`: the key's hash by [`TreeFold::key_hasher`] when it was
+    /// computed ahead. Fails only on a namespace that is not UTF-8 or key and ID sizes
+    /// past what a cell counts.
+    #[allow(clippy::too_many_arguments)]
     fn set(
         &mut self,
-        namespace: &str,
+        namespace: &[u8],
         name: &[u8],
         hash: Option<u64>,
         new: Option<Content>,
         seq: u64,
         change_id: &str,
-    ) {
+        id: &mut Option<IdSpan>,
+    ) -> Result<(), Error> {
         // The key as a `ResourceKey` (the starting tree's and the order map's type),
         // filled only where one is needed: not for an update in the slab.
         let key = &mut self.start_key;
-        let fill = |key: &mut ResourceKey| {
+        let fill = |key: &mut ResourceKey| -> Result<(), Error> {
             key.namespace.clear();
-            key.namespace.push_str(namespace);
+            key.namespace
+                .push_str(std::str::from_utf8(namespace).map_err(|_| NOT_UTF8)?);
             key.name.0.clear();
             key.name.0.extend_from_slice(name);
-        };
-        let put = |e: &mut Entry, content: Content| {
-            e.content = content;
-            e.seq = seq;
-            e.change_id.clear();
-            e.change_id.push_str(change_id);
-        };
-        let fresh = |content: Content| Entry {
-            content,
-            seq,
-            change_id: change_id.to_string(),
+            Ok(())
         };
         if let Some(t) = &mut self.start {
-            fill(key);
+            fill(key)?;
             match new {
                 Some(content) => match t.entries.get_mut(key) {
-                    Some(e) => put(e, content),
+                    Some(e) => {
+                        e.content = content;
+                        e.seq = seq;
+                        e.change_id.clear();
+                        e.change_id.push_str(change_id);
+                    }
                     None => {
-                        t.entries.insert(key.clone(), fresh(content));
+                        let entry = Entry {
+                            content,
+                            seq,
+                            change_id: change_id.to_string(),
+                        };
+                        t.entries.insert(key.clone(), entry);
                     }
                 },
                 None => {
                     t.entries.remove(key);
                 }
             }
-            return;
+            return Ok(());
         }
-        let ns = namespace.as_bytes();
-        let hash = hash.unwrap_or_else(|| self.keys.hash(ns, name));
-        let is = |s: &Slot| s.is(hash, ns, name);
-        match new {
-            Some(content) => match self.by_key.find(hash, is) {
-                Some(s) => put(&mut self.slab[s.index], content),
-                None => {
-                    let entry = fresh(content);
-                    let i = match self.free.pop() {
-                        Some(i) => {
-                            self.slab[i] = entry;
-                            i
-                        }
-                        None => {
-                            self.slab.push(entry);
-                            self.slab.len() - 1
-                        }
-                    };
-                    let slot = Slot::new(hash, ns, name, i);
-                    self.by_key.insert_unique(hash, slot, |s| s.hash);
-                    fill(key);
-                    let was = self.order.insert(key.clone(), i);
-                    // A key the table missed (a hash that is not this fold's) would be
-                    // here already.
-                    debug_assert!(was.is_none(), "{key:?} was in the key table twice");
-                    debug_assert_eq!(self.by_key.len(), self.order.len());
-                }
-            },
-            None => {
-                if let Ok(found) = self.by_key.find_entry(hash, is) {
-                    let (slot, _) = found.remove();
-                    fill(key);
-                    self.order.remove(key);
-                    self.free.push(slot.index);
-                }
+        let hash = hash.unwrap_or_else(|| self.keys.hash(namespace, name));
+        let Some(content) = new else {
+            let slab = &self.slab;
+            let is = |s: &Slot| s.hash == hash && slab[s.index].is(namespace, name);
+            if let Ok(found) = self.by_key.find_entry(hash, is) {
+                let (slot, _) = found.remove();
+                fill(&mut self.start_key)?;
+                self.order.remove(&self.start_key);
+                // The cell keeps no allocation of its own while it is free.
+                self.slab[slot.index].key = smallvec::SmallVec::new();
+                self.free.push(slot.index);
             }
+            return Ok(());
+        };
+        let at = match *id {
+            Some(at) => at,
+            None => *id.insert(self.intern(change_id)?),
+        };
+        let slab = &self.slab;
+        let is = |s: &Slot| s.hash == hash && slab[s.index].is(namespace, name);
+        if let Some(s) = self.by_key.find(hash, is) {
+            let c = &mut self.slab[s.index];
+            c.content = content;
+            c.seq = seq;
+            c.set_id(at);
+            return Ok(());
         }
+        let cell = Cell::new(namespace, name, content, seq, at).ok_or(TOO_LONG)?;
+        fill(&mut self.start_key)?;
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i] = cell;
+                i
+            }
+            None => {
+                self.slab.push(cell);
+                self.slab.len() - 1
+            }
+        };
+        self.by_key
+            .insert_unique(hash, Slot { hash, index: i }, |s| s.hash);
+        let was = self.order.insert(self.start_key.clone(), i);
+        // A key the table missed (a hash that is not this fold's) would be here already.
+        debug_assert!(
+            was.is_none(),
+            "{:?} was in the key table twice",
+            self.start_key
+        );
+        debug_assert_eq!(self.by_key.len(), self.order.len());
+        Ok(())
     }
 
     /// Folds one event in; events must come in increasing seq order
@@ -468,15 +597,17 @@ impl TreeFold {
     pub fn apply(&mut self, ev: &EventRef) -> Result<(), Error> {
         self.check(ev.seq)?;
         if let BodyRef::Change(change) = &ev.body {
+            let mut id = None;
             for rc in &change.resources {
                 self.set(
-                    rc.key.namespace,
+                    rc.key.namespace.as_bytes(),
                     rc.key.name,
                     None,
                     rc.new,
                     ev.seq,
                     ev.change_id,
-                );
+                    &mut id,
+                )?;
             }
         }
         self.done(ev.seq);
@@ -493,10 +624,7 @@ impl TreeFold {
     ) -> Result<u64, Error> {
         let ev = &prepared.events[i];
         self.check(ev.seq)?;
-        let text = |sp: Span| {
-            std::str::from_utf8(sp.of(bytes)).map_err(|_| Error::Prepared("text is not UTF-8"))
-        };
-        let change_id = text(ev.change_id)?;
+        let change_id = std::str::from_utf8(ev.change_id.of(bytes)).map_err(|_| NOT_UTF8)?;
         let from = if i == 0 {
             0
         } else {
@@ -504,20 +632,25 @@ impl TreeFold {
         };
         // The hashes computed ahead are used only if they were computed for this fold.
         let hashed = prepared.keys == Some(self.keys);
+        let mut id = None;
         for r in &prepared.res[from..ev.res_end as usize] {
             self.set(
-                text(r.namespace)?,
+                r.namespace.of(bytes),
                 r.name.of(bytes),
                 hashed.then_some(r.hash),
                 r.new,
                 ev.seq,
                 change_id,
-            );
+                &mut id,
+            )?;
         }
         self.done(ev.seq);
         Ok(ev.seq)
     }
 }
+
+const NOT_UTF8: Error = Error::Prepared("text is not UTF-8");
+const TOO_LONG: Error = Error::TooLarge("a resource key or change ID");
 
 /// A range of a byte buffer.
 #[derive(Clone, Copy, Debug)]
@@ -772,6 +905,90 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<TreeDiff> {
 mod tests {
     use super::*;
 
+    /// A fold whose change-ID arena is compacted again and again (a small threshold)
+    /// gives the tree and snapshot bytes of a plain fold at every step, with resources
+    /// set, updated, removed and set again (free cells reused), several per event.
+    #[test]
+    fn compacted_change_ids_fold_the_same_tree() {
+        let mut f = TreeFold::new(Tree::new());
+        f.ids_compact_min = 256;
+        f.ids_compact_at = 256;
+        let mut plain = Tree::new();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut interned = 0;
+        for seq in 1..=3000u64 {
+            // IDs of different lengths, some events touching several resources.
+            let id = format!("change-{seq}-{}", "x".repeat(next(20) as usize));
+            let mut resources = Vec::new();
+            for _ in 0..1 + next(3) {
+                let key = ResourceKey::file(format!("dir/{}.txt", next(60)).as_bytes());
+                let new = (next(4) != 0).then(|| Content {
+                    hash: ledger::Hash::of_content(&seq.to_le_bytes()),
+                    mode: Mode::Regular,
+                    size: seq,
+                });
+                resources.push((key, new));
+            }
+            f.check(seq).unwrap();
+            let mut at = None;
+            for (key, new) in &resources {
+                let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
+                f.set(namespace, name, None, *new, seq, &id, &mut at).unwrap();
+                match new {
+                    Some(content) => {
+                        let entry = Entry {
+                            content: *content,
+                            seq,
+                            change_id: id.clone(),
+                        };
+                        plain.entries.insert(key.clone(), entry);
+                    }
+                    None => {
+                        plain.entries.remove(key);
+                    }
+                }
+            }
+            interned += at.map_or(0, |_| id.len());
+            f.done(seq);
+            plain.seq = Some(seq);
+            if seq % 250 == 0 {
+                assert_eq!(f.to_snapshot_bytes(), plain.to_snapshot_bytes(), "seq {seq}");
+            }
+        }
+        assert!(f.ids.len() < interned / 4, "the arena was compacted");
+        assert_eq!(f.into_tree(), plain);
+    }
+
+    /// A cell is two cache lines, the key in the first.
+    #[test]
+    fn a_cell_is_two_cache_lines() {
+        assert_eq!(std::mem::size_of::<Cell>(), 128);
+        assert_eq!(std::mem::align_of::<Cell>(), 64);
+        assert_eq!(std::mem::offset_of!(Cell, content), 64);
+    }
+
+    /// [`TreeFold::set`] of one resource, as the only one of an event of change `id`
+    /// at the fold's next seq.
+    fn put(
+        f: &mut TreeFold,
+        namespace: &str,
+        name: &[u8],
+        hash: Option<u64>,
+        new: Option<Content>,
+        id: &str,
+    ) {
+        let seq = f.seq.map_or(1, |s| s + 1);
+        f.set(namespace.as_bytes(), name, hash, new, seq, id, &mut None)
+            .unwrap();
+        f.done(seq);
+    }
+
     /// `files` counts the file namespace only, in the starting tree and in the slab.
     #[test]
     fn files_counts_only_the_file_namespace() {
@@ -787,11 +1004,11 @@ mod tests {
                 f.check(1).unwrap();
                 assert!(f.start.is_none());
             }
-            f.set("file", b"a", None, Some(c), 1, "c");
-            f.set("file", b"b", None, Some(c), 1, "c");
-            f.set("flag", b"a", None, Some(c), 1, "c");
-            f.set("deploy", b"x", None, Some(c), 1, "c");
-            f.set("file", b"b", None, None, 1, "c");
+            put(&mut f, "file", b"a", None, Some(c), "c");
+            put(&mut f, "file", b"b", None, Some(c), "c");
+            put(&mut f, "flag", b"a", None, Some(c), "c");
+            put(&mut f, "deploy", b"x", None, Some(c), "c");
+            put(&mut f, "file", b"b", None, None, "c");
             assert_eq!((f.len(), f.files()), (3, 1), "unpacked: {unpacked}");
         }
     }
@@ -816,18 +1033,21 @@ mod tests {
         ];
         let keys = KeyHasher::random();
         let mut hashes = BTreeMap::new();
+        let c = |size| Content {
+            hash: ledger::Hash::ZERO,
+            mode: Mode::Regular,
+            size,
+        };
         for (i, &(ns, name)) in pairs.iter().enumerate() {
             let hash = keys.hash(ns.as_bytes(), name);
-            let slot = Slot::new(hash, ns.as_bytes(), name, i);
+            let no_id = IdSpan { start: 0, len: 0 };
+            let cell = Cell::new(ns.as_bytes(), name, c(0), 1, no_id).unwrap();
             for (j, &(ns2, name2)) in pairs.iter().enumerate() {
-                // Its own hash with another pair's bytes: only the bytes can tell.
+                // A cell tells keys apart by their bytes and the namespace's length.
                 assert_eq!(
-                    slot.is(hash, ns2.as_bytes(), name2),
+                    cell.is(ns2.as_bytes(), name2),
                     i == j,
                     "{ns:?} {name:?} / {ns2:?} {name2:?}"
-                );
-                assert!(
-                    i == j || !slot.is(keys.hash(ns2.as_bytes(), name2), ns2.as_bytes(), name2)
                 );
             }
             hashes.insert(hash, i);
@@ -843,11 +1063,6 @@ mod tests {
         // one resource, found again (updated, not added) and removed by its own key, both
         // when it was added to the key map by `set` and when it came in with a starting
         // tree (put in the key map when that tree is taken apart).
-        let c = |size| Content {
-            hash: ledger::Hash::ZERO,
-            mode: Mode::Regular,
-            size,
-        };
         for ahead in [false, true] {
             let mut f = TreeFold::new(Tree::new());
             f.check(1).unwrap();
@@ -856,7 +1071,7 @@ mod tests {
             let hash = |ns: &str, name: &[u8]| ahead.then(|| keys.hash(ns.as_bytes(), name));
             for size in [1, 2] {
                 for &(ns, name) in &pairs {
-                    f.set(ns, name, hash(ns, name), Some(c(size)), 1, "c");
+                    put(&mut f, ns, name, hash(ns, name), Some(c(size)), "c");
                 }
                 assert_eq!(f.len(), pairs.len(), "ahead {ahead}, size {size}");
             }
@@ -865,18 +1080,19 @@ mod tests {
             let mut f = TreeFold::new(tree);
             // One event per starting entry is folded into the tree directly; the next
             // takes it apart.
-            for seq in 2..2 + pairs.len() as u64 + 1 {
+            let from = f.seq().unwrap() + 1;
+            for seq in from..from + pairs.len() as u64 + 1 {
                 f.check(seq).unwrap();
             }
             assert!(f.start.is_none(), "taken apart");
             let keys = f.key_hasher();
             let hash = |ns: &str, name: &[u8]| ahead.then(|| keys.hash(ns.as_bytes(), name));
             for &(ns, name) in &pairs {
-                f.set(ns, name, hash(ns, name), Some(c(3)), 20, "d");
+                put(&mut f, ns, name, hash(ns, name), Some(c(3)), "d");
             }
             assert_eq!(f.len(), pairs.len(), "ahead {ahead}: updated, not added");
             for (i, &(ns, name)) in pairs.iter().enumerate() {
-                f.set(ns, name, hash(ns, name), None, 20, "d");
+                put(&mut f, ns, name, hash(ns, name), None, "d");
                 assert_eq!(
                     f.len(),
                     pairs.len() - i - 1,
