@@ -187,7 +187,8 @@ impl KeyHasher {
     }
 
     /// The hash of the resource key (`namespace`, `name`): the namespace's length, its
-    /// bytes, then the name's bytes, so distinct pairs are distinct inputs.
+    /// bytes, then the name's bytes, so distinct pairs are distinct inputs. 32 bits of
+    /// it, in both halves of the `u64` (see [`spread`]).
     pub fn hash(self, namespace: &[u8], name: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let shared = foldhash::SharedSeed::global_random();
@@ -195,14 +196,37 @@ impl KeyHasher {
         h.write_usize(namespace.len());
         h.write(namespace);
         h.write(name);
-        h.finish()
+        spread(h.finish() as u32)
     }
 }
 
-/// An entry of [`TreeFold`]'s key map: the key's hash and where its [`Cell`] is.
+/// A 32-bit key hash as the key map hashes it: in both halves of a `u64`, since
+/// `hashbrown` places an entry by the low bits and filters by the top seven. A [`Slot`]
+/// keeps the 32 bits, so a lookup's slots stay small.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash) * 0x1_0000_0001
+}
+
+/// An entry of [`TreeFold`]'s key map: the key's hash ([`spread`] gives it back) and
+/// where its [`Cell`] is (eight bytes: a tree of 10,000 resources has a key map of
+/// 128 KiB).
 struct Slot {
-    hash: u64,
-    index: usize,
+    hash: u32,
+    index: u32,
+}
+
+impl Slot {
+    fn new(hash: u64, index: usize) -> Result<Slot, Error> {
+        Ok(Slot {
+            hash: hash as u32,
+            index: u32::try_from(index).map_err(|_| Error::TooLarge("a tree of 2^32 resources"))?,
+        })
+    }
+
+    /// Whether this is the slot of the key (`namespace`, `name`), whose hash is `hash`.
+    fn is(&self, hash: u64, slab: &[Cell], namespace: &[u8], name: &[u8]) -> bool {
+        self.hash == hash as u32 && slab[self.index as usize].is(namespace, name)
+    }
 }
 
 /// One resource of a [`TreeFold`] (an element of its slab): its key, its content, and
@@ -407,7 +431,7 @@ impl TreeFold {
             return Ok(());
         };
         self.slab.reserve(t.entries.len());
-        self.by_key.reserve(t.entries.len(), |s| s.hash);
+        self.by_key.reserve(t.entries.len(), |s| spread(s.hash));
         let mut last: Option<(u64, IdSpan)> = None;
         let mut order = Vec::with_capacity(t.entries.len());
         for (k, e) in t.entries {
@@ -422,8 +446,8 @@ impl TreeFold {
             let i = self.slab.len();
             self.slab
                 .push(Cell::new(namespace, name, e.content, e.seq, id).ok_or(TOO_LONG)?);
-            self.by_key
-                .insert_unique(hash, Slot { hash, index: i }, |s| s.hash);
+            let slot = Slot::new(hash, i)?;
+            self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
             order.push((k, i));
         }
         // Collected in key order: the ordered map is built in one pass.
@@ -543,14 +567,15 @@ impl TreeFold {
         let hash = hash.unwrap_or_else(|| self.keys.hash(namespace, name));
         let Some(content) = new else {
             let slab = &self.slab;
-            let is = |s: &Slot| s.hash == hash && slab[s.index].is(namespace, name);
+            let is = |s: &Slot| s.is(hash, slab, namespace, name);
             if let Ok(found) = self.by_key.find_entry(hash, is) {
                 let (slot, _) = found.remove();
                 fill(&mut self.start_key)?;
                 self.order.remove(&self.start_key);
                 // The cell keeps no allocation of its own while it is free.
-                self.slab[slot.index].key = smallvec::SmallVec::new();
-                self.free.push(slot.index);
+                let i = slot.index as usize;
+                self.slab[i].key = smallvec::SmallVec::new();
+                self.free.push(i);
             }
             return Ok(());
         };
@@ -559,9 +584,9 @@ impl TreeFold {
             None => *id.insert(self.intern(change_id)?),
         };
         let slab = &self.slab;
-        let is = |s: &Slot| s.hash == hash && slab[s.index].is(namespace, name);
+        let is = |s: &Slot| s.is(hash, slab, namespace, name);
         if let Some(s) = self.by_key.find(hash, is) {
-            let c = &mut self.slab[s.index];
+            let c = &mut self.slab[s.index as usize];
             c.content = content;
             c.seq = seq;
             c.set_id(at);
@@ -569,6 +594,7 @@ impl TreeFold {
         }
         let cell = Cell::new(namespace, name, content, seq, at).ok_or(TOO_LONG)?;
         fill(&mut self.start_key)?;
+        let slot = Slot::new(hash, self.free.last().copied().unwrap_or(self.slab.len()))?;
         let i = match self.free.pop() {
             Some(i) => {
                 self.slab[i] = cell;
@@ -579,8 +605,7 @@ impl TreeFold {
                 self.slab.len() - 1
             }
         };
-        self.by_key
-            .insert_unique(hash, Slot { hash, index: i }, |s| s.hash);
+        self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
         let was = self.order.insert(self.start_key.clone(), i);
         // A key the table missed (a hash that is not this fold's) would be here already.
         debug_assert!(
@@ -624,14 +649,17 @@ impl TreeFold {
     ) -> Result<u64, Error> {
         let ev = &prepared.events[i];
         self.check(ev.seq)?;
+        // The hashes computed ahead are used only if they were computed for this fold.
+        let hashed = prepared.keys == Some(self.keys);
+        if i + PREFETCH_AHEAD < prepared.events.len() {
+            self.prefetch(bytes, prepared, i + PREFETCH_AHEAD, hashed);
+        }
         let change_id = std::str::from_utf8(ev.change_id.of(bytes)).map_err(|_| NOT_UTF8)?;
         let from = if i == 0 {
             0
         } else {
             prepared.events[i - 1].res_end as usize
         };
-        // The hashes computed ahead are used only if they were computed for this fold.
-        let hashed = prepared.keys == Some(self.keys);
         let mut id = None;
         for r in &prepared.res[from..ev.res_end as usize] {
             self.set(
@@ -647,6 +675,56 @@ impl TreeFold {
         self.done(ev.seq);
         Ok(ev.seq)
     }
+}
+
+/// How many events ahead [`TreeFold::apply_prepared`] asks for what an event will read.
+const PREFETCH_AHEAD: usize = 2;
+
+impl TreeFold {
+    /// Asks the CPU to start loading what folding event `i` of `prepared` will read
+    /// (hints only: nothing is read here that the fold then relies on): its change ID
+    /// and names in `bytes` and, with hashes computed for this fold (`hashed`), the
+    /// cell the key map holds for each hash (found by the hash alone).
+    fn prefetch(&self, bytes: &[u8], prepared: &Prepared, i: usize, hashed: bool) {
+        let ev = &prepared.events[i];
+        prefetch(bytes.get(ev.change_id.start as usize));
+        let from = if i == 0 {
+            0
+        } else {
+            prepared.events[i - 1].res_end as usize
+        };
+        for r in prepared
+            .res
+            .get(from..ev.res_end as usize)
+            .unwrap_or_default()
+        {
+            prefetch(bytes.get(r.name.start as usize));
+            if hashed && self.start.is_none() {
+                let hash = r.hash;
+                if let Some(s) = self.by_key.find(hash, |s| s.hash == hash as u32) {
+                    prefetch(self.slab.get(s.index as usize));
+                }
+            }
+        }
+    }
+}
+
+/// Asks the CPU to start loading the cache line `at` lies on (a hint; nothing on
+/// targets without SSE).
+#[inline(always)]
+fn prefetch<T>(at: Option<&T>) {
+    #[cfg(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "sse"
+    ))]
+    if let Some(at) = at {
+        safe_arch::prefetch_t0(at);
+    }
+    #[cfg(not(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "sse"
+    )))]
+    let _ = at;
 }
 
 const NOT_UTF8: Error = Error::Prepared("text is not UTF-8");
@@ -939,7 +1017,8 @@ mod tests {
             let mut at = None;
             for (key, new) in &resources {
                 let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
-                f.set(namespace, name, None, *new, seq, &id, &mut at).unwrap();
+                f.set(namespace, name, None, *new, seq, &id, &mut at)
+                    .unwrap();
                 match new {
                     Some(content) => {
                         let entry = Entry {
@@ -958,11 +1037,59 @@ mod tests {
             f.done(seq);
             plain.seq = Some(seq);
             if seq % 250 == 0 {
-                assert_eq!(f.to_snapshot_bytes(), plain.to_snapshot_bytes(), "seq {seq}");
+                assert_eq!(
+                    f.to_snapshot_bytes(),
+                    plain.to_snapshot_bytes(),
+                    "seq {seq}"
+                );
             }
         }
         assert!(f.ids.len() < interned / 4, "the arena was compacted");
         assert_eq!(f.into_tree(), plain);
+    }
+
+    /// Keys whose hashes are all the same (as two keys' 32 bits may be) are told apart
+    /// by their bytes: each is added once, updated in place and removed alone.
+    #[test]
+    fn keys_with_one_hash_are_told_apart_by_their_bytes() {
+        let content = |size| Content {
+            hash: ledger::Hash::ZERO,
+            mode: Mode::Regular,
+            size,
+        };
+        let names: Vec<Vec<u8>> = (0..40).map(|i| format!("f{i}").into_bytes()).collect();
+        let same = Some(spread(7));
+        let mut f = TreeFold::new(Tree::new());
+        f.check(1).unwrap();
+        assert!(f.start.is_none(), "folding into the slab");
+        for size in [1, 2] {
+            for name in &names {
+                put(&mut f, "file", name, same, Some(content(size)), "c");
+            }
+        }
+        assert_eq!(f.len(), names.len());
+        for (i, name) in names.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            put(&mut f, "file", name, same, None, "d");
+            assert_eq!(f.len(), names.len() - i / 2 - 1);
+        }
+        for name in names.iter().skip(1).step_by(2) {
+            put(&mut f, "file", name, same, Some(content(3)), "e");
+        }
+        let tree = f.into_tree();
+        let want: Vec<(Vec<u8>, u64)> = names
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|n| (n.clone(), 3))
+            .collect();
+        let mut got: Vec<(Vec<u8>, u64)> = tree
+            .iter()
+            .map(|(k, e)| (k.name.0.clone(), e.content.size))
+            .collect();
+        got.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want);
     }
 
     /// A cell is two cache lines, the key in the first.
@@ -1052,7 +1179,7 @@ mod tests {
             }
             hashes.insert(hash, i);
         }
-        // The pairs hash apart too (with a 64-bit hash, a collision among nine would
+        // The pairs hash apart too (with a 32-bit hash, a collision among nine would
         // point at the hashing, not at chance).
         assert_eq!(hashes.len(), pairs.len());
         // Another fold's hasher gives other hashes: prepared hashes are tied to a fold.
