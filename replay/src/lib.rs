@@ -63,8 +63,8 @@ pub enum Error {
     #[error("prepared events do not match their bytes: {0}")]
     Prepared(&'static str),
 
-    /// A resource key or change ID of 4 GiB or more, past what a [`TreeFold`] counts
-    /// (journal records are at most 16 MiB).
+    /// Past what a [`TreeFold`] counts: a namespace of 4 GiB, change IDs of 4 GiB in
+    /// one tree, or 2^32 resources (journal records are at most 16 MiB).
     #[error("{0} is too large to fold")]
     TooLarge(&'static str),
 

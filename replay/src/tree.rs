@@ -236,12 +236,12 @@ impl Slot {
 #[repr(C, align(64))]
 struct Cell {
     namespace_len: u32,
-    id_len: u32,
     /// The namespace's bytes, then the name's (inline up to [`KEY_INLINE`] bytes).
     key: smallvec::SmallVec<[u8; KEY_INLINE]>,
     content: Content,
     seq: u64,
-    id_start: usize,
+    id_start: u32,
+    id_len: u32,
 }
 
 impl Cell {
@@ -253,11 +253,11 @@ impl Cell {
         key.extend_from_slice(name);
         Some(Cell {
             namespace_len: u32::try_from(namespace.len()).ok()?,
-            id_len: id.len,
             key,
             content,
             seq,
             id_start: id.start,
+            id_len: id.len,
         })
     }
 
@@ -282,10 +282,10 @@ impl Cell {
     }
 }
 
-/// Where a change ID lies in [`TreeFold::ids`].
+/// Where a change ID lies in [`TreeFold::ids`] (an empty ID anywhere, at 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct IdSpan {
-    start: usize,
+    start: u32,
     len: u32,
 }
 
@@ -345,7 +345,7 @@ impl TreeFold {
 
     /// The change ID at `id`.
     fn id(&self, id: IdSpan) -> &str {
-        &self.ids[id.start..id.start + id.len as usize]
+        &self.ids[id.start as usize..(id.start + id.len) as usize]
     }
 
     /// The tree so far.
@@ -480,20 +480,31 @@ impl TreeFold {
 
     /// Adds `change_id` to [`TreeFold::ids`] (compacting it first when it is due).
     fn intern(&mut self, change_id: &str) -> Result<IdSpan, Error> {
-        let len = u32::try_from(change_id.len()).map_err(|_| TOO_LONG)?;
+        if change_id.is_empty() {
+            // Nothing to keep (and nothing another ID could be taken for).
+            return Ok(IdSpan { start: 0, len: 0 });
+        }
         if self.ids.len() + change_id.len() > self.ids_compact_at {
             self.compact_ids();
         }
         let start = self.ids.len();
+        let span = u32::try_from(start)
+            .ok()
+            .zip(u32::try_from(change_id.len()).ok())
+            .filter(|(s, l)| s.checked_add(*l).is_some())
+            .ok_or(Error::TooLarge("the change IDs a tree names (4 GiB)"))?;
         self.ids.push_str(change_id);
-        Ok(IdSpan { start, len })
+        Ok(IdSpan {
+            start: span.0,
+            len: span.1,
+        })
     }
 
     /// Rewrites [`TreeFold::ids`] with only the IDs that cells in the tree name, once
     /// each.
     fn compact_ids(&mut self) {
         let mut ids = String::new();
-        let mut moved: hashbrown::HashMap<usize, usize, foldhash::fast::RandomState> =
+        let mut moved: hashbrown::HashMap<u32, u32, foldhash::fast::RandomState> =
             hashbrown::HashMap::default();
         let mut free = vec![false; self.slab.len()];
         for &i in &self.free {
@@ -501,9 +512,14 @@ impl TreeFold {
         }
         for (cell, _) in self.slab.iter_mut().zip(&free).filter(|(_, &f)| !f) {
             let id = cell.id();
+            if id.len == 0 {
+                continue;
+            }
+            // IDs are kept whole and apart, so a start names one ID. The new arena is
+            // no longer than the old one: the offsets fit.
             let start = *moved.entry(id.start).or_insert_with(|| {
-                let start = ids.len();
-                ids.push_str(&self.ids[id.start..id.start + id.len as usize]);
+                let start = ids.len() as u32;
+                ids.push_str(&self.ids[id.start as usize..(id.start + id.len) as usize]);
                 start
             });
             cell.set_id(IdSpan { start, len: id.len });
@@ -515,12 +531,12 @@ impl TreeFold {
     /// Sets (or with `None` removes) one resource, for the event at `seq` whose change
     /// ID is `change_id` (`id`: where this fold keeps it, once a resource of the event
     /// put it there). `hash`: the key's hash by [`TreeFold::key_hasher`] when it was
-    /// computed ahead. Fails only on a namespace that is not UTF-8 or key and ID sizes
-    /// past what a cell counts.
+    /// computed ahead. Fails only on sizes past what the fold counts
+    /// ([`Error::TooLarge`]).
     #[allow(clippy::too_many_arguments)]
     fn set(
         &mut self,
-        namespace: &[u8],
+        namespace: &str,
         name: &[u8],
         hash: Option<u64>,
         new: Option<Content>,
@@ -531,16 +547,8 @@ impl TreeFold {
         // The key as a `ResourceKey` (the starting tree's and the order map's type),
         // filled only where one is needed: not for an update in the slab.
         let key = &mut self.start_key;
-        let fill = |key: &mut ResourceKey| -> Result<(), Error> {
-            key.namespace.clear();
-            key.namespace
-                .push_str(std::str::from_utf8(namespace).map_err(|_| NOT_UTF8)?);
-            key.name.0.clear();
-            key.name.0.extend_from_slice(name);
-            Ok(())
-        };
         if let Some(t) = &mut self.start {
-            fill(key)?;
+            fill_key(key, namespace, name);
             match new {
                 Some(content) => match t.entries.get_mut(key) {
                     Some(e) => {
@@ -564,13 +572,16 @@ impl TreeFold {
             }
             return Ok(());
         }
-        let hash = hash.unwrap_or_else(|| self.keys.hash(namespace, name));
+        // (A hash in the form the key map places and moves entries by.)
+        let namespace_str = namespace;
+        let namespace = namespace.as_bytes();
+        let hash = spread(hash.unwrap_or_else(|| self.keys.hash(namespace, name)) as u32);
         let Some(content) = new else {
             let slab = &self.slab;
             let is = |s: &Slot| s.is(hash, slab, namespace, name);
             if let Ok(found) = self.by_key.find_entry(hash, is) {
                 let (slot, _) = found.remove();
-                fill(&mut self.start_key)?;
+                fill_key(&mut self.start_key, namespace_str, name);
                 self.order.remove(&self.start_key);
                 // The cell keeps no allocation of its own while it is free.
                 let i = slot.index as usize;
@@ -593,7 +604,7 @@ impl TreeFold {
             return Ok(());
         }
         let cell = Cell::new(namespace, name, content, seq, at).ok_or(TOO_LONG)?;
-        fill(&mut self.start_key)?;
+        fill_key(&mut self.start_key, namespace_str, name);
         let slot = Slot::new(hash, self.free.last().copied().unwrap_or(self.slab.len()))?;
         let i = match self.free.pop() {
             Some(i) => {
@@ -618,14 +629,15 @@ impl TreeFold {
     }
 
     /// Folds one event in; events must come in increasing seq order
-    /// ([`Error::OutOfOrder`] otherwise, and nothing changes).
+    /// ([`Error::OutOfOrder`] otherwise, and nothing changes). After any other error
+    /// ([`Error::TooLarge`]) the fold may hold part of the event and must not be used.
     pub fn apply(&mut self, ev: &EventRef) -> Result<(), Error> {
         self.check(ev.seq)?;
         if let BodyRef::Change(change) = &ev.body {
             let mut id = None;
             for rc in &change.resources {
                 self.set(
-                    rc.key.namespace.as_bytes(),
+                    rc.key.namespace,
                     rc.key.name,
                     None,
                     rc.new,
@@ -640,7 +652,9 @@ impl TreeFold {
     }
 
     /// Folds event `i` of `prepared`, made from `bytes` by [`Prepared::push`]; returns
-    /// its seq. The same rules as [`TreeFold::apply`].
+    /// its seq. The same rules as [`TreeFold::apply`]; text that is not UTF-8 (bytes
+    /// other than the ones `prepared` was made from) is [`Error::Prepared`], after which
+    /// the fold must not be used either.
     pub fn apply_prepared(
         &mut self,
         bytes: &[u8],
@@ -662,8 +676,9 @@ impl TreeFold {
         };
         let mut id = None;
         for r in &prepared.res[from..ev.res_end as usize] {
+            let namespace = std::str::from_utf8(r.namespace.of(bytes)).map_err(|_| NOT_UTF8)?;
             self.set(
-                r.namespace.of(bytes),
+                namespace,
                 r.name.of(bytes),
                 hashed.then_some(r.hash),
                 r.new,
@@ -677,14 +692,24 @@ impl TreeFold {
     }
 }
 
+/// Fills `key` (a reused buffer) with (`namespace`, `name`).
+fn fill_key(key: &mut ResourceKey, namespace: &str, name: &[u8]) {
+    key.namespace.clear();
+    key.namespace.push_str(namespace);
+    key.name.0.clear();
+    key.name.0.extend_from_slice(name);
+}
+
 /// How many events ahead [`TreeFold::apply_prepared`] asks for what an event will read.
 const PREFETCH_AHEAD: usize = 2;
 
 impl TreeFold {
     /// Asks the CPU to start loading what folding event `i` of `prepared` will read
     /// (hints only: nothing is read here that the fold then relies on): its change ID
-    /// and names in `bytes` and, with hashes computed for this fold (`hashed`), the
-    /// cell the key map holds for each hash (found by the hash alone).
+    /// and names in `bytes` and, with hashes computed for this fold (`hashed`), both
+    /// cache lines of the cell the key map holds for each hash (found by the hash
+    /// alone; a key longer than [`KEY_INLINE`] bytes lies elsewhere and is not asked
+    /// for).
     fn prefetch(&self, bytes: &[u8], prepared: &Prepared, i: usize, hashed: bool) {
         let ev = &prepared.events[i];
         prefetch(bytes.get(ev.change_id.start as usize));
@@ -700,9 +725,14 @@ impl TreeFold {
         {
             prefetch(bytes.get(r.name.start as usize));
             if hashed && self.start.is_none() {
-                let hash = r.hash;
-                if let Some(s) = self.by_key.find(hash, |s| s.hash == hash as u32) {
-                    prefetch(self.slab.get(s.index as usize));
+                let hash = spread(r.hash as u32);
+                if let Some(c) = self
+                    .by_key
+                    .find(hash, |s| s.hash == hash as u32)
+                    .and_then(|s| self.slab.get(s.index as usize))
+                {
+                    prefetch(Some(c));
+                    prefetch(Some(&c.content));
                 }
             }
         }
@@ -728,7 +758,7 @@ fn prefetch<T>(at: Option<&T>) {
 }
 
 const NOT_UTF8: Error = Error::Prepared("text is not UTF-8");
-const TOO_LONG: Error = Error::TooLarge("a resource key or change ID");
+const TOO_LONG: Error = Error::TooLarge("a resource namespace (4 GiB)");
 
 /// A range of a byte buffer.
 #[derive(Clone, Copy, Debug)]
@@ -988,10 +1018,42 @@ mod tests {
     /// set, updated, removed and set again (free cells reused), several per event.
     #[test]
     fn compacted_change_ids_fold_the_same_tree() {
-        let mut f = TreeFold::new(Tree::new());
+        // From an empty tree, and from a starting tree of many entries and IDs (taken
+        // apart into the slab, compacting as it goes, once as many events were folded
+        // into it directly).
+        for start_entries in [0, 400] {
+            let mut start = Tree::new();
+            for i in 0..start_entries {
+                let key = ResourceKey::file(format!("dir/{i}.txt").as_bytes());
+                let entry = Entry {
+                    content: Content {
+                        hash: ledger::Hash::ZERO,
+                        mode: Mode::Regular,
+                        size: i,
+                    },
+                    seq: i / 3,
+                    // Runs of entries of one change, and some empty IDs.
+                    change_id: if i % 8 == 0 {
+                        String::new()
+                    } else {
+                        format!("start-{}", i / 3)
+                    },
+                };
+                start.entries.insert(key, entry);
+            }
+            start.seq = Some(start_entries);
+            compacting_fold(start);
+        }
+    }
+
+    /// Folds random events into `start` through [`TreeFold`] with a small ID-arena
+    /// threshold and through [`Tree`], comparing them as it goes.
+    fn compacting_fold(start: Tree) {
+        let mut f = TreeFold::new(start.clone());
         f.ids_compact_min = 256;
         f.ids_compact_at = 256;
-        let mut plain = Tree::new();
+        let mut plain = start;
+        let first = plain.seq.map_or(1, |s| s + 1);
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |n: u64| {
             rng ^= rng << 13;
@@ -1000,9 +1062,14 @@ mod tests {
             rng % n
         };
         let mut interned = 0;
-        for seq in 1..=3000u64 {
-            // IDs of different lengths, some events touching several resources.
-            let id = format!("change-{seq}-{}", "x".repeat(next(20) as usize));
+        for seq in first..first + 3000 {
+            // IDs of different lengths, one event in eight with an empty one, some
+            // events touching several resources (the same one twice, at times).
+            let id = if next(8) == 0 {
+                String::new()
+            } else {
+                format!("change-{seq}-{}", "x".repeat(next(20) as usize))
+            };
             let mut resources = Vec::new();
             for _ in 0..1 + next(3) {
                 let key = ResourceKey::file(format!("dir/{}.txt", next(60)).as_bytes());
@@ -1016,7 +1083,7 @@ mod tests {
             f.check(seq).unwrap();
             let mut at = None;
             for (key, new) in &resources {
-                let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
+                let (namespace, name) = (key.namespace.as_str(), key.name.as_bytes());
                 f.set(namespace, name, None, *new, seq, &id, &mut at)
                     .unwrap();
                 match new {
@@ -1044,6 +1111,7 @@ mod tests {
                 );
             }
         }
+        assert!(f.start.is_none(), "folded in the slab");
         assert!(f.ids.len() < interned / 4, "the arena was compacted");
         assert_eq!(f.into_tree(), plain);
     }
@@ -1093,6 +1161,7 @@ mod tests {
     }
 
     /// A cell is two cache lines, the key in the first.
+    #[cfg(target_pointer_width = "64")]
     #[test]
     fn a_cell_is_two_cache_lines() {
         assert_eq!(std::mem::size_of::<Cell>(), 128);
@@ -1111,7 +1180,7 @@ mod tests {
         id: &str,
     ) {
         let seq = f.seq.map_or(1, |s| s + 1);
-        f.set(namespace.as_bytes(), name, hash, new, seq, id, &mut None)
+        f.set(namespace, name, hash, new, seq, id, &mut None)
             .unwrap();
         f.done(seq);
     }
@@ -1179,7 +1248,8 @@ mod tests {
             }
             hashes.insert(hash, i);
         }
-        // The pairs hash apart too (with a 32-bit hash, a collision among nine would
+        // The pairs hash apart too (with a 32-bit hash, a collision among nine, about
+        // one run in 10^8 by chance, would
         // point at the hashing, not at chance).
         assert_eq!(hashes.len(), pairs.len());
         // Another fold's hasher gives other hashes: prepared hashes are tied to a fold.
