@@ -918,6 +918,9 @@ struct History<'a> {
     rows: HistRows,
     smallest_revert: Option<f64>,
     smallest_size: u64,
+    /// Copies of the workspace (files and ledger) as each size left it, for
+    /// [`History::revert_side_by_side`].
+    copies: Vec<(u64, PathBuf)>,
 }
 
 #[derive(Default)]
@@ -931,6 +934,7 @@ struct HistRows {
     verify: Vec<Vec<String>>,
     json_proofs: Vec<Vec<String>>,
     disk: Vec<Vec<String>>,
+    revert_side: Vec<Vec<String>>,
 }
 
 impl<'a> History<'a> {
@@ -997,6 +1001,7 @@ impl<'a> History<'a> {
             rows: HistRows::default(),
             smallest_revert: None,
             smallest_size: 0,
+            copies: Vec::new(),
         }
     }
 
@@ -1298,6 +1303,68 @@ impl<'a> History<'a> {
             ms(median(&t_plan)),
             ms(median(&t_change) + median(&t_head) + median(&t_plan)),
         ]);
+    }
+
+    /// Keeps a copy of the workspace as it is now (after [`History::revert`] at `size`),
+    /// for [`History::revert_side_by_side`].
+    fn keep_copy(&mut self, size: u64) {
+        self.close();
+        let to = self.dir.join(format!("ws-at-{size}"));
+        let _ = fs::remove_dir_all(&to);
+        run(Command::new("cp").arg("-a").arg(&self.ws).arg(&to));
+        self.copies.push((size, to));
+    }
+
+    /// Goal 1 with the sizes side by side: the same revert on the workspace of every
+    /// size (the copies [`History::keep_copy`] made, and the workspace itself for the
+    /// last size), one size after the other in each round, each after `sync`, so that
+    /// every size is measured in the same minutes. Each revert reverts the last change
+    /// (the revert before it).
+    fn revert_side_by_side(&mut self, last: u64) {
+        log("history: revert, sizes side by side");
+        self.close();
+        let mut wss: Vec<(u64, PathBuf)> = self.copies.clone();
+        wss.push((last, self.ws.clone()));
+        let rounds = 2 * self.cfg.reps + 1;
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); wss.len()];
+        for r in 0..rounds + 1 {
+            // Each round starts at another size.
+            for k in 0..wss.len() {
+                let i = (r + k) % wss.len();
+                let ws = &wss[i].1;
+                let (_, out) = run(ledger_cmd(ws).args(["log", "-n", "1", "--json"]));
+                let v: serde_json::Value =
+                    serde_json::from_str(out.lines().next().unwrap()).unwrap();
+                let id = v["change_id"].as_str().unwrap().to_string();
+                run(&mut Command::new("sync"));
+                let (s, _) = run(ledger_cmd(ws).args(["revert", &id, "--agent", "bench"]));
+                if r > 0 {
+                    t[i].push(s);
+                }
+            }
+        }
+        let base = median(&t[0]);
+        for (i, (size, _)) in wss.iter().enumerate() {
+            let m = median(&t[i]);
+            self.rows.revert_side.push(vec![
+                thousands(*size as f64),
+                ms(m),
+                ms(t[i].iter().cloned().fold(f64::INFINITY, f64::min)),
+                format!(
+                    "{} ({})",
+                    ratio(m, base),
+                    if i == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("{} ≤ 1.2", met(m / base <= 1.2))
+                    }
+                ),
+                format!("{} (≤ 10 ms)", met(m <= 0.010)),
+            ]);
+        }
+        for (_, to) in &self.copies {
+            let _ = fs::remove_dir_all(to);
+        }
     }
 
     /// Goal 2: rebuilding projections from the journal.
@@ -1745,6 +1812,9 @@ fn history(cfg: &Config, base: &Path) {
         h.grow(size);
         h.settle();
         h.revert(size);
+        if Some(&size) != cfg.sizes.last() {
+            h.keep_copy(size);
+        }
         // Continue the model from what the CLI left (the reverts).
         let (tree, used) = state::head_tree(h.ledger()).unwrap();
         h.model.adopt(&tree);
@@ -1770,6 +1840,9 @@ fn history(cfg: &Config, base: &Path) {
         let (tree, used) = state::head_tree(h.ledger()).unwrap();
         h.tree = tree;
         h.head_snap = used;
+    }
+    if let Some(&last) = cfg.sizes.last() {
+        h.revert_side_by_side(last);
     }
     h.close();
     let r = &h.rows;
@@ -1806,6 +1879,17 @@ fn history(cfg: &Config, base: &Path) {
             "<goal",
         ],
         &r.revert,
+    );
+    println!("The same `ledger revert`, sizes side by side: the workspace (files and ledger) was copied as each size left it, and the copies and the last size's workspace are reverted one after the other in each round (each round starting at another size), each revert after `sync` and reverting the last change. Median and fastest of {} rounds after a warm-up round. The table above measures each size right after building it, minutes apart, while this machine's speed drifts; here every size is measured in the same minutes, so this is the figure for the goal's \"the same within 1.2x\".\n", 2 * cfg.reps + 1);
+    table(
+        &[
+            "events",
+            "ledger revert ms",
+            "fastest ms",
+            "/ smallest size (goal ≤ 1.2)",
+            "<goal",
+        ],
+        &r.revert_side,
     );
     println!("The decision in the library, in this process (median of 5): `Ledger::open_dir` once; the change's events (`Ledger::change`) folded into `replay::Changes`; `state::head_tree` (the newest snapshot plus the events after it); `replay::plan_revert` including reading and hashing the {TARGET_FILES} files on disk. `ledger revert` also applies the plan (`apply::apply_actions`, private to the CLI) and appends the revert; those are the difference between the end-to-end figure and these.\n");
     table(
