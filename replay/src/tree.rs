@@ -394,7 +394,15 @@ impl TreeFold {
         len(&mut out, self.order.len());
         // The key bytes from the cell, which is read anyway (not from the order map's
         // keys, two more allocations apart).
+        // Cells (and their change IDs) come in key order, not slab order: each is asked
+        // for a few entries ahead (a hint), so the waits overlap.
+        let mut ahead = self.order.values().skip(ENCODE_AHEAD);
         for &i in self.order.values() {
+            if let Some(a) = ahead.next().and_then(|&j| self.slab.get(j)) {
+                prefetch(Some(a));
+                prefetch(Some(&a.content));
+                prefetch(self.ids.as_bytes().get(a.id_start as usize));
+            }
             let c = &self.slab[i];
             let (namespace, name) = c.key.split_at(c.namespace_len as usize);
             len(&mut out, namespace.len());
@@ -699,6 +707,9 @@ fn fill_key(key: &mut ResourceKey, namespace: &str, name: &[u8]) {
     key.name.0.clear();
     key.name.0.extend_from_slice(name);
 }
+
+/// How many entries ahead [`TreeFold::to_snapshot_bytes`] asks for a cell.
+const ENCODE_AHEAD: usize = 8;
 
 /// How many events ahead [`TreeFold::apply_prepared`] asks for what an event will read.
 const PREFETCH_AHEAD: usize = 2;
