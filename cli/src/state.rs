@@ -186,7 +186,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
         let mut err = None;
         // After each event: a kept snapshot when one is due. A closed channel means the
         // storing thread failed: its error comes back when it is joined below.
-        let mut keep = |fold: &TreeFold, seq: u64| -> ledger::Result<()> {
+        let mut keep = |fold: &mut TreeFold, seq: u64| -> ledger::Result<()> {
             if last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len())) {
                 if tx.send((seq, fold.to_snapshot_bytes(), false)).is_err() {
                     return Err(ledger::Error::Stopped);
@@ -210,7 +210,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
             ledger.scan_all_pipelined_with(&prepare, &mut |_, bytes, p: replay::Prepared| {
                 for i in 0..p.len() {
                     match fold.apply_prepared(bytes, &p, i) {
-                        Ok(seq) => keep(&fold, seq)?,
+                        Ok(seq) => keep(&mut fold, seq)?,
                         Err(e) => {
                             err = Some(e);
                             return Err(ledger::Error::Stopped);
@@ -226,7 +226,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                         err = Some(e);
                         return Err(ledger::Error::Stopped);
                     }
-                    keep(&fold, r.event.seq)
+                    keep(&mut fold, r.event.seq)
                 })
                 .map(|()| true)
         };

@@ -130,8 +130,10 @@ impl Projection for Tree {
 /// small slots (a key's hash and its cell's index), so updating a resource the tree
 /// already holds is one hash lookup, one cell read and written (its key, when short,
 /// lies in the cell), and no allocation; change IDs are kept once per event in an
-/// arena the cells point into. The key order is kept in a separate ordered map that
-/// only changes when a resource comes or goes. Taking a tree apart that way costs
+/// arena the cells point into. The key order is a list of cells sorted by key, brought
+/// up to date only when it is needed (a snapshot, the final tree): the cells that came
+/// since are sorted and put in their places, the ones that went are taken out, and
+/// only then are their slots used again. Taking a tree apart that way costs
 /// about as much as folding as many events as it has entries into it directly, so a
 /// fold that starts from a non-empty tree (the state at a point: a snapshot plus the
 /// events after it) updates that tree in place until it has folded that many events,
@@ -141,17 +143,27 @@ pub struct TreeFold {
     start: Option<Tree>,
     /// Events still to fold straight into `start` before switching to the slab.
     direct_left: usize,
-    /// Reused key buffer for `start` and `order`.
+    /// Reused key buffer for `start`.
     start_key: ResourceKey,
     slab: Vec<Cell>,
+    /// Cells free to be used again (not in `order` or `added`).
     free: Vec<usize>,
     /// Key -> slab index, for lookups ([`Slot`]). Never iterated into anything stored
     /// or compared.
     by_key: hashbrown::HashTable<Slot>,
     /// Seeds the hashes of `by_key` (workers preparing events compute them too).
     keys: KeyHasher,
-    /// Key -> slab index, in key order (snapshots and the final tree).
-    order: BTreeMap<ResourceKey, usize>,
+    /// Cells in key order as of the last [`TreeFold::settle`] (snapshots and the final
+    /// tree), some of them perhaps `removed` since.
+    order: Vec<u32>,
+    /// Cells added since the last settle, in no order.
+    added: Vec<u32>,
+    /// Cells removed since the last settle (still in `order` or `added`; used again
+    /// only once taken out of them), and a flag per cell for them.
+    removed: Vec<u32>,
+    gone: Vec<bool>,
+    /// Resources in the file namespace.
+    file_count: usize,
     /// The change IDs the cells name, one copy per event that set something (see
     /// [`TreeFold::intern`]); compacted when it reaches `ids_compact_at` bytes.
     ids: String,
@@ -261,6 +273,14 @@ impl Cell {
         })
     }
 
+    /// The order of two cells' keys: [`ResourceKey`]'s (namespace bytes, then name
+    /// bytes).
+    fn cmp_key(&self, other: &Cell) -> Ordering {
+        let (a_ns, a_name) = self.key.split_at(self.namespace_len as usize);
+        let (b_ns, b_name) = other.key.split_at(other.namespace_len as usize);
+        ledger::cmp_bytes(a_ns, b_ns).then_with(|| ledger::cmp_bytes(a_name, b_name))
+    }
+
     /// Whether this is the key (`namespace`, `name`).
     fn is(&self, namespace: &[u8], name: &[u8]) -> bool {
         self.namespace_len as usize == namespace.len()
@@ -304,7 +324,11 @@ impl TreeFold {
             free: Vec::new(),
             by_key: hashbrown::HashTable::new(),
             keys: KeyHasher::random(),
-            order: BTreeMap::new(),
+            order: Vec::new(),
+            added: Vec::new(),
+            removed: Vec::new(),
+            gone: Vec::new(),
+            file_count: 0,
             ids: String::new(),
             ids_compact_at: IDS_COMPACT_MIN,
             ids_compact_min: IDS_COMPACT_MIN,
@@ -327,7 +351,7 @@ impl TreeFold {
     pub fn len(&self) -> usize {
         match &self.start {
             Some(t) => t.len(),
-            None => self.order.len(),
+            None => self.by_key.len(),
         }
     }
 
@@ -339,7 +363,7 @@ impl TreeFold {
     pub fn files(&self) -> usize {
         match &self.start {
             Some(t) => t.files().count(),
-            None => self.order.keys().filter(|k| k.is_file()).count(),
+            None => self.file_count,
         }
     }
 
@@ -349,22 +373,29 @@ impl TreeFold {
     }
 
     /// The tree so far.
-    pub fn into_tree(self) -> Tree {
+    pub fn into_tree(mut self) -> Tree {
         if let Some(t) = self.start {
             // `start.seq` follows `self.seq` (see `done`).
             return t;
         }
+        self.settle();
         let entries = self
             .order
             .iter()
-            .map(|(k, &i)| {
-                let c = &self.slab[i];
+            .map(|&i| {
+                let c = &self.slab[i as usize];
+                let (namespace, name) = c.key.split_at(c.namespace_len as usize);
+                let key = ResourceKey {
+                    // Only ever set from a `&str`.
+                    namespace: String::from_utf8_lossy(namespace).into_owned(),
+                    name: Name(name.to_vec()),
+                };
                 let entry = Entry {
                     content: c.content,
                     seq: c.seq,
                     change_id: self.id(c.id()).to_string(),
                 };
-                (k.clone(), entry)
+                (key, entry)
             })
             .collect();
         Tree {
@@ -373,12 +404,57 @@ impl TreeFold {
         }
     }
 
+    /// Brings [`TreeFold::order`] up to date: the cells removed since are taken out
+    /// (and are free to be used again), the ones added since sorted by key and put in
+    /// their places (found by binary search: a few comparisons each, not one per cell).
+    fn settle(&mut self) {
+        if !self.removed.is_empty() {
+            let gone = &self.gone;
+            self.order.retain(|&i| !gone[i as usize]);
+            self.added.retain(|&i| !gone[i as usize]);
+            for &i in &self.removed {
+                self.gone[i as usize] = false;
+                self.free.push(i as usize);
+            }
+            self.removed.clear();
+        }
+        if self.added.is_empty() {
+            return;
+        }
+        let slab = &self.slab;
+        let by_key = |a: &u32, b: &u32| slab[*a as usize].cmp_key(&slab[*b as usize]);
+        let mut added = std::mem::take(&mut self.added);
+        added.sort_unstable_by(by_key);
+        if self.order.is_empty() {
+            self.order = added;
+        } else {
+            let mut merged = Vec::with_capacity(self.order.len() + added.len());
+            let mut from = 0;
+            for a in added.drain(..) {
+                let at =
+                    from + self.order[from..].partition_point(|o| by_key(o, &a) == Ordering::Less);
+                merged.extend_from_slice(&self.order[from..at]);
+                merged.push(a);
+                from = at;
+            }
+            merged.extend_from_slice(&self.order[from..]);
+            self.order = merged;
+            self.added = added;
+        }
+        debug_assert_eq!(self.order.len(), self.by_key.len());
+        debug_assert!(self
+            .order
+            .windows(2)
+            .all(|w| by_key(&w[0], &w[1]) == Ordering::Less));
+    }
+
     /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
-    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+    pub fn to_snapshot_bytes(&mut self) -> Vec<u8> {
         if let Some(t) = &self.start {
             // `start.seq` follows `self.seq` (see `done`).
             return t.to_snapshot_bytes();
         }
+        self.settle();
         // The bytes `bincode` writes for a `Tree` with `CANONICAL` (fixed-width little-
         // endian integers, u64 lengths, u32 enum tags), written directly: through serde
         // a hash is 32 one-byte elements, which made encoding the snapshots a seventh
@@ -392,18 +468,16 @@ impl TreeFold {
         );
         let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
         len(&mut out, self.order.len());
-        // The key bytes from the cell, which is read anyway (not from the order map's
-        // keys, two more allocations apart).
         // Cells (and their change IDs) come in key order, not slab order: each is asked
         // for a few entries ahead (a hint), so the waits overlap.
-        let mut ahead = self.order.values().skip(ENCODE_AHEAD);
-        for &i in self.order.values() {
-            if let Some(a) = ahead.next().and_then(|&j| self.slab.get(j)) {
+        for (n, &i) in self.order.iter().enumerate() {
+            let ahead = self.order.get(n + ENCODE_AHEAD);
+            if let Some(a) = ahead.and_then(|&j| self.slab.get(j as usize)) {
                 prefetch(Some(a));
                 prefetch(Some(&a.content));
                 prefetch(self.ids.as_bytes().get(a.id_start as usize));
             }
-            let c = &self.slab[i];
+            let c = &self.slab[i as usize];
             let (namespace, name) = c.key.split_at(c.namespace_len as usize);
             len(&mut out, namespace.len());
             out.extend_from_slice(namespace);
@@ -442,6 +516,7 @@ impl TreeFold {
         self.by_key.reserve(t.entries.len(), |s| spread(s.hash));
         let mut last: Option<(u64, IdSpan)> = None;
         let mut order = Vec::with_capacity(t.entries.len());
+        let mut files = 0;
         for (k, e) in t.entries {
             // Entries set by one change (one seq) share its ID.
             let id = match last {
@@ -456,10 +531,14 @@ impl TreeFold {
                 .push(Cell::new(namespace, name, e.content, e.seq, id).ok_or(TOO_LONG)?);
             let slot = Slot::new(hash, i)?;
             self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
-            order.push((k, i));
+            // (`Slot::new` checked that the index fits.)
+            order.push(i as u32);
+            files += usize::from(k.is_file());
         }
-        // Collected in key order: the ordered map is built in one pass.
-        self.order = order.into_iter().collect();
+        // In key order already.
+        self.order = order;
+        self.gone = vec![false; self.slab.len()];
+        self.file_count = files;
         Ok(())
     }
 
@@ -515,7 +594,12 @@ impl TreeFold {
         let mut moved: hashbrown::HashMap<u32, u32, foldhash::fast::RandomState> =
             hashbrown::HashMap::default();
         let mut free = vec![false; self.slab.len()];
-        for &i in &self.free {
+        for i in self
+            .free
+            .iter()
+            .copied()
+            .chain(self.removed.iter().map(|&i| i as usize))
+        {
             free[i] = true;
         }
         for (cell, _) in self.slab.iter_mut().zip(&free).filter(|(_, &f)| !f) {
@@ -589,12 +673,11 @@ impl TreeFold {
             let is = |s: &Slot| s.is(hash, slab, namespace, name);
             if let Ok(found) = self.by_key.find_entry(hash, is) {
                 let (slot, _) = found.remove();
-                fill_key(&mut self.start_key, namespace_str, name);
-                self.order.remove(&self.start_key);
-                // The cell keeps no allocation of its own while it is free.
+                // Taken out of the order (and free again) at the next settle.
                 let i = slot.index as usize;
-                self.slab[i].key = smallvec::SmallVec::new();
-                self.free.push(i);
+                self.gone[i] = true;
+                self.removed.push(slot.index);
+                self.file_count -= usize::from(namespace_str == ResourceKey::FILE);
             }
             return Ok(());
         };
@@ -612,7 +695,6 @@ impl TreeFold {
             return Ok(());
         }
         let cell = Cell::new(namespace, name, content, seq, at).ok_or(TOO_LONG)?;
-        fill_key(&mut self.start_key, namespace_str, name);
         let slot = Slot::new(hash, self.free.last().copied().unwrap_or(self.slab.len()))?;
         let i = match self.free.pop() {
             Some(i) => {
@@ -621,18 +703,14 @@ impl TreeFold {
             }
             None => {
                 self.slab.push(cell);
+                self.gone.push(false);
                 self.slab.len() - 1
             }
         };
         self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
-        let was = self.order.insert(self.start_key.clone(), i);
-        // A key the table missed (a hash that is not this fold's) would be here already.
-        debug_assert!(
-            was.is_none(),
-            "{:?} was in the key table twice",
-            self.start_key
-        );
-        debug_assert_eq!(self.by_key.len(), self.order.len());
+        // (`Slot::new` checked that the index fits.)
+        self.added.push(i as u32);
+        self.file_count += usize::from(namespace_str == ResourceKey::FILE);
         Ok(())
     }
 
@@ -1026,7 +1104,8 @@ mod tests {
 
     /// A fold whose change-ID arena is compacted again and again (a small threshold)
     /// gives the tree and snapshot bytes of a plain fold at every step, with resources
-    /// set, updated, removed and set again (free cells reused), several per event.
+    /// set, updated, removed and set again (free cells reused), several per event, and
+    /// its key order brought up to date only every 250 events (snapshots).
     #[test]
     fn compacted_change_ids_fold_the_same_tree() {
         // From an empty tree, and from a starting tree of many entries and IDs (taken
@@ -1114,6 +1193,8 @@ mod tests {
             interned += at.map_or(0, |_| id.len());
             f.done(seq);
             plain.seq = Some(seq);
+            // The key order is brought up to date only for a snapshot: resources come
+            // and go (and come back) between them.
             if seq % 250 == 0 {
                 assert_eq!(
                     f.to_snapshot_bytes(),
@@ -1121,6 +1202,8 @@ mod tests {
                     "seq {seq}"
                 );
             }
+            assert_eq!(f.len(), plain.len(), "seq {seq}");
+            assert_eq!(f.files(), plain.files().count(), "seq {seq}");
         }
         assert!(f.start.is_none(), "folded in the slab");
         assert!(f.ids.len() < interned / 4, "the arena was compacted");
