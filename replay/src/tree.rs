@@ -133,7 +133,7 @@ impl Projection for Tree {
 /// arena the cells point into. The key order is a list of cells sorted by key, brought
 /// up to date only when it is needed (a snapshot, the final tree): the cells that came
 /// since are sorted and put in their places, the ones that went are taken out, and
-/// only then are their slots used again. Taking a tree apart that way costs
+/// only then are their cells used again. Taking a tree apart that way costs
 /// about as much as folding as many events as it has entries into it directly, so a
 /// fold that starts from a non-empty tree (the state at a point: a snapshot plus the
 /// events after it) updates that tree in place until it has folded that many events,
@@ -172,7 +172,7 @@ pub struct TreeFold {
     ids_compact_min: usize,
     seq: Option<u64>,
     /// Size of the last snapshot encoded, to size the next one's buffer.
-    snapshot_len: std::cell::Cell<usize>,
+    snapshot_len: usize,
 }
 
 /// Key bytes (namespace and name together) a [`Cell`] holds without an allocation of
@@ -332,7 +332,7 @@ impl TreeFold {
             ids: String::new(),
             ids_compact_at: IDS_COMPACT_MIN,
             ids_compact_min: IDS_COMPACT_MIN,
-            snapshot_len: std::cell::Cell::new(0),
+            snapshot_len: 0,
         }
     }
 
@@ -408,16 +408,7 @@ impl TreeFold {
     /// (and are free to be used again), the ones added since sorted by key and put in
     /// their places (found by binary search: a few comparisons each, not one per cell).
     fn settle(&mut self) {
-        if !self.removed.is_empty() {
-            let gone = &self.gone;
-            self.order.retain(|&i| !gone[i as usize]);
-            self.added.retain(|&i| !gone[i as usize]);
-            for &i in &self.removed {
-                self.gone[i as usize] = false;
-                self.free.push(i as usize);
-            }
-            self.removed.clear();
-        }
+        self.take_out_removed();
         if self.added.is_empty() {
             return;
         }
@@ -448,6 +439,25 @@ impl TreeFold {
             .all(|w| by_key(&w[0], &w[1]) == Ordering::Less));
     }
 
+    /// Takes the cells removed since the last settle out of `order` and `added`, and
+    /// makes them free to be used again (without their keys' memory). Also done by
+    /// [`TreeFold::set`] once more cells wait than the tree holds (at least 4096), so a
+    /// long fold with no snapshot does not grow its slab with every resource created.
+    fn take_out_removed(&mut self) {
+        if self.removed.is_empty() {
+            return;
+        }
+        let gone = &self.gone;
+        self.order.retain(|&i| !gone[i as usize]);
+        self.added.retain(|&i| !gone[i as usize]);
+        for &i in &self.removed {
+            self.gone[i as usize] = false;
+            self.slab[i as usize].key = smallvec::SmallVec::new();
+            self.free.push(i as usize);
+        }
+        self.removed.clear();
+    }
+
     /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
     pub fn to_snapshot_bytes(&mut self) -> Vec<u8> {
         if let Some(t) = &self.start {
@@ -464,7 +474,7 @@ impl TreeFold {
         let mut out = crate::projection::snapshot_bytes(
             Tree::SNAPSHOT_KIND,
             &(),
-            self.snapshot_len.get() + self.snapshot_len.get() / 8,
+            self.snapshot_len + self.snapshot_len / 8,
         );
         let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
         len(&mut out, self.order.len());
@@ -503,7 +513,7 @@ impl TreeFold {
                 out.extend_from_slice(&seq.to_le_bytes());
             }
         }
-        self.snapshot_len.set(out.len());
+        self.snapshot_len = out.len();
         out
     }
 
@@ -527,9 +537,10 @@ impl TreeFold {
             let (namespace, name) = (k.namespace.as_bytes(), k.name.as_bytes());
             let hash = self.keys.hash(namespace, name);
             let i = self.slab.len();
-            self.slab
-                .push(Cell::new(namespace, name, e.content, e.seq, id).ok_or(TOO_LONG)?);
             let slot = Slot::new(hash, i)?;
+            let cell = Cell::new(namespace, name, e.content, e.seq, id).ok_or(TOO_LONG)?;
+            self.slab.push(cell);
+            self.gone.push(false);
             self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
             // (`Slot::new` checked that the index fits.)
             order.push(i as u32);
@@ -537,7 +548,6 @@ impl TreeFold {
         }
         // In key order already.
         self.order = order;
-        self.gone = vec![false; self.slab.len()];
         self.file_count = files;
         Ok(())
     }
@@ -636,7 +646,7 @@ impl TreeFold {
         change_id: &str,
         id: &mut Option<IdSpan>,
     ) -> Result<(), Error> {
-        // The key as a `ResourceKey` (the starting tree's and the order map's type),
+        // The key as a `ResourceKey` (the starting tree's type),
         // filled only where one is needed: not for an update in the slab.
         let key = &mut self.start_key;
         if let Some(t) = &mut self.start {
@@ -678,6 +688,9 @@ impl TreeFold {
                 self.gone[i] = true;
                 self.removed.push(slot.index);
                 self.file_count -= usize::from(namespace_str == ResourceKey::FILE);
+                if self.removed.len() > self.by_key.len().max(4096) {
+                    self.take_out_removed();
+                }
             }
             return Ok(());
         };
@@ -1162,7 +1175,19 @@ mod tests {
             };
             let mut resources = Vec::new();
             for _ in 0..1 + next(3) {
-                let key = ResourceKey::file(format!("dir/{}.txt", next(60)).as_bytes());
+                // Namespaces and names that are prefixes of one another, so the key
+                // order is that of `ResourceKey`'s bytes.
+                let namespace = ["file", "file", "file", "fil", "files", ""][next(6) as usize];
+                let name = match next(4) {
+                    0 => "d".to_string(),
+                    1 => "d/".to_string(),
+                    2 => format!("d/{}", next(8)),
+                    _ => format!("dir/{}.txt", next(60)),
+                };
+                let key = ResourceKey {
+                    namespace: namespace.to_string(),
+                    name: Name(name.into_bytes()),
+                };
                 let new = (next(4) != 0).then(|| Content {
                     hash: ledger::Hash::of_content(&seq.to_le_bytes()),
                     mode: Mode::Regular,
@@ -1206,7 +1231,11 @@ mod tests {
             assert_eq!(f.files(), plain.files().count(), "seq {seq}");
         }
         assert!(f.start.is_none(), "folded in the slab");
-        assert!(f.ids.len() < interned / 4, "the arena was compacted");
+        assert!(
+            f.ids.len() < interned / 2,
+            "the arena was compacted: {} of {interned} bytes",
+            f.ids.len()
+        );
         assert_eq!(f.into_tree(), plain);
     }
 
@@ -1252,6 +1281,49 @@ mod tests {
         let mut want = want;
         want.sort();
         assert_eq!(got, want);
+    }
+
+    /// Resources created and removed again and again, with no snapshot to bring the
+    /// key order up to date, leave the slab about as large as the tree (at least 4096
+    /// cells): removed cells are taken out and used again as the fold goes.
+    #[test]
+    fn churn_without_snapshots_keeps_the_slab_small() {
+        let c = Content {
+            hash: ledger::Hash::ZERO,
+            mode: Mode::Regular,
+            size: 0,
+        };
+        let mut f = TreeFold::new(Tree::new());
+        f.check(1).unwrap();
+        for n in 0..50_000u32 {
+            put(
+                &mut f,
+                "file",
+                format!("tmp/{n}").as_bytes(),
+                None,
+                Some(c),
+                "c",
+            );
+            if n > 0 {
+                put(
+                    &mut f,
+                    "file",
+                    format!("tmp/{}", n - 1).as_bytes(),
+                    None,
+                    None,
+                    "c",
+                );
+            }
+        }
+        assert_eq!((f.len(), f.files()), (1, 1));
+        assert!(
+            f.slab.len() <= 2 * 4096 + 2,
+            "slab of {} cells",
+            f.slab.len()
+        );
+        let tree = f.into_tree();
+        assert_eq!(tree.len(), 1);
+        assert!(tree.get(&ResourceKey::file(b"tmp/49999")).is_some());
     }
 
     /// A cell is two cache lines, the key in the first.
