@@ -90,6 +90,15 @@ impl FsStorage {
         Ok(self.open.get_mut(&segment).expect("inserted above"))
     }
 
+    /// The segment opened for reading, never through a symlink.
+    fn open_read(&self, segment: u64) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW)
+            .open(self.path(segment))
+            .map_err(not_a_link)
+    }
+
     /// The segment's metadata; anything but a regular file (a symlink planted in the
     /// journal directory, a directory) is refused, never followed.
     fn meta(&self, segment: u64) -> io::Result<fs::Metadata> {
@@ -186,13 +195,7 @@ impl Storage for FsStorage {
         };
         match self.open.get(&segment) {
             Some(f) => read(f),
-            None => read(
-                &OpenOptions::new()
-                    .read(true)
-                    .custom_flags(O_NOFOLLOW)
-                    .open(self.path(segment))
-                    .map_err(not_a_link)?,
-            ),
+            None => read(&self.open_read(segment)?),
         }
     }
 
@@ -205,11 +208,7 @@ impl Storage for FsStorage {
         limit: u64,
         buf: &mut Vec<u8>,
     ) -> io::Result<usize> {
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(O_NOFOLLOW)
-            .open(self.path(segment))
-            .map_err(not_a_link)?;
+        let f = self.open_read(segment)?;
         let m = f.metadata()?;
         if !m.is_file() {
             return Err(not_regular());

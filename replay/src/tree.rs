@@ -650,7 +650,10 @@ impl TreeFold {
         // filled only where one is needed: not for an update in the slab.
         let key = &mut self.start_key;
         if let Some(t) = &mut self.start {
-            fill_key(key, namespace, name);
+            key.namespace.clear();
+            key.namespace.push_str(namespace);
+            key.name.0.clear();
+            key.name.0.extend_from_slice(name);
             match new {
                 Some(content) => match t.entries.get_mut(key) {
                     Some(e) => {
@@ -675,7 +678,7 @@ impl TreeFold {
             return Ok(());
         }
         // (A hash in the form the key map places and moves entries by.)
-        let namespace_str = namespace;
+        let is_file = namespace == ResourceKey::FILE;
         let namespace = namespace.as_bytes();
         let hash = spread(hash.unwrap_or_else(|| self.keys.hash(namespace, name)) as u32);
         let Some(content) = new else {
@@ -687,7 +690,7 @@ impl TreeFold {
                 let i = slot.index as usize;
                 self.gone[i] = true;
                 self.removed.push(slot.index);
-                self.file_count -= usize::from(namespace_str == ResourceKey::FILE);
+                self.file_count -= usize::from(is_file);
                 if self.removed.len() > self.by_key.len().max(4096) {
                     self.take_out_removed();
                 }
@@ -723,7 +726,7 @@ impl TreeFold {
         self.by_key.insert_unique(hash, slot, |s| spread(s.hash));
         // (`Slot::new` checked that the index fits.)
         self.added.push(i as u32);
-        self.file_count += usize::from(namespace_str == ResourceKey::FILE);
+        self.file_count += usize::from(is_file);
         Ok(())
     }
 
@@ -768,13 +771,8 @@ impl TreeFold {
             self.prefetch(bytes, prepared, i + PREFETCH_AHEAD, hashed);
         }
         let change_id = std::str::from_utf8(ev.change_id.of(bytes)).map_err(|_| NOT_UTF8)?;
-        let from = if i == 0 {
-            0
-        } else {
-            prepared.events[i - 1].res_end as usize
-        };
         let mut id = None;
-        for r in &prepared.res[from..ev.res_end as usize] {
+        for r in prepared.resources(i) {
             let namespace = std::str::from_utf8(r.namespace.of(bytes)).map_err(|_| NOT_UTF8)?;
             self.set(
                 namespace,
@@ -789,14 +787,6 @@ impl TreeFold {
         self.done(ev.seq);
         Ok(ev.seq)
     }
-}
-
-/// Fills `key` (a reused buffer) with (`namespace`, `name`).
-fn fill_key(key: &mut ResourceKey, namespace: &str, name: &[u8]) {
-    key.namespace.clear();
-    key.namespace.push_str(namespace);
-    key.name.0.clear();
-    key.name.0.extend_from_slice(name);
 }
 
 /// How many entries ahead [`TreeFold::to_snapshot_bytes`] asks for a cell.
@@ -815,16 +805,7 @@ impl TreeFold {
     fn prefetch(&self, bytes: &[u8], prepared: &Prepared, i: usize, hashed: bool) {
         let ev = &prepared.events[i];
         prefetch(bytes.get(ev.change_id.start as usize));
-        let from = if i == 0 {
-            0
-        } else {
-            prepared.events[i - 1].res_end as usize
-        };
-        for r in prepared
-            .res
-            .get(from..ev.res_end as usize)
-            .unwrap_or_default()
-        {
+        for r in prepared.resources(i) {
             prefetch(bytes.get(r.name.start as usize));
             if hashed && self.start.is_none() {
                 let hash = spread(r.hash as u32);
@@ -1013,6 +994,15 @@ impl Prepared {
     /// Events added.
     pub fn len(&self) -> usize {
         self.events.len()
+    }
+
+    /// The resources of event `i`.
+    fn resources(&self, i: usize) -> &[PreparedResource] {
+        let from = match i {
+            0 => 0,
+            _ => self.events[i - 1].res_end as usize,
+        };
+        &self.res[from..self.events[i].res_end as usize]
     }
 
     pub fn is_empty(&self) -> bool {
