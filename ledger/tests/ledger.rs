@@ -554,7 +554,9 @@ fn the_pipelined_walk_hands_out_every_record_once_in_order() {
 fn the_pipelined_walk_with_prepare_hands_out_prepared_segments_in_order() {
     let (d, l) = many_segments();
     drop(l);
-    let j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
+    let mut j = journal_in(&d.path().join(LEDGER_DIR).join("journal"));
+    // Pieces (the walk's first ones too, a share of this) larger than any segment.
+    j.set_piece_bytes(64 << 20);
     let mut sequential = Vec::new();
     j.scan_all_refs(&mut |r| {
         sequential.push(r.event.seq);
@@ -691,6 +693,7 @@ fn the_pipelined_walk_cuts_segments_between_records() {
             assert!(ok, "{what}");
             assert_eq!(got, want, "{what}");
             let mut starts = Vec::new();
+            let mut lens = Vec::new();
             let mut next = 0u64;
             let ok = j
                 .scan_all_pipelined_with(workers, &first_seq, &mut |at, bytes, first| {
@@ -703,6 +706,7 @@ fn the_pipelined_walk_cuts_segments_between_records() {
                         "{what}"
                     );
                     next += bytes.len() as u64;
+                    lens.push(bytes.len());
                     starts.push(first.expect("no piece is empty"));
                     Ok(true)
                 })
@@ -716,6 +720,20 @@ fn the_pipelined_walk_cuts_segments_between_records() {
                 assert!(
                     starts.iter().any(|&s| want[s as usize].2 != s),
                     "{what}: some piece starts inside a batch: {starts:?}"
+                );
+                // The walk starts with a small piece (a sixteenth), the next ones each
+                // about twice the last, up to the full size: pieces are cut between
+                // records, so each is within a record's length of that.
+                let frame = want
+                    .windows(2)
+                    .map(|w| (w[1].1.offset - w[0].1.offset) as usize)
+                    .max()
+                    .unwrap();
+                assert!(lens[0] <= 3000 / 16 + frame, "{what}: first piece {lens:?}");
+                assert!(lens[1] <= 3000 / 8 + frame, "{what}: second piece {lens:?}");
+                assert!(
+                    lens.iter().any(|&l| l + frame >= 3000),
+                    "{what}: pieces grow to the full size: {lens:?}"
                 );
             }
             if piece == 1 << 20 {
