@@ -171,9 +171,13 @@ pub struct TreeFold {
     /// [`IDS_COMPACT_MIN`] (smaller in tests).
     ids_compact_min: usize,
     seq: Option<u64>,
-    /// Size of the last snapshot encoded, to size the next one's buffer.
-    snapshot_len: usize,
+    /// Bytes and entries of the last snapshot encoded, to size the next one's buffer.
+    snapshot_size: (usize, usize),
 }
+
+/// Bytes per entry of a snapshot, a guess for the first one a fold encodes: 76 bytes of
+/// lengths, hash, mode, size and seq, then the key and the change ID.
+const SNAPSHOT_ENTRY_GUESS: usize = 160;
 
 /// Key bytes (namespace and name together) a [`Cell`] holds without an allocation of
 /// their own.
@@ -332,7 +336,7 @@ impl TreeFold {
             ids: String::new(),
             ids_compact_at: IDS_COMPACT_MIN,
             ids_compact_min: IDS_COMPACT_MIN,
-            snapshot_len: 0,
+            snapshot_size: (0, 0),
         }
     }
 
@@ -471,11 +475,8 @@ impl TreeFold {
         // of a rebuild. `TreeFold`'s tests compare these bytes with
         // `Tree::to_snapshot_bytes` on every fold. The header first (`()` encodes to
         // no bytes).
-        let mut out = crate::projection::snapshot_bytes(
-            Tree::SNAPSHOT_KIND,
-            &(),
-            self.snapshot_len + self.snapshot_len / 8,
-        );
+        let mut out =
+            crate::projection::snapshot_bytes(Tree::SNAPSHOT_KIND, &(), self.snapshot_capacity());
         let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
         len(&mut out, self.order.len());
         // Cells (and their change IDs) come in key order, not slab order: each is asked
@@ -513,8 +514,22 @@ impl TreeFold {
                 out.extend_from_slice(&seq.to_le_bytes());
             }
         }
-        self.snapshot_len = out.len();
+        self.snapshot_size = (out.len(), self.order.len());
         out
+    }
+
+    /// A buffer size for the next snapshot: the last one's size per entry times the
+    /// entries now, and an eighth more (bytes never written to are never given memory,
+    /// while a buffer that has to grow is copied or faulted in again: the first kept
+    /// snapshot of a rebuild, after one of an empty tree, took four times as long as
+    /// the next one of the same size).
+    fn snapshot_capacity(&self) -> usize {
+        let (len, entries) = self.snapshot_size;
+        let per_entry = len
+            .checked_div(entries)
+            .map_or(SNAPSHOT_ENTRY_GUESS, |b| b + 1);
+        let want = self.order.len().saturating_mul(per_entry);
+        want.saturating_add(want / 8).max(len)
     }
 
     /// Takes the starting tree apart into the slab and maps.
