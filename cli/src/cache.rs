@@ -2,10 +2,12 @@
 //! cache (`stat-cache`) and the recorded files at a recent seq (`head-files`).
 //!
 //! Both are flat, sorted by path bytes, read with one `read` and used in place (no map
-//! is built), and end with a BLAKE3 checksum of everything before it. Anything
-//! unexpected (missing file, other magic or version, bad checksum, unsorted paths,
-//! trailing bytes) makes the file count as absent; it is then rebuilt. They are written
-//! to a temporary name and renamed, without fsync: losing them costs time, not data.
+//! is built), and checksummed with BLAKE3: the stat cache as a whole, `head-files` per
+//! block of about 16 KiB (so `revert` reads only the blocks of the paths it touches).
+//! Anything unexpected (missing file, other magic or version, bad checksum, unsorted
+//! paths, trailing bytes) makes the file count as absent; it is then rebuilt. They are
+//! written to a temporary name and renamed, without fsync: losing them costs time, not
+//! data.
 //!
 //! `stat-cache` (magic `LDGRSTAT`):
 //! `magic[8] version:u32 0:u32 count:u64` then per entry `path_len:u32 path
@@ -15,13 +17,24 @@
 //! count:u64`, entries as above (mode `0xff`: the path has no entry), `blake3[32]`;
 //! `base` is the trailing checksum of the `stat-cache` it applies to.
 //!
-//! `head-files` (magic `LDGRHEAD`):
-//! `magic[8] version:u32 0:u32 seq:u64 event_hash[32] count:u64` then per entry
-//! `path_len:u32 path hash[32] mode:u8 size:u64`, then `blake3[32]`: the `file`
-//! namespace of the recorded tree right after `seq`, whose event hash is `event_hash`
-//! (checked against the journal before the file is used: the head's hash, or the `prev`
-//! of the event after `seq`; the events after it are folded in from the journal). Integers are little-endian; mode is 0 regular, 1 executable,
-//! 2 symlink.
+//! `head-files` (magic `LDGRHEAD`, version 2) is cut into blocks, each with its own
+//! checksum, so a command that needs a few paths (`revert`) reads only the blocks that
+//! can hold them: `magic[8] version:u32 0:u32 seq:u64 event_hash[32] count:u64
+//! blocks:u32 index_len:u32`, then the block index (`index_len` bytes; per block
+//! `offset:u64 len:u32 entries:u32 blake3[32] first_len:u32 first_path`, the offset
+//! counted from the end of the index's checksum and each block right after the one
+//! before), then `blake3[32]` of the header and index, then the blocks to the end of the
+//! file. A block is `entries` (at least one) entries `path_len:u32 path hash[32] mode:u8
+//! size:u64` of about 16 KiB, its first path the index's `first_path`, every path in it
+//! below the next block's first; paths are strictly increasing across the file and there
+//! are `count` entries in all. It holds the `file` namespace of the recorded tree right
+//! after `seq`, whose event hash is `event_hash` (checked against the journal before the
+//! file is used: the head's hash, or the `prev` of the event after `seq`; the events
+//! after it are folded in from the journal). A block is used only when its checksum
+//! matches; the header and index only when theirs does. Version 1 was one run of
+//! entries under one checksum, read whole.
+//!
+//! Integers are little-endian; mode is 0 regular, 1 executable, 2 symlink.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,8 +54,17 @@ const STAT_FIXED: usize = 8 + 8 + 8 + 8 + 1 + 32;
 
 const HEAD_FILE: &str = "head-files";
 const HEAD_MAGIC: &[u8; 8] = b"LDGRHEAD";
-const HEAD_VERSION: u32 = 1;
+const HEAD_VERSION: u32 = 2;
 const HEAD_FIXED: usize = 32 + 1 + 8;
+/// Bytes of the `head-files` header: magic, version, 0, seq, event hash, count, blocks
+/// and the index's length.
+const HEAD_HEADER: usize = 8 + 4 + 4 + 8 + 32 + 8 + 4 + 4;
+/// A `head-files` block is closed once it holds this many bytes (so it ends within one
+/// entry of it).
+const HEAD_BLOCK: usize = 16 << 10;
+/// Bytes read first from `head-files` for its header and index (more when the index is
+/// longer: about 80 bytes per 16 KiB block).
+const HEAD_INDEX_READ: usize = 16 << 10;
 
 /// `head-files` is rewritten when this many events were folded in since it was written.
 pub const HEAD_FILES_EVERY: u64 = 64;
@@ -132,9 +154,14 @@ fn read_entries(c: &mut Cursor<'_>, count: u64, fixed: usize) -> Option<Vec<(usi
 fn write_flat(ledger: &Ledger, name: &str, mut buf: Vec<u8>) -> std::io::Result<()> {
     let sum = blake3::hash(&buf);
     buf.extend_from_slice(sum.as_bytes());
+    write_index_file(ledger, name, &buf)
+}
+
+/// Writes `buf` as it is to `index/<name>` through a temporary file.
+fn write_index_file(ledger: &Ledger, name: &str, buf: &[u8]) -> std::io::Result<()> {
     let path = index_file(ledger, name);
     let tmp = index_file(ledger, &format!("{name}.tmp-{}", std::process::id()));
-    let res = std::fs::write(&tmp, &buf).and_then(|_| std::fs::rename(&tmp, &path));
+    let res = std::fs::write(&tmp, buf).and_then(|_| std::fs::rename(&tmp, &path));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -495,6 +522,166 @@ pub fn remove_all(ledger: &Ledger) {
     let _ = std::fs::remove_file(index_file(ledger, HEAD_FILE));
 }
 
+/// The paths of `path`'s ancestors, shortest first, then `path`.
+pub fn with_ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let ends = path.iter().enumerate().filter(|&(_, &b)| b == b'/');
+    ends.map(|(i, _)| i)
+        .chain([path.len()])
+        .map(move |i| &path[..i])
+}
+
+/// One block of `head-files` as the index describes it.
+struct HeadBlock {
+    /// Where it starts, counted from the end of the index's checksum.
+    offset: usize,
+    len: usize,
+    entries: u64,
+    sum: [u8; 32],
+    /// Its first path: a range of [`HeadIndex::bytes`].
+    first: (usize, usize),
+}
+
+/// The header and block index of a `head-files` file (checked: its checksum, the
+/// blocks' places one after another, their first paths strictly increasing).
+struct HeadIndex {
+    /// Header, index and checksum.
+    bytes: Vec<u8>,
+    seq: u64,
+    hash: Hash,
+    count: u64,
+    blocks: Vec<HeadBlock>,
+    /// The file's length: its blocks end there.
+    end: usize,
+}
+
+impl HeadIndex {
+    /// Bytes of header, index and checksum that a file starting with `start` has, when
+    /// `start` holds at least a header of this version.
+    fn len_from_header(start: &[u8]) -> Option<usize> {
+        let mut c = Cursor { buf: start, pos: 0 };
+        if c.take(8)? != HEAD_MAGIC || c.u32()? != HEAD_VERSION || c.u32()? != 0 {
+            return None;
+        }
+        let index_len =
+            u32::from_le_bytes(start.get(HEAD_HEADER - 4..HEAD_HEADER)?.try_into().ok()?);
+        HEAD_HEADER.checked_add(index_len as usize)?.checked_add(32)
+    }
+
+    /// Parses exactly a header, index and checksum.
+    fn parse(bytes: Vec<u8>) -> Option<HeadIndex> {
+        if Self::len_from_header(&bytes)? != bytes.len() {
+            return None;
+        }
+        let body = checked_body(&bytes)?;
+        let mut c = Cursor { buf: body, pos: 16 };
+        let seq = c.u64()?;
+        let hash = hash_at(c.take(32)?);
+        let count = c.u64()?;
+        let n = c.u32()? as usize;
+        c.u32()?;
+        // Each block takes at least 53 bytes of index: a huge count cannot allocate much.
+        let mut blocks = Vec::with_capacity(n.min(body.len() / 53));
+        let (mut at, mut entries) = (0usize, 0u64);
+        for _ in 0..n {
+            let offset = usize::try_from(c.u64()?).ok()?;
+            let len = c.u32()? as usize;
+            let block_entries = u64::from(c.u32()?);
+            let sum: [u8; 32] = c.take(32)?.try_into().ok()?;
+            let first_len = c.u32()? as usize;
+            let first = (c.pos, first_len);
+            let path = c.take(first_len)?;
+            let after_last = blocks
+                .last()
+                .is_none_or(|b: &HeadBlock| &body[b.first.0..b.first.0 + b.first.1] < path);
+            if offset != at || len == 0 || block_entries == 0 || path.is_empty() || !after_last {
+                return None;
+            }
+            at = at.checked_add(len)?;
+            entries = entries.checked_add(block_entries)?;
+            blocks.push(HeadBlock {
+                offset,
+                len,
+                entries: block_entries,
+                sum,
+                first,
+            });
+        }
+        if c.pos != body.len() || entries != count {
+            return None;
+        }
+        let end = bytes.len().checked_add(at)?;
+        Some(HeadIndex {
+            bytes,
+            seq,
+            hash,
+            count,
+            blocks,
+            end,
+        })
+    }
+
+    fn first(&self, b: usize) -> &[u8] {
+        let (s, l) = self.blocks[b].first;
+        &self.bytes[s..s + l]
+    }
+
+    /// Where block `b` lies in the file.
+    fn range(&self, b: usize) -> std::ops::Range<usize> {
+        let start = self.bytes.len() + self.blocks[b].offset;
+        start..start + self.blocks[b].len
+    }
+
+    /// The block that would hold `path`: the last whose first path is not above it.
+    fn block_of(&self, path: &[u8]) -> Option<usize> {
+        self.blocks
+            .partition_point(|b| &self.bytes[b.first.0..b.first.0 + b.first.1] <= path)
+            .checked_sub(1)
+    }
+
+    /// The blocks that hold any path starting with `prefix`: the one that would hold
+    /// `prefix` itself (the first, when `prefix` is below every block) and each next
+    /// one whose first path starts with it.
+    fn blocks_with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        let start = self.block_of(prefix).unwrap_or(0);
+        let more =
+            (start + 1..self.blocks.len()).take_while(move |&b| self.first(b).starts_with(prefix));
+        (start..start + 1)
+            .filter(|&b| b < self.blocks.len())
+            .chain(more)
+    }
+
+    /// Checks block `b`, read into `buf[at..]`, and appends the spans of its paths in
+    /// `buf`. `None` when anything is off: its checksum, an entry, its first path, or
+    /// a path not below the next block's first.
+    fn check_block(
+        &self,
+        b: usize,
+        buf: &[u8],
+        at: usize,
+        spans: &mut Vec<(usize, usize)>,
+    ) -> Option<()> {
+        let bytes = &buf[at..];
+        let block = &self.blocks[b];
+        if bytes.len() != block.len || blake3::hash(bytes).as_bytes() != &block.sum {
+            return None;
+        }
+        let mut c = Cursor { buf: bytes, pos: 0 };
+        let own = read_entries(&mut c, block.entries, HEAD_FIXED)?;
+        let path = |&(s, l): &(usize, usize)| &bytes[s..s + l];
+        if own.first().map(path)? != self.first(b) {
+            return None;
+        }
+        if b + 1 < self.blocks.len() && own.last().map(path)? >= self.first(b + 1) {
+            return None;
+        }
+        for &(s, l) in &own {
+            byte_mode(bytes[s + l + 32])?;
+            spans.push((at + s, l));
+        }
+        Some(())
+    }
+}
+
 /// The recorded workspace files at the journal head: the `head-files` base plus the
 /// file changes of the events after it.
 pub struct HeadFiles {
@@ -508,6 +695,8 @@ pub struct HeadFiles {
     seq: Option<u64>,
     /// The base on disk is missing or unusable.
     stale: bool,
+    /// The base holds only some blocks of `head-files` ([`HeadFiles::load_around`]).
+    partial: bool,
 }
 
 impl HeadFiles {
@@ -582,33 +771,100 @@ impl HeadFiles {
             overlay: BTreeMap::new(),
             seq: None,
             stale,
+            partial: false,
         }
     }
 
+    /// A whole `head-files` file, every block checked.
     fn parse(buf: Vec<u8>) -> Option<(HeadFiles, Hash)> {
-        let body = checked_body(&buf)?;
-        let mut c = Cursor { buf: body, pos: 0 };
-        if c.take(8)? != HEAD_MAGIC || c.u32()? != HEAD_VERSION || c.u32()? != 0 {
+        let n = HeadIndex::len_from_header(&buf)?;
+        let index = HeadIndex::parse(buf.get(..n)?.to_vec())?;
+        if buf.len() != index.end {
             return None;
         }
-        let seq = c.u64()?;
-        let hash = hash_at(c.take(32)?);
-        let count = c.u64()?;
-        let spans = read_entries(&mut c, count, HEAD_FIXED)?;
-        for &(start, len) in &spans {
-            byte_mode(body[start + len + 32])?;
+        let mut spans = Vec::with_capacity(usize::try_from(index.count).ok()?.min(buf.len() / 45));
+        for b in 0..index.blocks.len() {
+            let range = index.range(b);
+            index.check_block(b, &buf[..range.end], range.start, &mut spans)?;
         }
-        Some((
-            HeadFiles {
-                buf,
-                spans,
-                base_seq: Some(seq),
-                overlay: BTreeMap::new(),
-                seq: Some(seq),
-                stale: false,
-            },
-            hash,
-        ))
+        Some((Self::with_base(buf, spans, &index, false), index.hash))
+    }
+
+    fn with_base(
+        buf: Vec<u8>,
+        spans: Vec<(usize, usize)>,
+        index: &HeadIndex,
+        partial: bool,
+    ) -> HeadFiles {
+        HeadFiles {
+            buf,
+            spans,
+            base_seq: Some(index.seq),
+            overlay: BTreeMap::new(),
+            seq: Some(index.seq),
+            stale: false,
+            partial,
+        }
+    }
+
+    /// The files at the head, for a command that looks only at `paths`, the paths of
+    /// their ancestors and the paths beneath them ([`HeadFiles::get`] and
+    /// [`HeadFiles::with_prefix`] with `path/`): of `head-files`, only the index and
+    /// the blocks that can hold those are read and checked. Anything else is not to be
+    /// asked of it, nor [`HeadFiles::iter`]. Falls back to [`HeadFiles::load`] when the
+    /// file is missing or unusable.
+    pub fn load_around(ledger: &Ledger, paths: &[&[u8]]) -> CliResult<HeadFiles> {
+        crate::state::refuse_if_damaged(ledger)?;
+        let Some(head) = ledger.head() else {
+            return Ok(HeadFiles::empty(true));
+        };
+        if let Some((mut hf, hash)) = Self::read_around(&index_file(ledger, HEAD_FILE), paths) {
+            if hf.catch_up(ledger, hash, head.seq, head.hash)? {
+                return Ok(hf);
+            }
+        }
+        Self::load(ledger)
+    }
+
+    /// Reads the index of the `head-files` file at `path` and the blocks
+    /// [`HeadFiles::load_around`] needs for `paths`.
+    fn read_around(path: &std::path::Path, paths: &[&[u8]]) -> Option<(HeadFiles, Hash)> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(path).ok()?;
+        let len = usize::try_from(f.metadata().ok()?.len()).ok()?;
+        let mut start = vec![0; len.min(HEAD_INDEX_READ)];
+        f.read_exact_at(&mut start, 0).ok()?;
+        let n = HeadIndex::len_from_header(&start)?;
+        if n > len {
+            return None;
+        }
+        let read = start.len();
+        start.resize(n, 0);
+        if n > read {
+            f.read_exact_at(&mut start[read..], read as u64).ok()?;
+        }
+        let index = HeadIndex::parse(start)?;
+        if len != index.end {
+            return None;
+        }
+        let mut wanted = std::collections::BTreeSet::new();
+        for &p in paths {
+            for q in with_ancestors(p) {
+                wanted.extend(index.block_of(q));
+            }
+            let mut dir = p.to_vec();
+            dir.push(b'/');
+            wanted.extend(index.blocks_with_prefix(&dir));
+        }
+        let mut buf = Vec::with_capacity(wanted.iter().map(|&b| index.blocks[b].len).sum());
+        let mut spans = Vec::new();
+        for b in wanted {
+            let (range, at) = (index.range(b), buf.len());
+            buf.resize(at + range.len(), 0);
+            f.read_exact_at(&mut buf[at..], range.start as u64).ok()?;
+            index.check_block(b, &buf, at, &mut spans)?;
+        }
+        Some((Self::with_base(buf, spans, &index, true), index.hash))
     }
 
     fn base_content(&self, i: usize) -> (&[u8], Content) {
@@ -704,13 +960,20 @@ impl HeadFiles {
         out.into_iter().collect()
     }
 
-    /// Every recorded file, sorted by path.
+    /// Every recorded file, sorted by path (not of one loaded around some paths).
     pub fn iter(&self) -> HeadIter<'_> {
+        debug_assert!(!self.partial, "every file of a partly read head-files");
         HeadIter {
             hf: self,
             i: 0,
             overlay: self.overlay.iter().peekable(),
         }
+    }
+
+    /// Bytes of `head-files` read into the base (all of its blocks, or some).
+    #[cfg(test)]
+    pub fn base_bytes(&self) -> usize {
+        self.buf.len()
     }
 
     /// Every recorded file, sorted by path, in a vector.
@@ -729,28 +992,61 @@ impl HeadFiles {
         if !due {
             return;
         }
+        if self.partial {
+            // Only some blocks were read: the whole file is (once per
+            // `HEAD_FILES_EVERY` events).
+            if let Ok(whole) = HeadFiles::load(ledger) {
+                whole.save_if_due(ledger);
+            }
+            return;
+        }
         // Written at the head only, whose hash is known without reading its event.
         let Some(head) = ledger.head().filter(|h| h.seq == seq) else {
             return;
         };
-        let mut out = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96 + 128);
+        // The blocks, each closed once it holds `HEAD_BLOCK` bytes, and their index.
+        let mut blocks = Vec::with_capacity(self.buf.len() + self.overlay.len() * 96);
+        let mut index = Vec::new();
+        let (mut start, mut entries, mut count, mut n) = (0usize, 0u32, 0u64, 0u32);
+        let close = |blocks: &[u8], index: &mut Vec<u8>, start: usize, entries: u32| {
+            let block = &blocks[start..];
+            let first_len = u32::from_le_bytes(block[..4].try_into().expect("4 bytes")) as usize;
+            index.extend_from_slice(&(start as u64).to_le_bytes());
+            index.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            index.extend_from_slice(&entries.to_le_bytes());
+            index.extend_from_slice(blake3::hash(block).as_bytes());
+            index.extend_from_slice(&block[..4 + first_len]);
+        };
+        for (p, c) in self.iter() {
+            put_path(&mut blocks, p);
+            blocks.extend_from_slice(c.hash.as_bytes());
+            blocks.push(mode_byte(c.mode));
+            blocks.extend_from_slice(&c.size.to_le_bytes());
+            count += 1;
+            entries += 1;
+            if blocks.len() - start >= HEAD_BLOCK {
+                close(&blocks, &mut index, start, entries);
+                (start, entries, n) = (blocks.len(), 0, n + 1);
+            }
+        }
+        if entries > 0 {
+            close(&blocks, &mut index, start, entries);
+            n += 1;
+        }
+        let mut out = Vec::with_capacity(HEAD_HEADER + index.len() + 32 + blocks.len());
         out.extend_from_slice(HEAD_MAGIC);
         out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&seq.to_le_bytes());
         out.extend_from_slice(head.hash.as_bytes());
-        let count_at = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes());
-        let mut count = 0u64;
-        for (p, c) in self.iter() {
-            put_path(&mut out, p);
-            out.extend_from_slice(c.hash.as_bytes());
-            out.push(mode_byte(c.mode));
-            out.extend_from_slice(&c.size.to_le_bytes());
-            count += 1;
-        }
-        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-        let _ = write_flat(ledger, HEAD_FILE, out);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&(index.len() as u32).to_le_bytes());
+        out.extend_from_slice(&index);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out.extend_from_slice(&blocks);
+        let _ = write_index_file(ledger, HEAD_FILE, &out);
     }
 }
 

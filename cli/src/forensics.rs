@@ -123,14 +123,16 @@ fn later_changes(ledger: &Ledger, key: &ResourceKey, after: u64) -> Vec<String> 
 }
 
 /// What a revert of `target` looks at in the head tree (each file it touched, every
-/// ancestor path, everything beneath it), read from `head-files`; `None` when the change
-/// touched resources outside the file namespace (the planner then gets the whole tree).
+/// ancestor path, everything beneath it), read from the blocks of `head-files` that
+/// hold those; `None` when the change touched resources outside the file namespace
+/// (the planner then gets the whole tree).
 fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<(replay::Tree, HeadFiles)>> {
     let keys = target.event.resources();
     if keys.iter().any(|rc| !rc.key.is_file()) {
         return Ok(None);
     }
-    let head = HeadFiles::load(ledger)?;
+    let paths: Vec<&[u8]> = keys.iter().map(|rc| rc.key.name.as_bytes()).collect();
+    let head = HeadFiles::load_around(ledger, &paths)?;
     let mut entries = BTreeMap::new();
     let mut put = |path: &[u8], content: Content| {
         let key = ResourceKey::file(path);
@@ -143,10 +145,9 @@ fn partial_head(ledger: &Ledger, target: &Record) -> CliResult<Option<(replay::T
     };
     for rc in keys {
         let name = rc.key.name.as_bytes();
-        let ancestors = name.iter().enumerate().filter(|&(_, &b)| b == b'/');
-        for (i, _) in ancestors.chain([(name.len(), &b'/')]) {
-            if let Some(c) = head.get(&name[..i]) {
-                put(&name[..i], c);
+        for path in crate::cache::with_ancestors(name) {
+            if let Some(c) = head.get(path) {
+                put(path, c);
             }
         }
         let mut dir = name.to_vec();

@@ -1143,4 +1143,175 @@ mod tests {
         fs::write(&p, &bytes).unwrap();
         assert_eq!(head_files(&b), tree_files(&b));
     }
+
+    /// Appends one batch: an event per name, setting it to content `tag` (or deleting
+    /// it when `tag` is `None`).
+    fn record_named(w: &Ws, names: &[&str], tag: Option<u8>) {
+        let mut p = Pending::default();
+        let hash = tag.map(|t| w.ledger.store().put_bytes(&[t], &mut p).unwrap());
+        w.ledger.commit_content(p).unwrap();
+        let seq = w.ledger.head().unwrap().seq;
+        let events = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| NewEvent {
+                time_us: 1,
+                actor: actor(),
+                change_id: format!("n{seq}-{i}"),
+                correlation_id: None,
+                body: Body::Change(Change {
+                    message: None,
+                    reverts: None,
+                    resources: vec![ResourceChange {
+                        key: ResourceKey::file(name.as_bytes()),
+                        op: if hash.is_some() {
+                            Op::Modify
+                        } else {
+                            Op::Delete
+                        },
+                        old: None,
+                        new: hash.map(|hash| Content {
+                            hash,
+                            mode: Mode::Regular,
+                            size: 1,
+                        }),
+                    }],
+                }),
+                meta: Default::default(),
+            })
+            .collect();
+        w.ledger.append(events, Precondition::None).unwrap();
+    }
+
+    /// A workspace whose `head-files` has many blocks (a directory of 1,500 files across
+    /// several of them, files where other paths have directories), with changes recorded
+    /// after it was written.
+    fn many_blocks() -> Ws {
+        let w = workspace();
+        let mut names: Vec<String> = (0..1500).map(|i| format!("big/f{i:05}")).collect();
+        names.extend((0..900).map(|i| format!("d{}/s{}/file-{i}.txt", i % 7, i % 3)));
+        names.extend(["a", "d3", "d4/s1", "zz/last"].map(String::from));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        record_named(&w, &names, Some(1));
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let bytes = fs::read(w.ledger.dir().join("index/head-files")).unwrap();
+        let blocks = u32::from_le_bytes(bytes[64..68].try_into().unwrap());
+        assert!(blocks >= 6, "{blocks} blocks");
+        // Since the base: edits, a file created, deletes (one where a directory's
+        // path is).
+        record_named(&w, &["big/f00010", "d1/s1/new.txt", "big/f01499"], Some(2));
+        record_named(&w, &["big/f00700", "d3"], None);
+        w
+    }
+
+    /// A `head-files` read around some paths (its index and the blocks that can hold
+    /// them) answers for each path, its ancestors and everything beneath it as the
+    /// whole file does, events since the base included, and reads a fraction of it.
+    #[test]
+    fn head_files_read_around_paths_answer_as_the_whole_file() {
+        let w = many_blocks();
+        let whole = HeadFiles::load(&w.ledger).unwrap();
+        assert_eq!(head_files(&w), tree_files(&w));
+        let len = fs::metadata(w.ledger.dir().join("index/head-files"))
+            .unwrap()
+            .len() as usize;
+        let paths: [&[u8]; 13] = [
+            b"big/f00010",
+            b"big",
+            b"big/f00700",
+            b"d3/s0/file-3.txt",
+            b"d3",
+            b"d4/s1/file-4.txt",
+            b"a",
+            b"0 below every path",
+            b"zz/last",
+            b"zz",
+            b"~ above every path",
+            b"d1/s1/new.txt",
+            b"d5/s2",
+        ];
+        for p in paths {
+            let what = String::from_utf8_lossy(p);
+            let part = HeadFiles::load_around(&w.ledger, &[p]).unwrap();
+            assert_eq!(part.seq(), whole.seq());
+            for q in crate::cache::with_ancestors(p) {
+                assert_eq!(
+                    part.get(q),
+                    whole.get(q),
+                    "{what}: {}",
+                    String::from_utf8_lossy(q)
+                );
+            }
+            let mut dir = p.to_vec();
+            dir.push(b'/');
+            assert_eq!(part.with_prefix(&dir), whole.with_prefix(&dir), "{what}/");
+            // (Everything beneath `big/` is most of the file.)
+            assert!(
+                p == b"big" || part.base_bytes() < len / 3,
+                "{what}: read {} of {len} bytes",
+                part.base_bytes()
+            );
+        }
+        // Beneath `big/` lie 1,499 files over several blocks.
+        let part = HeadFiles::load_around(&w.ledger, &[b"big"]).unwrap();
+        assert_eq!(part.with_prefix(b"big/").len(), 1499);
+        // Several paths at once.
+        let part = HeadFiles::load_around(&w.ledger, &paths).unwrap();
+        for p in paths {
+            assert_eq!(part.get(p), whole.get(p));
+        }
+    }
+
+    /// A damaged block, a damaged index, or a file of the earlier version: what is read
+    /// around a path is still the recorded state (the file is not used, or not the
+    /// block), never the damaged bytes.
+    #[test]
+    fn head_files_read_around_paths_pass_over_damage() {
+        let w = many_blocks();
+        let path = w.ledger.dir().join("index/head-files");
+        let clean = fs::read(&path).unwrap();
+        let whole = HeadFiles::load(&w.ledger).unwrap();
+        let n = clean.len();
+        // The hash of the last entry (`zz/last`), the index, the version.
+        for (at, what) in [(n - 20, "last block"), (100, "index"), (8, "version")] {
+            let mut bytes = clean.clone();
+            bytes[at] ^= if at == 8 { 3 } else { 0x55 };
+            fs::write(&path, &bytes).unwrap();
+            for p in [&b"zz/last"[..], b"a", b"big/f00010"] {
+                let part = HeadFiles::load_around(&w.ledger, &[p]).unwrap();
+                assert_eq!(
+                    part.get(p),
+                    whole.get(p),
+                    "{what}: {}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+            assert_eq!(head_files(&w), tree_files(&w), "{what}");
+            fs::write(&path, &clean).unwrap();
+        }
+    }
+
+    /// A `head-files` read around some paths, once due, writes a whole new file.
+    #[test]
+    fn head_files_read_around_paths_are_rewritten_whole_when_due() {
+        let w = many_blocks();
+        let path = w.ledger.dir().join("index/head-files");
+        let before = fs::read(&path).unwrap();
+        for i in 0..crate::cache::HEAD_FILES_EVERY as u8 {
+            record_named(&w, &["big/f00001"], Some(i));
+        }
+        let part = HeadFiles::load_around(&w.ledger, &[b"big/f00001"]).unwrap();
+        part.save_if_due(&w.ledger);
+        let after = fs::read(&path).unwrap();
+        assert_ne!(after, before, "not rewritten");
+        let head = w.ledger.head().unwrap().seq;
+        assert_eq!(after[16..24], head.to_le_bytes(), "written at the head");
+        let whole = HeadFiles::load(&w.ledger).unwrap();
+        assert_eq!(
+            whole.base_bytes(),
+            after.len(),
+            "the new file is whole and used"
+        );
+        assert_eq!(head_files(&w), tree_files(&w));
+    }
 }
