@@ -31,8 +31,11 @@
 //! after `seq`, whose event hash is `event_hash` (checked against the journal before the
 //! file is used: the head's hash, or the `prev` of the event after `seq`; the events
 //! after it are folded in from the journal). A block is used only when its checksum
-//! matches; the header and index only when theirs does. Version 1 was one run of
-//! entries under one checksum, read whole.
+//! matches and its paths are where the index puts them; the header and index only when
+//! their checksum matches. (A read around some paths takes the index's word for which
+//! block holds a path: the checksums guard against damage, not against a file made to
+//! mislead, as for every derived file.) Version 1 was one run of entries under one
+//! checksum, read whole.
 //!
 //! Integers are little-endian; mode is 0 regular, 1 executable, 2 symlink.
 
@@ -856,6 +859,8 @@ impl HeadFiles {
             dir.push(b'/');
             wanted.extend(index.blocks_with_prefix(&dir));
         }
+        // (Every block read: a whole base, as `parse` gives.)
+        let partial = wanted.len() < index.blocks.len();
         let mut buf = Vec::with_capacity(wanted.iter().map(|&b| index.blocks[b].len).sum());
         let mut spans = Vec::new();
         for b in wanted {
@@ -864,7 +869,7 @@ impl HeadFiles {
             f.read_exact_at(&mut buf[at..], range.start as u64).ok()?;
             index.check_block(b, &buf, at, &mut spans)?;
         }
-        Some((Self::with_base(buf, spans, &index, true), index.hash))
+        Some((Self::with_base(buf, spans, &index, partial), index.hash))
     }
 
     fn base_content(&self, i: usize) -> (&[u8], Content) {
@@ -962,12 +967,18 @@ impl HeadFiles {
 
     /// Every recorded file, sorted by path (not of one loaded around some paths).
     pub fn iter(&self) -> HeadIter<'_> {
-        debug_assert!(!self.partial, "every file of a partly read head-files");
+        assert!(!self.partial, "every file of a partly read head-files");
         HeadIter {
             hf: self,
             i: 0,
             overlay: self.overlay.iter().peekable(),
         }
+    }
+
+    /// Whether the base came from `head-files` (not rebuilt from the tree snapshots).
+    #[cfg(test)]
+    pub fn base_used(&self) -> bool {
+        !self.stale
     }
 
     /// Bytes of `head-files` read into the base (all of its blocks, or some).
@@ -1012,6 +1023,7 @@ impl HeadFiles {
             let block = &blocks[start..];
             let first_len = u32::from_le_bytes(block[..4].try_into().expect("4 bytes")) as usize;
             index.extend_from_slice(&(start as u64).to_le_bytes());
+            // (Below `HEAD_BLOCK` plus one entry, whose path length is a `u32`.)
             index.extend_from_slice(&(block.len() as u32).to_le_bytes());
             index.extend_from_slice(&entries.to_le_bytes());
             index.extend_from_slice(blake3::hash(block).as_bytes());
@@ -1033,6 +1045,9 @@ impl HeadFiles {
             close(&blocks, &mut index, start, entries);
             n += 1;
         }
+        let Ok(index_len) = u32::try_from(index.len()) else {
+            return; // an index of 4 GiB: not written
+        };
         let mut out = Vec::with_capacity(HEAD_HEADER + index.len() + 32 + blocks.len());
         out.extend_from_slice(HEAD_MAGIC);
         out.extend_from_slice(&HEAD_VERSION.to_le_bytes());
@@ -1041,7 +1056,7 @@ impl HeadFiles {
         out.extend_from_slice(head.hash.as_bytes());
         out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&(index.len() as u32).to_le_bytes());
+        out.extend_from_slice(&index_len.to_le_bytes());
         out.extend_from_slice(&index);
         let sum = blake3::hash(&out);
         out.extend_from_slice(sum.as_bytes());

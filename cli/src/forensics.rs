@@ -203,7 +203,8 @@ pub fn revert(
     } else {
         apply::SyncSetting::from_env()?
     };
-    // `head-files` is read into memory while the ledger opens (see `partial_head`).
+    // The kernel is asked to read `head-files` while the ledger opens; `partial_head`
+    // then reads its index and the blocks it needs.
     let (ctx, ()) = context::open_then(cli, |_, dir| HeadFiles::prefetch(dir))?;
     let ledger = &ctx.ledger;
     if let Some(d) = ledger.damaged() {

@@ -1257,8 +1257,14 @@ mod tests {
         assert_eq!(part.with_prefix(b"big/").len(), 1499);
         // Several paths at once.
         let part = HeadFiles::load_around(&w.ledger, &paths).unwrap();
+        assert!(part.base_used());
         for p in paths {
-            assert_eq!(part.get(p), whole.get(p));
+            for q in crate::cache::with_ancestors(p) {
+                assert_eq!(part.get(q), whole.get(q));
+            }
+            let mut dir = p.to_vec();
+            dir.push(b'/');
+            assert_eq!(part.with_prefix(&dir), whole.with_prefix(&dir));
         }
     }
 
@@ -1285,6 +1291,10 @@ mod tests {
                     "{what}: {}",
                     String::from_utf8_lossy(p)
                 );
+                // A damaged last block leaves the blocks before it usable.
+                if what == "last block" && p == b"a" {
+                    assert!(part.base_used() && part.base_bytes() < n / 3);
+                }
             }
             assert_eq!(head_files(&w), tree_files(&w), "{what}");
             fs::write(&path, &clean).unwrap();
@@ -1313,5 +1323,154 @@ mod tests {
             "the new file is whole and used"
         );
         assert_eq!(head_files(&w), tree_files(&w));
+    }
+
+    /// `head-files` written from `blocks` (entries: path and the 41 bytes after it) at
+    /// the seq and event hash of `like`'s header, with the index as `edit` leaves it
+    /// (offset, length, entries, checksum, first path per block); checksums are
+    /// computed after the blocks are made and before `edit`, the index's after it.
+    fn crafted(
+        like: &[u8],
+        blocks: &[Vec<(Vec<u8>, [u8; 41])>],
+        edit: impl FnOnce(&mut Vec<(u64, u32, u32, [u8; 32], Vec<u8>)>),
+    ) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut index = Vec::new();
+        for b in blocks {
+            let start = body.len();
+            for (p, rest) in b {
+                body.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                body.extend_from_slice(p);
+                body.extend_from_slice(rest);
+            }
+            let bytes = &body[start..];
+            let first = b.first().map(|e| e.0.clone()).unwrap_or_default();
+            let sum = *blake3::hash(bytes).as_bytes();
+            index.push((start as u64, bytes.len() as u32, b.len() as u32, sum, first));
+        }
+        edit(&mut index);
+        let mut ix = Vec::new();
+        for (offset, len, entries, sum, first) in &index {
+            ix.extend_from_slice(&offset.to_le_bytes());
+            ix.extend_from_slice(&len.to_le_bytes());
+            ix.extend_from_slice(&entries.to_le_bytes());
+            ix.extend_from_slice(sum);
+            ix.extend_from_slice(&(first.len() as u32).to_le_bytes());
+            ix.extend_from_slice(first);
+        }
+        let count: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        let mut out = like[..56].to_vec();
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&(index.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(ix.len() as u32).to_le_bytes());
+        out.extend_from_slice(&ix);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A `head-files` whose checksums hold but whose blocks do not fit together is not
+    /// used: blocks that overlap, first paths out of order or not the block's own, a
+    /// gap between blocks, an empty block. (The same file without the fault is.)
+    #[test]
+    fn head_files_whose_blocks_do_not_fit_together_are_not_used() {
+        let w = workspace();
+        let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        record_named(&w, &names, Some(1));
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let path = w.ledger.dir().join("index/head-files");
+        let like = fs::read(&path).unwrap();
+        let entries: Vec<(Vec<u8>, [u8; 41])> = HeadFiles::load(&w.ledger)
+            .unwrap()
+            .files()
+            .iter()
+            .map(|(p, c)| {
+                let mut rest = [0u8; 41];
+                rest[..32].copy_from_slice(c.hash.as_bytes());
+                rest[32] = 0;
+                rest[33..].copy_from_slice(&c.size.to_le_bytes());
+                (p.to_vec(), rest)
+            })
+            .collect();
+        let three = |e: &[(Vec<u8>, [u8; 41])]| {
+            vec![e[..15].to_vec(), e[15..30].to_vec(), e[30..].to_vec()]
+        };
+        let good = crafted(&like, &three(&entries), |_| {});
+        fs::write(&path, &good).unwrap();
+        let hf = HeadFiles::load(&w.ledger).unwrap();
+        assert!(
+            hf.base_used() && hf.base_bytes() == good.len(),
+            "the crafted file is used"
+        );
+        let mut overlapping = three(&entries);
+        overlapping[0].push(entries[15].clone());
+        let faults: Vec<(&str, Vec<u8>)> = vec![
+            ("blocks overlap", crafted(&like, &overlapping, |_| {})),
+            (
+                "first paths out of order",
+                crafted(&like, &three(&entries), |ix| ix[2].4 = ix[1].4.clone()),
+            ),
+            (
+                "a first path not the block's",
+                crafted(&like, &three(&entries), |ix| ix[1].4.push(0)),
+            ),
+            (
+                "a gap between blocks",
+                crafted(&like, &three(&entries), |ix| ix[2].0 += 1),
+            ),
+            ("an empty block", {
+                let mut b = three(&entries);
+                b.insert(1, Vec::new());
+                crafted(&like, &b, |_| {})
+            }),
+        ];
+        for (what, bytes) in faults {
+            fs::write(&path, &bytes).unwrap();
+            let hf = HeadFiles::load(&w.ledger).unwrap();
+            assert!(!hf.base_used(), "{what}: used");
+            assert_eq!(head_files(&w), tree_files(&w), "{what}");
+            let part = HeadFiles::load_around(&w.ledger, &[b"f20"]).unwrap();
+            assert_eq!(part.get(b"f20"), hf.get(b"f20"), "{what}");
+        }
+    }
+
+    /// An index longer than the first read (long first paths over many blocks), and a
+    /// tree of no files (no blocks at all): read around a path as the whole file.
+    #[test]
+    fn head_files_with_a_long_index_or_no_blocks_read_around_paths() {
+        let w = workspace();
+        let names: Vec<String> = (0..4400).map(|i| format!("long/{i:0>200}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        record_named(&w, &names, Some(1));
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let bytes = fs::read(w.ledger.dir().join("index/head-files")).unwrap();
+        let index_len = u32::from_le_bytes(bytes[68..72].try_into().unwrap());
+        assert!(index_len > 16 << 10, "an index of {index_len} bytes");
+        let whole = HeadFiles::load(&w.ledger).unwrap();
+        for p in [names[0], names[2999], names[4399], "long"] {
+            let part = HeadFiles::load_around(&w.ledger, &[p.as_bytes()]).unwrap();
+            assert!(part.base_used(), "{p}");
+            assert_eq!(part.get(p.as_bytes()), whole.get(p.as_bytes()), "{p}");
+            let dir = format!("{p}/");
+            assert_eq!(
+                part.with_prefix(dir.as_bytes()),
+                whole.with_prefix(dir.as_bytes())
+            );
+        }
+        // Every file deleted: a file of no blocks, used as it is.
+        record_named(&w, &names, None);
+        for i in 0..crate::cache::HEAD_FILES_EVERY as usize {
+            record_named(&w, &[&format!("tmp{i}")], None);
+        }
+        HeadFiles::load(&w.ledger).unwrap().save_if_due(&w.ledger);
+        let bytes = fs::read(w.ledger.dir().join("index/head-files")).unwrap();
+        assert_eq!(bytes[56..72], [0u8; 16], "no entries, no blocks, no index");
+        let whole = HeadFiles::load(&w.ledger).unwrap();
+        assert!(whole.base_used() && whole.files().is_empty());
+        let part = HeadFiles::load_around(&w.ledger, &[names[5].as_bytes()]).unwrap();
+        assert!(part.base_used());
+        assert_eq!(part.get(names[5].as_bytes()), None);
     }
 }

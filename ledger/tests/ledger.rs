@@ -735,6 +735,10 @@ fn the_pipelined_walk_cuts_segments_between_records() {
                     lens.iter().any(|&l| l + frame >= 3000),
                     "{what}: pieces grow to the full size: {lens:?}"
                 );
+                assert!(
+                    lens.iter().all(|&l| l <= 3000 + frame),
+                    "{what}: and no further: {lens:?}"
+                );
             }
             if piece == 1 << 20 {
                 assert_eq!(starts, [0], "the whole segment is one piece");

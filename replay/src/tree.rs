@@ -520,16 +520,20 @@ impl TreeFold {
 
     /// A buffer size for the next snapshot: the last one's size per entry times the
     /// entries now, and an eighth more (bytes never written to are never given memory,
-    /// while a buffer that has to grow is copied or faulted in again: the first kept
-    /// snapshot of a rebuild, after one of an empty tree, took four times as long as
-    /// the next one of the same size).
+    /// while a buffer that has to grow is copied: a rebuild's first kept snapshot, after
+    /// the empty tree's, grew from 46 bytes). At most twice the last snapshot or
+    /// [`SNAPSHOT_ENTRY_GUESS`] per entry, whichever is more: a small last snapshot of a
+    /// few long keys says little about a tree that has grown since.
     fn snapshot_capacity(&self) -> usize {
         let (len, entries) = self.snapshot_size;
         let per_entry = len
             .checked_div(entries)
             .map_or(SNAPSHOT_ENTRY_GUESS, |b| b + 1);
         let want = self.order.len().saturating_mul(per_entry);
-        want.saturating_add(want / 8).max(len)
+        let most = len
+            .saturating_mul(2)
+            .max(self.order.len().saturating_mul(SNAPSHOT_ENTRY_GUESS));
+        want.saturating_add(want / 8).min(most).max(len)
     }
 
     /// Takes the starting tree apart into the slab and maps.
