@@ -162,21 +162,63 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Rebuilt> {
     }
 }
 
+/// Bytes per part in which [`rebuild_pass`] hands a snapshot to the thread that stores
+/// it (so a part is hashed and written while the next is encoded).
+const SNAPSHOT_PART: usize = 256 << 10;
+
+/// What [`rebuild_pass`] sends the thread that stores its snapshots: a snapshot begins
+/// (its seq, and whether it is the head's rather than a kept one), a part of it, its end.
+enum Snap {
+    Begin(u64, bool),
+    Part(Vec<u8>),
+    End,
+}
+
+/// Encodes `fold`'s snapshot in parts to `tx`: `false` when the storing thread is gone.
+fn send_snapshot(
+    tx: &std::sync::mpsc::SyncSender<Snap>,
+    fold: &mut TreeFold,
+    seq: u64,
+    head: bool,
+) -> bool {
+    let mut sent = tx.send(Snap::Begin(seq, head)).is_ok();
+    fold.snapshot_parts(SNAPSHOT_PART, &mut |part| {
+        sent = sent && tx.send(Snap::Part(part)).is_ok();
+    });
+    sent && tx.send(Snap::End).is_ok()
+}
+
 /// One rebuild walk; `None` when the pipelined walk found a problem. Snapshots are
-/// encoded here and stored (hashed, written, renamed) on a second thread: the kept ones
-/// while the walk goes on, the head's while the fold is dropped.
+/// encoded here and stored (hashed, written, renamed) on a second thread as their parts
+/// come: the kept ones while the walk goes on, the head's while it is encoded and the
+/// fold dropped.
 fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> {
-    // (seq, bytes, whether it is the head snapshot rather than a kept one)
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool)>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Snap>(8);
     std::thread::scope(|s| {
         let store = s.spawn(move || -> ledger::Result<()> {
             let index = ledger.index_unsynced();
-            for (seq, bytes, head) in rx {
-                if head {
-                    index.put_snapshot(HEAD_SNAPSHOT, seq, &bytes)?;
-                    index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
-                } else {
-                    index.put_snapshot(KEPT_SNAPSHOT, seq, &bytes)?;
+            let mut writing = None;
+            for m in rx {
+                match (m, writing.take()) {
+                    (Snap::Begin(seq, head), _) => {
+                        let name = if head { HEAD_SNAPSHOT } else { KEPT_SNAPSHOT };
+                        writing = Some((index.snapshot_writer(name, seq)?, seq, head));
+                    }
+                    (Snap::Part(bytes), Some(mut w)) => {
+                        w.0.write(&bytes)?;
+                        writing = Some(w);
+                    }
+                    (Snap::End, Some((w, seq, head))) => {
+                        w.finish()?;
+                        if head {
+                            index.prune_snapshots(HEAD_SNAPSHOT, seq)?;
+                        }
+                    }
+                    (_, None) => {
+                        return Err(ledger::Error::Invalid(
+                            "a snapshot part with no beginning".into(),
+                        ))
+                    }
                 }
             }
             Ok(())
@@ -188,7 +230,7 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
         // storing thread failed: its error comes back when it is joined below.
         let mut keep = |fold: &mut TreeFold, seq: u64| -> ledger::Result<()> {
             if last_kept.is_none_or(|k| seq >= k + keep_interval(fold.len())) {
-                if tx.send((seq, fold.to_snapshot_bytes(), false)).is_err() {
+                if !send_snapshot(&tx, fold, seq, false) {
                     return Err(ledger::Error::Stopped);
                 }
                 last_kept = Some(seq);
@@ -230,12 +272,13 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                 })
                 .map(|()| true)
         };
-        // A whole walk: the head snapshot goes to the storing thread, which writes it
-        // while the fold is dropped here (a kept snapshot due at the head was sent by
-        // `keep` after the last event). A closed channel means that thread failed: its
-        // error comes back when it is joined.
+        // A whole walk: the head snapshot goes to the storing thread, which writes each
+        // part while the next is encoded and puts it in place while the fold is dropped
+        // here (a kept snapshot due at the head was sent by `keep` after the last
+        // event). A closed channel means that thread failed: its error comes back when
+        // it is joined.
         if let (Ok(true), Some(seq)) = (&scanned, fold.seq()) {
-            let _ = tx.send((seq, fold.to_snapshot_bytes(), true));
+            send_snapshot(&tx, &mut fold, seq, true);
         }
         let t = Rebuilt {
             seq: fold.seq(),
@@ -345,6 +388,66 @@ mod tests {
         assert_eq!(kept, vec![0, 0, 4096, 4096, 8192, 8192]);
         for seq in [0, 1, 4095, 4096, 4097, 6000, 8999, 9000] {
             let (t, _) = tree_at(&l, seq).unwrap();
+            assert_eq!(t, replay::state_at(&events, seq).unwrap(), "seq {seq}");
+        }
+    }
+
+    /// Snapshots larger than a part ([`SNAPSHOT_PART`]), stored as their parts come,
+    /// load as the trees they were made of.
+    #[test]
+    fn rebuilt_snapshots_of_several_parts_load_as_their_trees() {
+        let d = tempfile::tempdir().unwrap();
+        let actor = Actor {
+            agent: "t".into(),
+            ..Default::default()
+        };
+        let l = Ledger::init(d.path(), actor.clone()).unwrap();
+        let batch: Vec<NewEvent> = (0..6000u64)
+            .map(|n| NewEvent {
+                time_us: 1,
+                actor: actor.clone(),
+                change_id: format!("c{n}"),
+                correlation_id: None,
+                body: Body::Change(Change {
+                    message: None,
+                    reverts: None,
+                    resources: vec![ResourceChange {
+                        key: ResourceKey::file(
+                            format!("src/module-{}/file-{n:05}.rs", n % 17).as_bytes(),
+                        ),
+                        op: Op::Create,
+                        old: None,
+                        new: Some(Content {
+                            hash: Hash::of_content(&n.to_le_bytes()),
+                            mode: Mode::Regular,
+                            size: n,
+                        }),
+                    }],
+                }),
+                meta: BTreeMap::new(),
+            })
+            .collect();
+        l.append(batch, Precondition::None).unwrap();
+        let head = l.head().unwrap().seq;
+        rebuild_snapshots(&l).unwrap();
+        let index = l.index_unsynced();
+        let (at, bytes) = index
+            .snapshot_at_or_before(HEAD_SNAPSHOT, head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at, head);
+        assert!(bytes.len() > 2 * SNAPSHOT_PART, "{} bytes", bytes.len());
+        let events: Vec<_> = l.events(&(0..=head).collect::<Vec<_>>()).unwrap();
+        let events: Vec<_> = events.into_iter().map(|r| r.event).collect();
+        let kept = index
+            .snapshot_at_or_before(KEPT_SNAPSHOT, head)
+            .unwrap()
+            .unwrap()
+            .0;
+        assert!(kept > 0, "a kept snapshot of a large tree");
+        for seq in [kept, head] {
+            let (t, from) = tree_at(&l, seq).unwrap();
+            assert_eq!(from, Some(seq), "seq {seq} from its snapshot");
             assert_eq!(t, replay::state_at(&events, seq).unwrap(), "seq {seq}");
         }
     }

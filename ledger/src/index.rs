@@ -148,6 +148,47 @@ fn snapshot_file(name: &str, seq: u64) -> Result<String> {
     Ok(format!("{name}.{seq:020}"))
 }
 
+/// A projection snapshot being written ([`Index::snapshot_writer`]). Derived data:
+/// written whole to a temporary file and renamed into place, not synced; the bytes and
+/// then their BLAKE3, so a torn file fails its hash and is not used. Dropped before
+/// [`SnapshotWriter::finish`], it removes the temporary file.
+pub struct SnapshotWriter {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    done: bool,
+}
+
+impl SnapshotWriter {
+    /// The next bytes of the snapshot.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io("writing", &self.path, e))
+    }
+
+    /// Writes the hash and puts the snapshot in place.
+    pub fn finish(mut self) -> Result<()> {
+        let sum = self.hasher.finalize();
+        self.file
+            .write_all(sum.as_bytes())
+            .and_then(|_| fs::rename(&self.tmp, &self.path))
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 fn new_epoch() -> u64 {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
@@ -800,26 +841,28 @@ impl Index {
 
     /// Saves a projection snapshot: `name` (letters, digits, `-`, `_`) at `seq`.
     pub fn put_snapshot(&self, name: &str, seq: u64, bytes: &[u8]) -> Result<()> {
+        let mut w = self.snapshot_writer(name, seq)?;
+        w.write(bytes)?;
+        w.finish()
+    }
+
+    /// Saves a projection snapshot given in parts ([`SnapshotWriter::write`], in order):
+    /// its bytes can be written while the rest of them is still being made. Nothing is
+    /// in place until [`SnapshotWriter::finish`].
+    pub fn snapshot_writer(&self, name: &str, seq: u64) -> Result<SnapshotWriter> {
         let path = self.snap_dir.join(snapshot_file(name, seq)?);
         fs::create_dir_all(&self.snap_dir).map_err(|e| Error::io("creating", &self.snap_dir, e))?;
         let tmp = self
             .snap_dir
             .join(format!("tmp-{}-{name}", std::process::id()));
-        let sum = blake3::hash(bytes);
-        // Derived data: written whole and renamed into place, not synced. A torn file
-        // fails its hash and is not used. The bytes, then their hash (not copied into
-        // one buffer first: a rebuild stores hundreds of megabytes of snapshots).
-        let res = File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(bytes)?;
-                f.write_all(sum.as_bytes())
-            })
-            .and_then(|_| fs::rename(&tmp, &path));
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("writing", path, e));
-        }
-        Ok(())
+        let file = File::create(&tmp).map_err(|e| Error::io("writing", &path, e))?;
+        Ok(SnapshotWriter {
+            file,
+            tmp,
+            path,
+            hasher: blake3::Hasher::new(),
+            done: false,
+        })
     }
 
     /// Seqs of the snapshots of `name`, ascending (their files are not read).

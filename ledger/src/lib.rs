@@ -33,7 +33,7 @@ pub use audit::{Checkpointed, MerkleState, Mismatch};
 pub use error::{Error, Result};
 pub use event::*;
 pub use hash::{cmp_bytes, Hash, Name, EVENT_HASH_CONTEXT};
-pub use index::{Index, IndexState};
+pub use index::{Index, IndexState, SnapshotWriter};
 pub use journal::{
     decode_frame, decode_frame_ref, encode_frame, FrameError, Head, Journal, Position, Record,
     RecordRef, Recovery, SegmentConsume, SegmentPrepare, TailHint, FRAME_HEADER, FRAME_MAGIC,

@@ -1264,6 +1264,46 @@ fn snapshots_are_checksummed_files_pruned_by_name_and_cleared_by_reindex() {
     assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
 }
 
+/// A snapshot written in parts is the parts joined, in place only once finished; one
+/// dropped before it is finished leaves nothing behind (no snapshot, no temporary file).
+#[test]
+fn a_snapshot_written_in_parts_is_in_place_only_when_finished() {
+    let (d, l) = init();
+    let dir = d.path().join(LEDGER_DIR).join("index").join("snapshots");
+    let ix = l.index_unsynced();
+    let mut w = ix.snapshot_writer("tree", 3).unwrap();
+    for part in [&b"one "[..], b"", b"two ", b"three"] {
+        w.write(part).unwrap();
+    }
+    assert_eq!(
+        ix.snapshot_at_or_before("tree", 3).unwrap(),
+        None,
+        "not yet"
+    );
+    w.finish().unwrap();
+    assert_eq!(
+        ix.snapshot_at_or_before("tree", 3).unwrap(),
+        Some((3, b"one two three".to_vec()))
+    );
+    // The same bytes as put whole.
+    ix.put_snapshot("tree", 4, b"one two three").unwrap();
+    let file = |seq: u64| std::fs::read(dir.join(format!("tree.{seq:020}"))).unwrap();
+    assert_eq!(file(3), file(4));
+    let mut w = ix.snapshot_writer("tree", 5).unwrap();
+    w.write(b"half").unwrap();
+    drop(w);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("tree.{:020}", 3), format!("tree.{:020}", 4)]
+    );
+    assert_eq!(ix.latest_snapshot_seq("tree").unwrap(), Some(4));
+}
+
 #[test]
 fn a_failed_index_writer_is_caught_up_from_the_journal_on_the_next_read() {
     let (_d, l) = init();

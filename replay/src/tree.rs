@@ -464,19 +464,32 @@ impl TreeFold {
 
     /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
     pub fn to_snapshot_bytes(&mut self) -> Vec<u8> {
+        let mut whole = Vec::new();
+        self.snapshot_parts(usize::MAX, &mut |part| whole = part);
+        whole
+    }
+
+    /// [`TreeFold::to_snapshot_bytes`] handed to `emit` in parts, in order, each ended
+    /// after the first entry that takes it to `part` bytes or more (the last one
+    /// shorter): whoever stores the snapshot can write the first parts while the next
+    /// are made. With `part` of `usize::MAX`, one part.
+    pub fn snapshot_parts(&mut self, part: usize, emit: &mut dyn FnMut(Vec<u8>)) {
         if let Some(t) = &self.start {
             // `start.seq` follows `self.seq` (see `done`).
-            return t.to_snapshot_bytes();
+            return emit(t.to_snapshot_bytes());
         }
         self.settle();
+        let capacity = self.snapshot_capacity();
+        // A part's buffer: all of the snapshot's, or a part and a little more.
+        let part_capacity = capacity.min(part.saturating_add(part / 8));
+        let mut total = 0;
         // The bytes `bincode` writes for a `Tree` with `CANONICAL` (fixed-width little-
         // endian integers, u64 lengths, u32 enum tags), written directly: through serde
         // a hash is 32 one-byte elements, which made encoding the snapshots a seventh
         // of a rebuild. `TreeFold`'s tests compare these bytes with
         // `Tree::to_snapshot_bytes` on every fold. The header first (`()` encodes to
         // no bytes).
-        let mut out =
-            crate::projection::snapshot_bytes(Tree::SNAPSHOT_KIND, &(), self.snapshot_capacity());
+        let mut out = crate::projection::snapshot_bytes(Tree::SNAPSHOT_KIND, &(), part_capacity);
         let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
         len(&mut out, self.order.len());
         // Cells (and their change IDs) come in key order, not slab order: each is asked
@@ -506,6 +519,13 @@ impl TreeFold {
             let id = self.id(c.id());
             len(&mut out, id.len());
             out.extend_from_slice(id.as_bytes());
+            if out.len() >= part {
+                total += out.len();
+                emit(std::mem::replace(
+                    &mut out,
+                    Vec::with_capacity(part_capacity),
+                ));
+            }
         }
         match self.seq {
             None => out.push(0),
@@ -514,8 +534,8 @@ impl TreeFold {
                 out.extend_from_slice(&seq.to_le_bytes());
             }
         }
-        self.snapshot_size = (out.len(), self.order.len());
-        out
+        self.snapshot_size = (total + out.len(), self.order.len());
+        emit(out);
     }
 
     /// A buffer size for the next snapshot: the last one's size per entry times the
@@ -1358,6 +1378,49 @@ mod tests {
         f.set(namespace, name, hash, new, seq, id, &mut None)
             .unwrap();
         f.done(seq);
+    }
+
+    /// A snapshot handed out in parts joins to the bytes of one made whole, for parts
+    /// of one byte to larger than the snapshot; every part but the last reaches the part
+    /// size, one entry ending each (with one-byte parts, a part per entry and one for
+    /// the end).
+    #[test]
+    fn snapshot_parts_join_to_the_snapshot_bytes() {
+        let mut f = TreeFold::new(Tree::new());
+        // (Takes the empty starting tree apart: the fold is in the slab.)
+        f.check(1).unwrap();
+        for i in 0..300u32 {
+            let c = Content {
+                hash: ledger::Hash::of_content(&i.to_le_bytes()),
+                mode: Mode::Regular,
+                size: u64::from(i),
+            };
+            let name = format!("dir/f{i:04}");
+            put(
+                &mut f,
+                "file",
+                name.as_bytes(),
+                None,
+                Some(c),
+                &format!("c{}", i / 3),
+            );
+        }
+        let whole = f.to_snapshot_bytes();
+        assert_eq!(Tree::from_snapshot_bytes(&whole).unwrap().len(), 300);
+        for part in [1, 50, 4096, whole.len(), usize::MAX] {
+            let mut parts = Vec::new();
+            f.snapshot_parts(part, &mut |p| parts.push(p));
+            assert_eq!(parts.concat(), whole, "parts of {part}");
+            let (_, rest) = parts.split_last().unwrap();
+            assert!(rest.iter().all(|p| p.len() >= part), "parts of {part}");
+            assert_eq!(f.snapshot_size, (whole.len(), 300));
+            match part {
+                1 => assert_eq!(parts.len(), 301),
+                50 => assert!(parts.len() > 100),
+                p if p >= whole.len() => assert_eq!(parts.len(), 1),
+                _ => assert!(parts.len() > 2),
+            }
+        }
     }
 
     /// `files` counts the file namespace only, in the starting tree and in the slab.
