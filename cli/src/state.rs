@@ -174,18 +174,21 @@ enum Snap {
     End,
 }
 
-/// Encodes `fold`'s snapshot in parts to `tx`: `false` when the storing thread is gone.
+/// Parts of a snapshot that may wait for the storing thread (8 MiB), so the fold goes on
+/// while a kept snapshot is hashed and written.
+const SNAPSHOT_PARTS_AHEAD: usize = 32;
+
+/// Encodes `fold`'s snapshot in parts to `tx`: `false` when the storing thread is gone
+/// (the encoding then stops).
 fn send_snapshot(
     tx: &std::sync::mpsc::SyncSender<Snap>,
     fold: &mut TreeFold,
     seq: u64,
     head: bool,
 ) -> bool {
-    let mut sent = tx.send(Snap::Begin(seq, head)).is_ok();
-    fold.snapshot_parts(SNAPSHOT_PART, &mut |part| {
-        sent = sent && tx.send(Snap::Part(part)).is_ok();
-    });
-    sent && tx.send(Snap::End).is_ok()
+    tx.send(Snap::Begin(seq, head)).is_ok()
+        && fold.snapshot_parts(SNAPSHOT_PART, &mut |part| tx.send(Snap::Part(part)).is_ok())
+        && tx.send(Snap::End).is_ok()
 }
 
 /// One rebuild walk; `None` when the pipelined walk found a problem. Snapshots are
@@ -193,14 +196,17 @@ fn send_snapshot(
 /// come: the kept ones while the walk goes on, the head's while it is encoded and the
 /// fold dropped.
 fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Snap>(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Snap>(SNAPSHOT_PARTS_AHEAD);
     std::thread::scope(|s| {
         let store = s.spawn(move || -> ledger::Result<()> {
             let index = ledger.index_unsynced();
             let mut writing = None;
             for m in rx {
                 match (m, writing.take()) {
-                    (Snap::Begin(seq, head), _) => {
+                    (Snap::Begin(seq, head), unfinished) => {
+                        // (Never one unfinished: a snapshot is sent whole before the
+                        // next begins. It would be dropped, its file removed.)
+                        drop(unfinished);
                         let name = if head { HEAD_SNAPSHOT } else { KEPT_SNAPSHOT };
                         writing = Some((index.snapshot_writer(name, seq)?, seq, head));
                     }
@@ -220,6 +226,11 @@ fn rebuild_pass(ledger: &Ledger, pipelined: bool) -> CliResult<Option<Rebuilt>> 
                         ))
                     }
                 }
+            }
+            if writing.is_some() {
+                // The folding thread stopped inside a snapshot (it panicked; the scope
+                // passes that on). The writer, dropped, removes its file.
+                return Err(ledger::Error::Stopped);
             }
             Ok(())
         });
@@ -439,16 +450,33 @@ mod tests {
         assert!(bytes.len() > 2 * SNAPSHOT_PART, "{} bytes", bytes.len());
         let events: Vec<_> = l.events(&(0..=head).collect::<Vec<_>>()).unwrap();
         let events: Vec<_> = events.into_iter().map(|r| r.event).collect();
-        let kept = index
+        let (kept, bytes) = index
             .snapshot_at_or_before(KEPT_SNAPSHOT, head)
             .unwrap()
-            .unwrap()
-            .0;
-        assert!(kept > 0, "a kept snapshot of a large tree");
+            .unwrap();
+        assert!(
+            kept > 0 && bytes.len() > SNAPSHOT_PART,
+            "a kept snapshot of several parts"
+        );
         for seq in [kept, head] {
             let (t, from) = tree_at(&l, seq).unwrap();
             assert_eq!(from, Some(seq), "seq {seq} from its snapshot");
             assert_eq!(t, replay::state_at(&events, seq).unwrap(), "seq {seq}");
         }
+        // The head snapshot cannot be put in place (a directory where it goes): the
+        // rebuild fails and leaves no temporary file.
+        for name in [HEAD_SNAPSHOT, KEPT_SNAPSHOT] {
+            index.prune_snapshots(name, u64::MAX).unwrap();
+        }
+        let dir = l.dir().join("index").join("snapshots");
+        let blocked = dir.join(format!("{HEAD_SNAPSHOT}.{head:020}"));
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        assert!(rebuild_snapshots(&l).is_err());
+        let tmp: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("tmp-"))
+            .collect();
+        assert!(tmp.is_empty(), "{tmp:?}");
     }
 }

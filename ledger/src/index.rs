@@ -151,26 +151,34 @@ fn snapshot_file(name: &str, seq: u64) -> Result<String> {
 /// A projection snapshot being written ([`Index::snapshot_writer`]). Derived data:
 /// written whole to a temporary file and renamed into place, not synced; the bytes and
 /// then their BLAKE3, so a torn file fails its hash and is not used. Dropped before
-/// [`SnapshotWriter::finish`], it removes the temporary file.
+/// [`SnapshotWriter::finish`], it removes the temporary file; after a write failed,
+/// `finish` refuses.
 pub struct SnapshotWriter {
     file: File,
     tmp: PathBuf,
     path: PathBuf,
     hasher: blake3::Hasher,
     done: bool,
+    failed: bool,
 }
 
 impl SnapshotWriter {
     /// The next bytes of the snapshot.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.hasher.update(bytes);
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io("writing", &self.path, e))
+        let res = self.file.write_all(bytes);
+        self.failed |= res.is_err();
+        res.map_err(|e| Error::io("writing", &self.path, e))
     }
 
     /// Writes the hash and puts the snapshot in place.
     pub fn finish(mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Invalid(format!(
+                "{}: a write failed; not put in place",
+                self.path.display()
+            )));
+        }
         let sum = self.hasher.finalize();
         self.file
             .write_all(sum.as_bytes())
@@ -852,16 +860,29 @@ impl Index {
     pub fn snapshot_writer(&self, name: &str, seq: u64) -> Result<SnapshotWriter> {
         let path = self.snap_dir.join(snapshot_file(name, seq)?);
         fs::create_dir_all(&self.snap_dir).map_err(|e| Error::io("creating", &self.snap_dir, e))?;
+        // A name of its own (process and writer), made new: two writers never share a
+        // temporary file. One left by an earlier process of the same pid is stale.
+        static WRITERS: AtomicU64 = AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .snap_dir
-            .join(format!("tmp-{}-{name}", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| Error::io("writing", &path, e))?;
+            .join(format!("tmp-{}-{n}-{name}", std::process::id()));
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("writing", &path, e))?;
         Ok(SnapshotWriter {
             file,
             tmp,
             path,
             hasher: blake3::Hasher::new(),
             done: false,
+            failed: false,
         })
     }
 

@@ -1271,14 +1271,23 @@ fn a_snapshot_written_in_parts_is_in_place_only_when_finished() {
     let (d, l) = init();
     let dir = d.path().join(LEDGER_DIR).join("index").join("snapshots");
     let ix = l.index_unsynced();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
     let mut w = ix.snapshot_writer("tree", 3).unwrap();
     for part in [&b"one "[..], b"", b"two ", b"three"] {
         w.write(part).unwrap();
     }
-    assert_eq!(
-        ix.snapshot_at_or_before("tree", 3).unwrap(),
-        None,
-        "not yet"
+    assert_eq!(ix.latest_snapshot_seq("tree").unwrap(), None, "not yet");
+    let names = listing();
+    assert!(
+        names.len() == 1 && names[0].starts_with("tmp-"),
+        "only a temporary file: {names:?}"
     );
     w.finish().unwrap();
     assert_eq!(
@@ -1292,16 +1301,18 @@ fn a_snapshot_written_in_parts_is_in_place_only_when_finished() {
     let mut w = ix.snapshot_writer("tree", 5).unwrap();
     w.write(b"half").unwrap();
     drop(w);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [format!("tree.{:020}", 3), format!("tree.{:020}", 4)]
-    );
+    let kept = [format!("tree.{:020}", 3), format!("tree.{:020}", 4)];
+    assert_eq!(listing(), kept);
     assert_eq!(ix.latest_snapshot_seq("tree").unwrap(), Some(4));
+    // A snapshot that cannot be put in place (a directory where it goes): an error,
+    // and its temporary file gone.
+    let blocked = dir.join(format!("tree.{:020}", 6));
+    std::fs::create_dir_all(blocked.join("x")).unwrap();
+    let mut w = ix.snapshot_writer("tree", 6).unwrap();
+    w.write(b"six").unwrap();
+    assert!(w.finish().is_err());
+    std::fs::remove_dir_all(&blocked).unwrap();
+    assert_eq!(listing(), kept);
 }
 
 #[test]

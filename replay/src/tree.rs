@@ -465,15 +465,20 @@ impl TreeFold {
     /// [`Projection::to_snapshot_bytes`] of the tree so far (the same bytes).
     pub fn to_snapshot_bytes(&mut self) -> Vec<u8> {
         let mut whole = Vec::new();
-        self.snapshot_parts(usize::MAX, &mut |part| whole = part);
+        self.snapshot_parts(usize::MAX, &mut |part| {
+            whole = part;
+            true
+        });
         whole
     }
 
     /// [`TreeFold::to_snapshot_bytes`] handed to `emit` in parts, in order, each ended
     /// after the first entry that takes it to `part` bytes or more (the last one
     /// shorter): whoever stores the snapshot can write the first parts while the next
-    /// are made. With `part` of `usize::MAX`, one part.
-    pub fn snapshot_parts(&mut self, part: usize, emit: &mut dyn FnMut(Vec<u8>)) {
+    /// are made. With `part` of `usize::MAX`, or while the fold still folds straight
+    /// into its starting tree, one part. `emit` returning `false` stops the encoding
+    /// (and this returns `false`).
+    pub fn snapshot_parts(&mut self, part: usize, emit: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
         if let Some(t) = &self.start {
             // `start.seq` follows `self.seq` (see `done`).
             return emit(t.to_snapshot_bytes());
@@ -521,10 +526,12 @@ impl TreeFold {
             out.extend_from_slice(id.as_bytes());
             if out.len() >= part {
                 total += out.len();
-                emit(std::mem::replace(
+                if !emit(std::mem::replace(
                     &mut out,
                     Vec::with_capacity(part_capacity),
-                ));
+                )) {
+                    return false;
+                }
             }
         }
         match self.seq {
@@ -535,7 +542,7 @@ impl TreeFold {
             }
         }
         self.snapshot_size = (total + out.len(), self.order.len());
-        emit(out);
+        emit(out)
     }
 
     /// A buffer size for the next snapshot: the last one's size per entry times the
@@ -1409,18 +1416,29 @@ mod tests {
         assert_eq!(Tree::from_snapshot_bytes(&whole).unwrap().len(), 300);
         for part in [1, 50, 4096, whole.len(), usize::MAX] {
             let mut parts = Vec::new();
-            f.snapshot_parts(part, &mut |p| parts.push(p));
+            f.snapshot_size = (0, 0);
+            assert!(f.snapshot_parts(part, &mut |p| {
+                parts.push(p);
+                true
+            }));
             assert_eq!(parts.concat(), whole, "parts of {part}");
             let (_, rest) = parts.split_last().unwrap();
             assert!(rest.iter().all(|p| p.len() >= part), "parts of {part}");
             assert_eq!(f.snapshot_size, (whole.len(), 300));
+            // Every entry is longer than 50 bytes.
             match part {
-                1 => assert_eq!(parts.len(), 301),
-                50 => assert!(parts.len() > 100),
+                1 | 50 => assert_eq!(parts.len(), 301),
                 p if p >= whole.len() => assert_eq!(parts.len(), 1),
                 _ => assert!(parts.len() > 2),
             }
         }
+        // An `emit` that refuses stops the encoding.
+        let mut calls = 0;
+        assert!(!f.snapshot_parts(50, &mut |_| {
+            calls += 1;
+            calls < 3
+        }));
+        assert_eq!(calls, 3);
     }
 
     /// `files` counts the file namespace only, in the starting tree and in the slab.
