@@ -624,7 +624,11 @@ impl HeadIndex {
     }
 
     fn first(&self, b: usize) -> &[u8] {
-        let (s, l) = self.blocks[b].first;
+        self.first_of(&self.blocks[b])
+    }
+
+    fn first_of(&self, block: &HeadBlock) -> &[u8] {
+        let (s, l) = block.first;
         &self.bytes[s..s + l]
     }
 
@@ -637,7 +641,7 @@ impl HeadIndex {
     /// The block that would hold `path`: the last whose first path is not above it.
     fn block_of(&self, path: &[u8]) -> Option<usize> {
         self.blocks
-            .partition_point(|b| &self.bytes[b.first.0..b.first.0 + b.first.1] <= path)
+            .partition_point(|b| self.first_of(b) <= path)
             .checked_sub(1)
     }
 

@@ -325,54 +325,69 @@ mod tests {
 
     use super::*;
 
-    /// `rebuild_snapshots` (pipelined walk, snapshots stored on another thread) gives the
-    /// head tree of a plain fold, stores kept snapshots one interval apart, and the state
-    /// at any point read from them equals the plain fold up to that point.
-    #[test]
-    fn rebuilt_snapshots_give_the_state_at_every_point() {
+    /// A new ledger in a temporary directory.
+    fn new_ledger() -> (tempfile::TempDir, Ledger) {
         let d = tempfile::tempdir().unwrap();
         let actor = Actor {
             agent: "t".into(),
             ..Default::default()
         };
-        let l = Ledger::init(d.path(), actor.clone()).unwrap();
-        l.set_segment_target(64 * 1024);
-        for b in 0..30u64 {
-            let batch: Vec<NewEvent> = (0..300u64)
-                .map(|i| {
-                    let n = b * 300 + i;
-                    let key = ResourceKey::file(format!("f{}", n % 50).as_bytes());
-                    let content = Content {
+        let l = Ledger::init(d.path(), actor).unwrap();
+        (d, l)
+    }
+
+    /// Change `c<n>` setting the file `name` to content `n` (deleting it when `delete`).
+    fn file_event(n: u64, name: String, delete: bool) -> NewEvent {
+        NewEvent {
+            time_us: 1,
+            actor: Actor {
+                agent: "t".into(),
+                ..Default::default()
+            },
+            change_id: format!("c{n}"),
+            correlation_id: None,
+            body: Body::Change(Change {
+                message: None,
+                reverts: None,
+                resources: vec![ResourceChange {
+                    key: ResourceKey::file(name.as_bytes()),
+                    op: if delete { Op::Delete } else { Op::Modify },
+                    old: None,
+                    new: (!delete).then_some(Content {
                         hash: Hash::of_content(&n.to_le_bytes()),
                         mode: Mode::Regular,
-                        size: 8,
-                    };
-                    NewEvent {
-                        time_us: 1,
-                        actor: actor.clone(),
-                        change_id: format!("c{n}"),
-                        correlation_id: None,
-                        body: Body::Change(Change {
-                            message: None,
-                            reverts: None,
-                            resources: vec![ResourceChange {
-                                key,
-                                op: if n % 7 == 3 { Op::Delete } else { Op::Modify },
-                                old: None,
-                                new: (n % 7 != 3).then_some(content),
-                            }],
-                        }),
-                        meta: BTreeMap::new(),
-                    }
-                })
+                        size: n,
+                    }),
+                }],
+            }),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    /// Every event of `l` up to its head.
+    fn all_events(l: &Ledger) -> Vec<ledger::Event> {
+        let head = l.head().unwrap().seq;
+        let records = l.events(&(0..=head).collect::<Vec<_>>()).unwrap();
+        records.into_iter().map(|r| r.event).collect()
+    }
+
+    /// `rebuild_snapshots` (pipelined walk, snapshots stored on another thread) gives the
+    /// head tree of a plain fold, stores kept snapshots one interval apart, and the state
+    /// at any point read from them equals the plain fold up to that point.
+    #[test]
+    fn rebuilt_snapshots_give_the_state_at_every_point() {
+        let (_d, l) = new_ledger();
+        l.set_segment_target(64 * 1024);
+        for b in 0..30u64 {
+            let batch: Vec<NewEvent> = (b * 300..(b + 1) * 300)
+                .map(|n| file_event(n, format!("f{}", n % 50), n % 7 == 3))
                 .collect();
             l.append(batch, Precondition::None).unwrap();
         }
         let head = l.head().unwrap().seq;
         assert_eq!(head, 9000);
         let rebuilt = rebuild_snapshots(&l).unwrap();
-        let events: Vec<_> = l.events(&(0..=head).collect::<Vec<_>>()).unwrap();
-        let events: Vec<_> = events.into_iter().map(|r| r.event).collect();
+        let events = all_events(&l);
         let expected = replay::state_at(&events, head).unwrap();
         let files = expected.files().count();
         assert_eq!(
@@ -407,36 +422,9 @@ mod tests {
     /// load as the trees they were made of.
     #[test]
     fn rebuilt_snapshots_of_several_parts_load_as_their_trees() {
-        let d = tempfile::tempdir().unwrap();
-        let actor = Actor {
-            agent: "t".into(),
-            ..Default::default()
-        };
-        let l = Ledger::init(d.path(), actor.clone()).unwrap();
+        let (_d, l) = new_ledger();
         let batch: Vec<NewEvent> = (0..6000u64)
-            .map(|n| NewEvent {
-                time_us: 1,
-                actor: actor.clone(),
-                change_id: format!("c{n}"),
-                correlation_id: None,
-                body: Body::Change(Change {
-                    message: None,
-                    reverts: None,
-                    resources: vec![ResourceChange {
-                        key: ResourceKey::file(
-                            format!("src/module-{}/file-{n:05}.rs", n % 17).as_bytes(),
-                        ),
-                        op: Op::Create,
-                        old: None,
-                        new: Some(Content {
-                            hash: Hash::of_content(&n.to_le_bytes()),
-                            mode: Mode::Regular,
-                            size: n,
-                        }),
-                    }],
-                }),
-                meta: BTreeMap::new(),
-            })
+            .map(|n| file_event(n, format!("src/module-{}/file-{n:05}.rs", n % 17), false))
             .collect();
         l.append(batch, Precondition::None).unwrap();
         let head = l.head().unwrap().seq;
@@ -448,8 +436,7 @@ mod tests {
             .unwrap();
         assert_eq!(at, head);
         assert!(bytes.len() > 2 * SNAPSHOT_PART, "{} bytes", bytes.len());
-        let events: Vec<_> = l.events(&(0..=head).collect::<Vec<_>>()).unwrap();
-        let events: Vec<_> = events.into_iter().map(|r| r.event).collect();
+        let events = all_events(&l);
         let (kept, bytes) = index
             .snapshot_at_or_before(KEPT_SNAPSHOT, head)
             .unwrap()
