@@ -820,6 +820,18 @@ impl Journal {
             .collect()
     }
 
+    /// Bytes in the journal's segments, as their files hold them now.
+    pub fn bytes(&self) -> Result<u64> {
+        let segs = self
+            .storage
+            .segments()
+            .map_err(|e| self.io(0, "listing journal segments", e))?;
+        segs.into_iter().try_fold(0u64, |total, s| {
+            let len = self.storage.len(s).map_err(|e| self.io(s, "reading", e))?;
+            Ok(total.saturating_add(len))
+        })
+    }
+
     /// Appends events as one batch with one sync. Returns the sealed records.
     pub fn append(&mut self, events: Vec<NewEvent>) -> Result<Vec<Record>> {
         if let Some(why) = &self.poisoned {

@@ -881,6 +881,11 @@ impl Ledger {
         self.writer.lock().unwrap().journal.head()
     }
 
+    /// Bytes in the journal's segment files (a size to plan a walk of all of it by).
+    pub fn journal_bytes(&self) -> Result<u64> {
+        self.writer.lock().unwrap().journal.bytes()
+    }
+
     /// Makes the journal start a new segment once the current one holds `bytes` (tests
     /// use small segments to exercise sealing).
     #[doc(hidden)]

@@ -432,10 +432,14 @@ fn segments_sealed_while_the_index_writer_lags_do_not_force_a_rebuild() {
             .collect::<Vec<_>>();
         l.append(batch, Precondition::None).unwrap();
     }
-    let segments = std::fs::read_dir(d.path().join(LEDGER_DIR).join("journal"))
+    let files: Vec<u64> = std::fs::read_dir(d.path().join(LEDGER_DIR).join("journal"))
         .unwrap()
-        .count();
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    let segments = files.len();
     assert!(segments > 10, "{segments} segments");
+    // The journal's size is its segment files' sizes together.
+    assert_eq!(l.journal_bytes().unwrap(), files.iter().sum::<u64>());
     drop(l);
     let (l2, report) =
         Ledger::open_dir(&d.path().join(LEDGER_DIR), &OpenOptions::default()).unwrap();
