@@ -454,8 +454,13 @@ mod tests {
     #[test]
     fn rebuilt_snapshots_of_several_parts_load_as_their_trees() {
         let (_d, l) = new_ledger();
-        let batch: Vec<NewEvent> = (0..6000u64)
-            .map(|n| file_event(n, format!("src/module-{}/file-{n:05}.rs", n % 17), false))
+        // Names that share little with the one before in key order, so that an entry
+        // takes about 85 bytes of a snapshot.
+        let batch: Vec<NewEvent> = (0..10_000u64)
+            .map(|n| {
+                let mixed = u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+                file_event(n, format!("src/module-{}/{mixed:032x}.rs", n % 17), false)
+            })
             .collect();
         l.append(batch, Precondition::None).unwrap();
         let head = l.head().unwrap().seq;

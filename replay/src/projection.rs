@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AgentInfo, Agents, ChangeInfo, Changes, Error, Tree};
 
-/// Version of the snapshot layout (header plus the projection's serde shape). Bump it
-/// whenever a projection's fields change: old snapshots then fail to decode and the
+/// Version of the snapshot layout (header plus the projection's serde shape, or for a
+/// [`Tree`] its own layout, described in `replay/src/tree.rs`). Bump it whenever a
+/// projection's fields or a layout change: old snapshots then fail to decode and the
 /// caller rebuilds from the journal, which is always possible (snapshots are derived).
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// First bytes of every snapshot, so a stray blob is rejected before decoding.
 const SNAPSHOT_MAGIC: [u8; 8] = *b"LDGRSNAP";
@@ -71,26 +72,11 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
     /// [`Error::Snapshot`]; decoding never panics and allocates at most a small
     /// multiple of `bytes.len()`.
     fn from_snapshot_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let body = snapshot_body(Self::SNAPSHOT_KIND, bytes)?;
         let bad = |detail: String| Error::Snapshot {
             kind: Self::SNAPSHOT_KIND,
             detail,
         };
-        let (header, used): (Header, usize) =
-            bincode::serde::decode_from_slice(bytes, HEADER_CONFIG)
-                .map_err(|e| bad(format!("header: {e}")))?;
-        if header.magic != SNAPSHOT_MAGIC {
-            return Err(bad("no snapshot magic".into()));
-        }
-        if header.version != SNAPSHOT_VERSION {
-            return Err(bad(format!(
-                "format version {} (this build reads {SNAPSHOT_VERSION})",
-                header.version
-            )));
-        }
-        if header.kind != Self::SNAPSHOT_KIND {
-            return Err(bad(format!("it is a {:?} snapshot", header.kind)));
-        }
-        let body = &bytes[used..];
         let (value, used): (Self, usize) =
             decode_bounded(body).map_err(|e| bad(format!("body: {e}")))?;
         if used != body.len() {
@@ -98,6 +84,27 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
         }
         Ok(value)
     }
+}
+
+/// The body of a snapshot of `kind` (what follows its header), once the header is
+/// checked: the magic, [`SNAPSHOT_VERSION`] and the kind.
+pub(crate) fn snapshot_body<'b>(kind: &'static str, bytes: &'b [u8]) -> Result<&'b [u8], Error> {
+    let bad = |detail: String| Error::Snapshot { kind, detail };
+    let (header, used): (Header, usize) = bincode::serde::decode_from_slice(bytes, HEADER_CONFIG)
+        .map_err(|e| bad(format!("header: {e}")))?;
+    if header.magic != SNAPSHOT_MAGIC {
+        return Err(bad("no snapshot magic".into()));
+    }
+    if header.version != SNAPSHOT_VERSION {
+        return Err(bad(format!(
+            "format version {} (this build reads {SNAPSHOT_VERSION})",
+            header.version
+        )));
+    }
+    if header.kind != kind {
+        return Err(bad(format!("it is a {:?} snapshot", header.kind)));
+    }
+    Ok(&bytes[used..])
 }
 
 /// A snapshot of `kind`: the header, then `value` (a projection, or a view of one that

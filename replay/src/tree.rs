@@ -4,11 +4,13 @@ use std::cmp::Ordering;
 use std::collections::btree_map;
 use std::collections::BTreeMap;
 
-use ledger::{Body, BodyRef, Content, Event, EventRef, Mode, Name, ResourceKey};
+use ledger::{Body, BodyRef, Content, Event, EventRef, Name, ResourceKey};
 use serde::{Deserialize, Serialize};
 
 use crate::projection::{check_order, Projection};
 use crate::Error;
+
+mod snapshot;
 
 /// What one resource holds, and which change put it there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +122,21 @@ impl Projection for Tree {
     fn seq(&self) -> Option<u64> {
         self.seq
     }
+
+    /// A tree's own layout (not `bincode`'s), described in `replay/src/tree/snapshot.rs`:
+    /// each entry against the one before, so a name's shared bytes and a change ID
+    /// the entry before has are not written again.
+    fn to_snapshot_bytes(&self) -> Vec<u8> {
+        snapshot::encode(self)
+    }
+
+    /// Decodes what [`Tree::to_snapshot_bytes`] wrote, under the same rules as other
+    /// projections (never a panic; garbage, truncation, trailing bytes, a key out of
+    /// order are [`Error::Snapshot`]), allocating at most 64 times the bytes' length
+    /// for the names and IDs an entry shares with the one before.
+    fn from_snapshot_bytes(bytes: &[u8]) -> Result<Tree, Error> {
+        snapshot::decode(bytes)
+    }
 }
 
 /// Folds borrowed events ([`EventRef`], as `Ledger::scan_refs` hands them out, or
@@ -175,9 +192,10 @@ pub struct TreeFold {
     snapshot_size: (usize, usize),
 }
 
-/// Bytes per entry of a snapshot, a guess for the first one a fold encodes: 76 bytes of
-/// lengths, hash, mode, size and seq, then the key and the change ID.
-const SNAPSHOT_ENTRY_GUESS: usize = 160;
+/// Bytes per entry of a snapshot, a guess for the first one a fold encodes: the hash and
+/// mode, about 10 bytes of lengths, size and seq, the name's bytes after those it shares
+/// with the one before, and the change ID (`snapshot.rs`).
+const SNAPSHOT_ENTRY_GUESS: usize = 96;
 
 /// Key bytes (namespace and name together) a [`Cell`] holds without an allocation of
 /// their own.
@@ -503,15 +521,10 @@ impl TreeFold {
         // A part's buffer: all of the snapshot's, or a part and a little more.
         let part_capacity = capacity.min(part.saturating_add(part / 8));
         let mut total = 0;
-        // The bytes `bincode` writes for a `Tree` with `CANONICAL` (fixed-width little-
-        // endian integers, u64 lengths, u32 enum tags), written directly: through serde
-        // a hash is 32 one-byte elements, which made encoding the snapshots a seventh
-        // of a rebuild. `TreeFold`'s tests compare these bytes with
-        // `Tree::to_snapshot_bytes` on every fold. The header first (`()` encodes to
-        // no bytes).
-        let mut out = crate::projection::snapshot_bytes(Tree::SNAPSHOT_KIND, &(), part_capacity);
-        let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
-        len(&mut out, self.order.len());
+        // The bytes `Tree::to_snapshot_bytes` writes (`TreeFold`'s tests compare them
+        // on every fold).
+        let mut out = snapshot::begin(part_capacity, self.order.len());
+        let mut w = snapshot::EntryWriter::new();
         // Cells (and their change IDs) come in key order, not slab order: each is asked
         // for a few entries ahead (a hint), so the waits overlap.
         for (n, &i) in self.order.iter().enumerate() {
@@ -523,22 +536,8 @@ impl TreeFold {
             }
             let c = &self.slab[i as usize];
             let (namespace, name) = c.key.split_at(c.namespace_len as usize);
-            len(&mut out, namespace.len());
-            out.extend_from_slice(namespace);
-            len(&mut out, name.len());
-            out.extend_from_slice(name);
-            out.extend_from_slice(c.content.hash.as_bytes());
-            let mode: u32 = match c.content.mode {
-                Mode::Regular => 0,
-                Mode::Executable => 1,
-                Mode::Symlink => 2,
-            };
-            out.extend_from_slice(&mode.to_le_bytes());
-            out.extend_from_slice(&c.content.size.to_le_bytes());
-            out.extend_from_slice(&c.seq.to_le_bytes());
-            let id = self.id(c.id());
-            len(&mut out, id.len());
-            out.extend_from_slice(id.as_bytes());
+            let id = self.id(c.id()).as_bytes();
+            w.entry(&mut out, namespace, name, &c.content, c.seq, id);
             if out.len() >= part {
                 total += out.len();
                 if !emit(std::mem::replace(
@@ -549,13 +548,7 @@ impl TreeFold {
                 }
             }
         }
-        match self.seq {
-            None => out.push(0),
-            Some(seq) => {
-                out.push(1);
-                out.extend_from_slice(&seq.to_le_bytes());
-            }
-        }
+        snapshot::end(&mut out, self.seq);
         self.snapshot_size = (total + out.len(), self.order.len());
         emit(out)
     }
@@ -1165,6 +1158,7 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<TreeDiff> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledger::Mode;
 
     /// A fold whose change-ID arena is compacted again and again (a small threshold)
     /// gives the tree and snapshot bytes of a plain fold at every step, with resources
@@ -1471,7 +1465,7 @@ mod tests {
         }
         let whole = f.to_snapshot_bytes();
         assert_eq!(Tree::from_snapshot_bytes(&whole).unwrap().len(), 300);
-        for part in [1, 50, 4096, whole.len(), usize::MAX] {
+        for part in [1, 39, 4096, whole.len(), usize::MAX] {
             let mut parts = Vec::new();
             f.snapshot_size = (0, 0);
             assert!(f.snapshot_parts(part, &mut |p| {
@@ -1482,16 +1476,16 @@ mod tests {
             let (_, rest) = parts.split_last().unwrap();
             assert!(rest.iter().all(|p| p.len() >= part), "parts of {part}");
             assert_eq!(f.snapshot_size, (whole.len(), 300));
-            // Every entry is longer than 50 bytes.
+            // Every entry takes at least 39 bytes.
             match part {
-                1 | 50 => assert_eq!(parts.len(), 301),
+                1 | 39 => assert_eq!(parts.len(), 301),
                 p if p >= whole.len() => assert_eq!(parts.len(), 1),
                 _ => assert!(parts.len() > 2),
             }
         }
         // An `emit` that refuses stops the encoding.
         let mut calls = 0;
-        assert!(!f.snapshot_parts(50, &mut |_| {
+        assert!(!f.snapshot_parts(39, &mut |_| {
             calls += 1;
             calls < 3
         }));

@@ -438,16 +438,27 @@ fn snapshot_decoding_rejects_garbage_without_panicking() {
         flipped[i] ^= 0xff;
         let _ = Projections::from_snapshot_bytes(&flipped);
     }
-    // A header followed by a length prefix claiming an enormous map or name.
+    // A tree's header followed by an enormous entry count, or an entry whose name claims
+    // an enormous length (a varint: seven bits a byte).
     for len in [u64::MAX, 1 << 40, 1 << 31] {
         let mut huge = Tree::new().to_snapshot_bytes();
-        let body_at = huge.len() - 9; // empty map length (8) + None seq (1)
+        let body_at = huge.len() - 9; // no entries (8) + no seq (1)
         huge.truncate(body_at);
+        let mut count = huge.clone();
+        count.extend_from_slice(&len.to_le_bytes());
+        count.extend_from_slice(&[0; 64]);
+        assert!(Tree::from_snapshot_bytes(&count).is_err());
         huge.extend_from_slice(&1u64.to_le_bytes()); // one entry
-        huge.extend_from_slice(&4u64.to_le_bytes());
-        huge.extend_from_slice(b"file");
-        huge.extend_from_slice(&len.to_le_bytes()); // name length
-        assert!(Tree::from_snapshot_bytes(&huge).is_err());
+        huge.extend_from_slice(&[5, b'f', b'i', b'l', b'e', 0]); // file:, nothing shared
+        let mut n = len;
+        while n >= 0x80 {
+            huge.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        huge.push(n as u8); // the name's length
+        huge.extend_from_slice(&[0; 64]);
+        let err = Tree::from_snapshot_bytes(&huge).unwrap_err().to_string();
+        assert!(err.contains("the name"), "{err}");
     }
 }
 
