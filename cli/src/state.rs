@@ -6,9 +6,10 @@
 //! every [`keep_interval`] events: [`KEEP_EVERY`], or the number of resources in the
 //! tree when that is larger, so the state at any past point costs at most that many
 //! events, and kept snapshots (each the size of the tree) add at most about one tree
-//! entry per event to the index, however large the workspace. Both are derived and rebuilt when missing or unreadable. `record`
-//! and `status` do not load them (see [`crate::cache::HeadFiles`]); `record` saves them
-//! when due.
+//! entry per event to the index, however large the workspace. Both are derived: one
+//! that does not decode is removed when a load reaches it ([`tree_at`]), and the head's
+//! is saved again when due; `ledger reindex` rebuilds them all. `record` and `status`
+//! do not load them (see [`crate::cache::HeadFiles`]); `record` saves them when due.
 
 use ledger::{Ledger, RecordRef};
 use replay::{Projection, Tree, TreeFold};
@@ -26,21 +27,31 @@ pub fn keep_interval(resources: usize) -> u64 {
 }
 
 /// The tree as it was right after `seq`, and the seq of the snapshot it started from.
+///
+/// It starts from the newest snapshot at or before `seq`, of either kind, that decodes.
+/// One whose bytes pass their checksum but do not decode (written in another snapshot
+/// version by another build, say) is removed, so that the next save puts one in its
+/// place instead of every later load passing over it.
 pub fn tree_at(ledger: &Ledger, seq: u64) -> CliResult<(Tree, Option<u64>)> {
-    let mut best: Option<(u64, Vec<u8>)> = None;
-    for name in [HEAD_SNAPSHOT, KEPT_SNAPSHOT] {
-        if let Some((s, bytes)) = ledger.index_unsynced().snapshot_at_or_before(name, seq)? {
-            if best.as_ref().is_none_or(|(b, _)| s > *b) {
-                best = Some((s, bytes));
+    let index = ledger.index_unsynced();
+    let start = loop {
+        let mut best: Option<(u64, &str, Vec<u8>)> = None;
+        for name in [HEAD_SNAPSHOT, KEPT_SNAPSHOT] {
+            if let Some((s, bytes)) = index.snapshot_at_or_before(name, seq)? {
+                if best.as_ref().is_none_or(|(b, _, _)| s > *b) {
+                    best = Some((s, name, bytes));
+                }
             }
         }
-    }
-    let (tree, from, used) = match best.and_then(|(s, b)| {
-        Tree::from_snapshot_bytes(&b)
-            .ok()
-            .filter(|t| t.seq() == Some(s))
-            .map(|t| (t, s))
-    }) {
+        let Some((s, name, bytes)) = best else {
+            break None;
+        };
+        match Tree::from_snapshot_bytes(&bytes) {
+            Ok(t) if t.seq() == Some(s) => break Some((t, s)),
+            _ => index.remove_snapshot(name, s)?,
+        }
+    };
+    let (tree, from, used) = match start {
         Some((t, s)) => (t, s + 1, Some(s)),
         None => (Tree::new(), 0, None),
     };
@@ -163,14 +174,15 @@ pub fn rebuild_snapshots(ledger: &Ledger) -> CliResult<Rebuilt> {
 }
 
 /// Journal bytes per cell that [`rebuild_pass`] makes room for in its fold ahead
-/// ([`TreeFold::reserve`]), and at most [`FOLD_ROOM_MOST`] cells (32 MiB). A resource
-/// created takes about this much of an event or more (its path, content hash, size and
-/// mode, and its share of the event), and one changed again and again takes it each
-/// time, so this is about what a journal of creations needs and more than one of edits
-/// does; room never used takes no memory. (The benchmark's rebuild of 10,000 events
-/// and 10,500 files took 0.88 times as long with it: without, the folding thread
-/// copied its cells to new memory at each doubling.)
-const JOURNAL_BYTES_PER_CELL: u64 = 256;
+/// ([`TreeFold::reserve`]), and at most [`FOLD_ROOM_MOST`] cells (32 MiB). A file
+/// created in an event that creates many takes about 100 bytes of it or more (70 of
+/// content hash, size, mode and lengths, then its path), and a resource changed again
+/// and again takes them each time, so this is about what a journal of bulk creations
+/// needs and more than one of edits does; room never used takes no memory. (The
+/// benchmark's rebuild of 10,139 events that leave 9,706 files took 0.88 times as long
+/// with a cell per 256 bytes: without, the folding thread copied its cells to new
+/// memory at each doubling.)
+const JOURNAL_BYTES_PER_CELL: u64 = 128;
 const FOLD_ROOM_MOST: usize = 1 << 18;
 
 /// The cells [`rebuild_pass`] makes room for, for a journal of `bytes`.
@@ -348,11 +360,11 @@ mod tests {
     /// The fold's room: a cell per [`JOURNAL_BYTES_PER_CELL`] journal bytes, up to
     /// [`FOLD_ROOM_MOST`] however large the journal.
     #[test]
-    fn a_rebuild_makes_room_for_a_cell_per_256_journal_bytes_up_to_a_bound() {
+    fn a_rebuild_makes_room_for_a_cell_per_128_journal_bytes_up_to_a_bound() {
         assert_eq!(fold_room(0), 0);
-        assert_eq!(fold_room(255), 0);
-        assert_eq!(fold_room(7_720_788), 30_159);
-        assert_eq!(fold_room(256 << 18), 1 << 18);
+        assert_eq!(fold_room(127), 0);
+        assert_eq!(fold_room(7_720_788), 60_318);
+        assert_eq!(fold_room(128 << 18), 1 << 18);
         assert_eq!(fold_room(u64::MAX), 1 << 18);
     }
 
@@ -447,6 +459,42 @@ mod tests {
             let (t, _) = tree_at(&l, seq).unwrap();
             assert_eq!(t, replay::state_at(&events, seq).unwrap(), "seq {seq}");
         }
+    }
+
+    /// A snapshot that does not decode (here: another snapshot version's) is removed
+    /// when the tree is loaded past it, the tree comes from the next older one, and the
+    /// next save puts a new one in its place.
+    #[test]
+    fn snapshots_that_do_not_decode_are_removed_and_saved_again() {
+        let (_d, l) = new_ledger();
+        let batch: Vec<NewEvent> = (0..100u64)
+            .map(|n| file_event(n, format!("f{}", n % 30), false))
+            .collect();
+        l.append(batch, Precondition::None).unwrap();
+        let head = l.head().unwrap().seq;
+        rebuild_snapshots(&l).unwrap();
+        let index = l.index_unsynced();
+        let (at, good) = index
+            .snapshot_at_or_before(HEAD_SNAPSHOT, head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at, head);
+        // The header is the magic (8 bytes), then the version.
+        let mut other = good.clone();
+        other[8..12].copy_from_slice(&(replay::SNAPSHOT_VERSION - 1).to_le_bytes());
+        index.put_snapshot(HEAD_SNAPSHOT, head, &other).unwrap();
+        let events = all_events(&l);
+        let (t, used) = tree_at(&l, head).unwrap();
+        assert_eq!(t, replay::state_at(&events, head).unwrap());
+        assert_eq!(used, Some(0), "from the kept snapshot at seq 0");
+        assert_eq!(index.latest_snapshot_seq(HEAD_SNAPSHOT).unwrap(), None);
+        keep_snapshots_current(&l).unwrap();
+        let (at, bytes) = index
+            .snapshot_at_or_before(HEAD_SNAPSHOT, head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at, head);
+        assert_eq!(Tree::from_snapshot_bytes(&bytes).unwrap(), t);
     }
 
     /// Snapshots larger than a part ([`SNAPSHOT_PART`]), stored as their parts come,

@@ -946,15 +946,20 @@ impl Index {
     pub fn prune_snapshots(&self, name: &str, keep_from: u64) -> Result<()> {
         for s in self.snapshot_seqs(name)? {
             if s < keep_from {
-                let path = self.snap_dir.join(snapshot_file(name, s)?);
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("removing", path, e)),
-                }
+                self.remove_snapshot(name, s)?;
             }
         }
         Ok(())
+    }
+
+    /// Drops the snapshot of `name` at `seq` (there being none is no error).
+    pub fn remove_snapshot(&self, name: &str, seq: u64) -> Result<()> {
+        let path = self.snap_dir.join(snapshot_file(name, seq)?);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", path, e)),
+        }
     }
 
     /// Writes out what sled holds in memory, if it is open.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{AgentInfo, Agents, ChangeInfo, Changes, Error, Tree};
 
 /// Version of the snapshot layout (header plus the projection's serde shape, or for a
-/// [`Tree`] its own layout, described in `replay/src/tree.rs`). Bump it whenever a
+/// [`Tree`] its own layout, described in `replay/src/tree/snapshot.rs`). Bump it whenever a
 /// projection's fields or a layout change: old snapshots then fail to decode and the
 /// caller rebuilds from the journal, which is always possible (snapshots are derived).
 pub const SNAPSHOT_VERSION: u32 = 3;
@@ -70,7 +70,7 @@ pub trait Projection: Clone + Serialize + DeserializeOwned {
     /// Decodes what [`Projection::to_snapshot_bytes`] wrote. Garbage, truncation,
     /// trailing bytes, another projection's snapshot or another version give
     /// [`Error::Snapshot`]; decoding never panics and allocates at most a small
-    /// multiple of `bytes.len()`.
+    /// multiple of `bytes.len()` (a [`Tree`]'s: see its own).
     fn from_snapshot_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let body = snapshot_body(Self::SNAPSHOT_KIND, bytes)?;
         let bad = |detail: String| Error::Snapshot {

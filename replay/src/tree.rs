@@ -132,8 +132,10 @@ impl Projection for Tree {
 
     /// Decodes what [`Tree::to_snapshot_bytes`] wrote, under the same rules as other
     /// projections (never a panic; garbage, truncation, trailing bytes, a key out of
-    /// order are [`Error::Snapshot`]), allocating at most 64 times the bytes' length
-    /// for the names and IDs an entry shares with the one before.
+    /// order are [`Error::Snapshot`]). It allocates for namespaces, names and change
+    /// IDs at most 64 times the bytes' length and 1 MiB (an entry takes again what it
+    /// shares with the one before; the writer keeps to that), and for the entries
+    /// themselves and the map made of them about ten times the bytes' length.
     fn from_snapshot_bytes(bytes: &[u8]) -> Result<Tree, Error> {
         snapshot::decode(bytes)
     }

@@ -525,10 +525,19 @@ fn large_tree_folds_diffs_and_snapshots() {
     assert!(d.iter().all(|d| d.kind == DiffKind::Modified));
     assert!(d.windows(2).all(|w| w[0].key < w[1].key));
     let bytes = tree.to_snapshot_bytes();
+    assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+    assert_eq!(Tree::from_snapshot_bytes(&bytes).unwrap(), tree);
+    // In a `Projections` snapshot (`bincode`), big enough to need a larger decode limit
+    // than the smallest.
+    let p = Projections {
+        tree,
+        ..Projections::new()
+    };
+    let bytes = p.to_snapshot_bytes();
     assert!(
         bytes.len() > 1 << 20,
         "big enough to need a larger decode limit: {}",
         bytes.len()
     );
-    assert_eq!(Tree::from_snapshot_bytes(&bytes).unwrap(), tree);
+    assert_eq!(Projections::from_snapshot_bytes(&bytes).unwrap(), p);
 }

@@ -21,6 +21,14 @@
 //! directory), and neighbouring files were often set by one change: an entry of the
 //! benchmark's workspace takes 66 bytes this way, where the `bincode` form of a
 //! [`Tree`] (which `Projections` snapshots still hold) took 129.
+//!
+//! The writer shares as much as it can, except where that would take the entries'
+//! namespaces, names and change IDs together past [`DECODED_PER_BYTE`] times the bytes
+//! written so far (and [`DECODED_SLACK`]): such an entry is written whole (its namespace
+//! and ID with their bytes, nothing of the name shared), so a reader can refuse any
+//! snapshot past that as garbage without refusing one this writer made. The reader
+//! takes what the table allows, shared or not, and varints of more bytes than they
+//! need.
 
 use ledger::{Content, Hash, Mode, Name, ResourceKey};
 
@@ -33,10 +41,20 @@ use crate::Error;
 const ENTRY_MIN: usize = 39;
 
 /// A snapshot's names, namespaces and change IDs together, once decoded, take at most
-/// this many times its bytes (and 1 MiB): what an entry shares with the one before is
-/// not in the snapshot again, and a crafted one could otherwise ask for the square of
-/// its size.
+/// this many times its bytes, and [`DECODED_SLACK`] more: what an entry shares with the
+/// one before is not in the snapshot again, and a crafted one could otherwise ask for
+/// the square of its size. [`EntryWriter`] keeps to it.
 const DECODED_PER_BYTE: usize = 64;
+const DECODED_SLACK: usize = 1 << 20;
+
+/// Whether `counted` bytes of namespaces, names and IDs are within what `written` bytes
+/// of a snapshot may hold ([`DECODED_PER_BYTE`]).
+fn within_budget(counted: usize, written: usize) -> bool {
+    counted
+        <= written
+            .saturating_mul(DECODED_PER_BYTE)
+            .saturating_add(DECODED_SLACK)
+}
 
 /// The header and the entry count, in a buffer of at least `capacity` bytes.
 pub(super) fn begin(capacity: usize, entries: usize) -> Vec<u8> {
@@ -61,6 +79,9 @@ pub(super) struct EntryWriter<'a> {
     namespace: &'a [u8],
     name: &'a [u8],
     id: &'a [u8],
+    /// Bytes of entries written, and of their namespaces, names and IDs.
+    written: usize,
+    counted: usize,
 }
 
 impl<'a> EntryWriter<'a> {
@@ -69,6 +90,8 @@ impl<'a> EntryWriter<'a> {
             namespace: &[],
             name: &[],
             id: &[],
+            written: 0,
+            counted: 0,
         }
     }
 
@@ -83,8 +106,43 @@ impl<'a> EntryWriter<'a> {
         seq: u64,
         id: &'a [u8],
     ) {
-        same_or_bytes(out, &mut self.namespace, namespace);
-        let shared = shared_prefix(self.name, name);
+        let start = out.len();
+        let counts = namespace.len() + name.len() + id.len();
+        self.write(out, namespace, name, content, seq, id, true);
+        if !within_budget(self.counted + counts, self.written + (out.len() - start)) {
+            // Rare (names that share long prefixes): whole, the entry takes at least as
+            // many bytes as it counts, which keeps the total within the budget.
+            out.truncate(start);
+            self.write(out, namespace, name, content, seq, id, false);
+        }
+        self.written += out.len() - start;
+        self.counted += counts;
+    }
+
+    /// [`EntryWriter::entry`]'s bytes, sharing what the entry before has (`share`) or
+    /// not.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        namespace: &'a [u8],
+        name: &'a [u8],
+        content: &Content,
+        seq: u64,
+        id: &'a [u8],
+        share: bool,
+    ) {
+        if share {
+            same_or_bytes(out, &mut self.namespace, namespace);
+        } else {
+            tagged_bytes(out, &mut self.namespace, namespace);
+        }
+        let shared = if share {
+            shared_prefix(self.name, name)
+        } else {
+            0
+        };
         varint(out, shared as u64);
         varint(out, (name.len() - shared) as u64);
         out.extend_from_slice(&name[shared..]);
@@ -97,21 +155,30 @@ impl<'a> EntryWriter<'a> {
         });
         varint(out, content.size);
         varint(out, seq);
-        same_or_bytes(out, &mut self.id, id);
+        if share {
+            same_or_bytes(out, &mut self.id, id);
+        } else {
+            tagged_bytes(out, &mut self.id, id);
+        }
     }
 }
 
-/// 0 when `now` is `before`; else its length plus one and its bytes (and it becomes
-/// `before`).
+/// 0 when `now` is `before`; else [`tagged_bytes`].
 #[inline]
 fn same_or_bytes<'a>(out: &mut Vec<u8>, before: &mut &'a [u8], now: &'a [u8]) {
     if *before == now {
         out.push(0);
     } else {
-        varint(out, now.len() as u64 + 1);
-        out.extend_from_slice(now);
-        *before = now;
+        tagged_bytes(out, before, now);
     }
+}
+
+/// `now`'s length plus one and its bytes (and it becomes `before`).
+#[inline]
+fn tagged_bytes<'a>(out: &mut Vec<u8>, before: &mut &'a [u8], now: &'a [u8]) {
+    varint(out, now.len() as u64 + 1);
+    out.extend_from_slice(now);
+    *before = now;
 }
 
 #[inline]
@@ -180,7 +247,7 @@ fn decode_body(body: &[u8]) -> Result<Tree, String> {
     let mut budget = body
         .len()
         .saturating_mul(DECODED_PER_BYTE)
-        .saturating_add(1 << 20);
+        .saturating_add(DECODED_SLACK);
     let mut entries: Vec<(ResourceKey, Entry)> = Vec::with_capacity(count as usize);
     for n in 0..count {
         let entry = decode_entry(&mut r, entries.last(), &mut budget)
@@ -195,7 +262,7 @@ fn decode_body(body: &[u8]) -> Result<Tree, String> {
     if !r.0.is_empty() {
         return Err(format!("{} trailing bytes", r.0.len()));
     }
-    // (In key order, checked: collected without sorting anything.)
+    // (In key order, checked: the map's stable sort finds nothing to move.)
     Ok(Tree {
         entries: entries.into_iter().collect(),
         seq,
@@ -214,10 +281,16 @@ fn decode_entry(
         Ok(())
     };
     let namespace = match r.tagged("the namespace")? {
-        None => before.map_or(String::new(), |(k, _)| k.namespace.clone()),
-        Some(b) => utf8(b, "the namespace")?,
+        None => {
+            let before = before.map_or("", |(k, _)| &k.namespace);
+            spend(before.len())?;
+            before.to_string()
+        }
+        Some(b) => {
+            spend(b.len())?;
+            utf8(b, "the namespace")?
+        }
     };
-    spend(namespace.len())?;
     let before_name: &[u8] = before.map_or(&[], |(k, _)| &k.name.0);
     let shared = r.varint("the name")?;
     let shared = usize::try_from(shared)
@@ -252,10 +325,16 @@ fn decode_entry(
     let size = r.varint("the size")?;
     let seq = r.varint("the seq")?;
     let change_id = match r.tagged("the change ID")? {
-        None => before.map_or(String::new(), |(_, e)| e.change_id.clone()),
-        Some(b) => utf8(b, "the change ID")?,
+        None => {
+            let before = before.map_or("", |(_, e)| &e.change_id);
+            spend(before.len())?;
+            before.to_string()
+        }
+        Some(b) => {
+            spend(b.len())?;
+            utf8(b, "the change ID")?
+        }
     };
-    spend(change_id.len())?;
     let entry = Entry {
         content: Content { hash, mode, size },
         seq,
@@ -563,53 +642,62 @@ mod tests {
         }
     }
 
-    /// A crafted snapshot whose entries each take a long change ID, or a long name, of
+    /// A crafted snapshot whose entries each take a long change ID, namespace or name of
     /// the entry before again is refused before it asks for more than 64 times its
-    /// size in all (here 2.1 GB of IDs from 1.3 MB, 180 MB of names from 0.2 MB); the
-    /// same entries under that decode.
+    /// size (here 50 MB of IDs from 0.25 MB, 50 MB of namespaces from 0.26 MB, 180 MB of
+    /// names from 0.19 MB); the same entries under that decode.
     #[test]
     fn tree_snapshots_sharing_more_than_they_can_hold_are_refused() {
-        let long = vec![b'n'; 60_000];
-        // Entry `i` of `count`: the name `i` as 8 digits, or the first one's long
-        // name and one byte more than the name before; the first one's long ID, or
-        // the one before.
-        let craft = |count: u64, long_names: bool| -> Vec<u8> {
+        #[derive(Clone, Copy)]
+        enum Long {
+            Id,
+            Namespace,
+            Name,
+        }
+        // Entry `i` of `count`: the first one's long ID, namespace or name, taken again
+        // by the others (a long name with one byte more than the name before each
+        // time; short names are `i` as 8 digits).
+        let craft = |count: u64, long: Long, long_len: usize| -> Vec<u8> {
+            let bytes = vec![b'n'; long_len];
             let mut body = Vec::new();
             for i in 0..count {
-                body.push(if i == 0 { 5 } else { 0 });
-                if i == 0 {
-                    body.extend_from_slice(b"file");
+                match (long, i) {
+                    (Long::Namespace, 0) => {
+                        varint(&mut body, long_len as u64 + 1);
+                        body.extend_from_slice(&bytes);
+                    }
+                    (_, 0) => body.extend_from_slice(&[5, b'f', b'i', b'l', b'e']),
+                    _ => body.push(0),
                 }
-                let name = match (long_names, i) {
-                    (true, 0) => long.clone(),
-                    (true, _) => vec![b'n'],
-                    (false, _) => format!("{i:08}").into_bytes(),
-                };
-                let shared = if long_names && i > 0 {
-                    long.len() as u64 + i - 1
-                } else {
-                    0
+                let (shared, name) = match (long, i) {
+                    (Long::Name, 0) => (0, bytes.clone()),
+                    (Long::Name, _) => (long_len as u64 + i - 1, vec![b'n']),
+                    _ => (0, format!("{i:08}").into_bytes()),
                 };
                 varint(&mut body, shared);
                 varint(&mut body, name.len() as u64);
                 body.extend_from_slice(&name);
                 body.extend_from_slice(&[0; 32]);
                 body.extend_from_slice(&[0, 0, 0]);
-                match (long_names, i) {
-                    (false, 0) => {
-                        varint(&mut body, long.len() as u64 + 1);
-                        body.extend_from_slice(&long);
+                match (long, i) {
+                    (Long::Id, 0) => {
+                        varint(&mut body, long_len as u64 + 1);
+                        body.extend_from_slice(&bytes);
                     }
-                    (true, 0) => body.extend_from_slice(&[2, b'c']),
+                    (_, 0) => body.extend_from_slice(&[2, b'c']),
                     _ => body.push(0),
                 }
             }
             body.push(0);
             crafted(count, &body)
         };
-        for (count, long_names) in [(35_000, false), (3_000, true)] {
+        for (long, count, long_len) in [
+            (Long::Id, 5_000, 10_000),
+            (Long::Namespace, 5_000, 10_000),
+            (Long::Name, 3_000, 60_000),
+        ] {
             // (Not `unwrap_err`: a tree decoded in spite of the budget would be printed.)
-            let err = match Tree::from_snapshot_bytes(&craft(count, long_names)) {
+            let err = match Tree::from_snapshot_bytes(&craft(count, long, long_len)) {
                 Ok(t) => panic!("{} entries decoded", t.len()),
                 Err(e) => e.to_string(),
             };
@@ -617,13 +705,43 @@ mod tests {
                 err.contains("more names and IDs than a snapshot of its size holds"),
                 "{err}"
             );
-            assert_eq!(
-                Tree::from_snapshot_bytes(&craft(20, long_names))
-                    .unwrap()
-                    .len(),
-                20
-            );
+            let few = Tree::from_snapshot_bytes(&craft(20, long, long_len)).unwrap();
+            assert_eq!(few.len(), 20);
         }
+    }
+
+    /// Names that share long prefixes, more than a reader would take from the bytes
+    /// shared, are written whole where they would be (here 100 names of 64 KiB that
+    /// differ in their last byte: 6.5 MB of names, of which sharing would leave 70 KB),
+    /// and the snapshot decodes to the tree; so do a fold's bytes of it.
+    #[test]
+    fn names_sharing_long_prefixes_are_written_so_that_they_decode() {
+        let names: Vec<Vec<u8>> = (0..100u8)
+            .map(|i| {
+                let mut n = vec![b'p'; 65_535];
+                n.push(i);
+                n
+            })
+            .collect();
+        let entries: Vec<(&str, &[u8], Content, u64, &str)> = names
+            .iter()
+            .map(|n| ("file", n.as_slice(), content(1, Mode::Regular, 9), 3, "c"))
+            .collect();
+        let t = tree(&entries, Some(3));
+        let bytes = t.to_snapshot_bytes();
+        assert!(bytes.len() > 100 * 1024, "{} bytes", bytes.len());
+        assert!(bytes.len() < 2 * 1024 * 1024, "{} bytes", bytes.len());
+        assert_eq!(Tree::from_snapshot_bytes(&bytes).unwrap(), t);
+        // The same tree folded into the slab (the empty starting tree taken apart first).
+        let mut fold = crate::TreeFold::new(Tree::new());
+        fold.check(3).unwrap();
+        let mut id = None;
+        for n in &names {
+            let c = Some(content(1, Mode::Regular, 9));
+            fold.set("file", n, None, c, 3, "c", &mut id).unwrap();
+        }
+        fold.done(3);
+        assert_eq!(fold.to_snapshot_bytes(), bytes);
     }
 
     /// Random bytes behind a tree header, and every flipped byte of a snapshot, give an
