@@ -280,17 +280,12 @@ fn decode_entry(
             .ok_or("more names and IDs than a snapshot of its size holds")?;
         Ok(())
     };
-    let namespace = match r.tagged("the namespace")? {
-        None => {
-            let before = before.map_or("", |(k, _)| &k.namespace);
-            spend(before.len())?;
-            before.to_string()
-        }
-        Some(b) => {
-            spend(b.len())?;
-            utf8(b, "the namespace")?
-        }
-    };
+    let namespace = text(
+        r,
+        before.map_or("", |(k, _)| &k.namespace),
+        "the namespace",
+        &mut spend,
+    )?;
     let before_name: &[u8] = before.map_or(&[], |(k, _)| &k.name.0);
     let shared = r.varint("the name")?;
     let shared = usize::try_from(shared)
@@ -324,17 +319,12 @@ fn decode_entry(
     };
     let size = r.varint("the size")?;
     let seq = r.varint("the seq")?;
-    let change_id = match r.tagged("the change ID")? {
-        None => {
-            let before = before.map_or("", |(_, e)| &e.change_id);
-            spend(before.len())?;
-            before.to_string()
-        }
-        Some(b) => {
-            spend(b.len())?;
-            utf8(b, "the change ID")?
-        }
-    };
+    let change_id = text(
+        r,
+        before.map_or("", |(_, e)| &e.change_id),
+        "the change ID",
+        &mut spend,
+    )?;
     let entry = Entry {
         content: Content { hash, mode, size },
         seq,
@@ -343,10 +333,26 @@ fn decode_entry(
     Ok((key, entry))
 }
 
-fn utf8(b: &[u8], what: &str) -> Result<String, String> {
-    std::str::from_utf8(b)
-        .map(str::to_string)
-        .map_err(|_| format!("{what} is not UTF-8"))
+/// A namespace or change ID: the entry before's (`before`) for a 0, else its own bytes,
+/// which must be UTF-8; charged to the budget (`spend`) before it is copied.
+fn text(
+    r: &mut Input,
+    before: &str,
+    what: &str,
+    spend: &mut impl FnMut(usize) -> Result<(), String>,
+) -> Result<String, String> {
+    match r.tagged(what)? {
+        None => {
+            spend(before.len())?;
+            Ok(before.to_string())
+        }
+        Some(b) => {
+            spend(b.len())?;
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| format!("{what} is not UTF-8"))
+        }
+    }
 }
 
 /// What is left of the bytes being decoded.
